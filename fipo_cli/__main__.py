@@ -1,0 +1,3 @@
+from fipo_cli.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The one error type of fipo.
+
+Every expected failure is a :class:`FipoError`: a message that names what went wrong and
+a hint that says how to fix it. ``fipo_cli.cli.main`` prints it once, without a
+traceback (``FIPO_DEBUG=1`` shows one), and exits with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class FipoError(Exception):
+    """A failure fipo expected: runtime problems exit with code 1."""
+
+    exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\nhint: {self.hint}"
+
+
+class UsageError(FipoError):
+    """Bad command-line usage: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(FipoError, ValueError):
+    """One or more bad config values, all reported at once: exit code 2.
+
+    It is also a ``ValueError`` so that code which validates configs the way verl does
+    (``except ValueError``) treats it as one.
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: Sequence[str], hint: str | None = None) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message, hint)
+
+
+def unknown_key_problem(key: str, known: Iterable[str], what: str) -> str:
+    """One problem line for an unknown key, naming the closest known key if there is one."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"{key!r} is not a {what}" + (f"; did you mean {close[0]!r}?" if close else "")

@@ -1,0 +1,149 @@
+"""Future-KL and influence weights (FIPO.md §1), pure torch.
+
+FutureKL_t = Σ_{k=t..T} γ^(k−t) · x_k  with  x_k = M_k · Δlogp_k · mask_k
+
+is the linear recurrence F_t = x_t + γ·F_{t+1}. It is computed here as a blocked scan:
+inside blocks of ``BLOCK`` tokens a (BLOCK, BLOCK) matrix of decays γ^(k−t) does the local
+sums in one batched matmul; the sums at block starts form the same recurrence with decay
+γ^BLOCK over L/BLOCK values, solved recursively; each token then adds γ^(BLOCK−t) times
+the next block's start value. Time O(B·L·BLOCK) = O(B·L), memory O(B·L); every power of
+γ used is ≤ 1, so nothing overflows for any γ in (0, 1] and any L (no γ^(−L) rescaling).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from fipo_cli.loss.knobs import FutureKLSettings
+
+#: Tokens per block of the scan. 64 keeps the in-block matmul small and makes the
+#: recursion two levels deep for L ≤ 262 144.
+BLOCK = 64
+
+#: exp() of a Future-KL above this saturates; only the raw-weight metrics can see it,
+#: since every clipped weight is ≤ 10.
+MAX_LOG_WEIGHT = 20.0
+
+
+def _powers(gamma: float, exponents: torch.Tensor) -> torch.Tensor:
+    """γ^e in float32 for float64 exponents e ≥ 0, exact at γ = 0 (a γ^BLOCK that underflowed)."""
+    if gamma == 0.0:
+        return (exponents == 0).to(torch.float32)
+    return torch.exp(exponents * math.log(gamma)).to(torch.float32)
+
+
+def _decay_matrix(gamma: float, size: int, device: torch.device) -> torch.Tensor:
+    """(size, size) float32 with W[k, t] = γ^(k−t) for k ≥ t, else 0."""
+    steps = torch.arange(size, device=device, dtype=torch.float64)
+    distance = steps[:, None] - steps[None, :]
+    return torch.where(distance >= 0, _powers(gamma, distance.clamp(min=0)), 0.0)
+
+
+@contextmanager
+def _exact_fp32_matmul(device: torch.device):
+    """TF32 would cut the in-block sums to ~3 significant digits on Ampere and later GPUs."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def discounted_future_sum(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Reverse discounted cumulative sum along the last dimension.
+
+    Args:
+        x: (B, L) float32. Padding must already be zero.
+        gamma: discount in (0, 1].
+
+    Returns:
+        (B, L) float32 with ``out[b, t] = Σ_{k ≥ t} γ^(k−t) · x[b, k]``.
+    """
+    batch, length = x.shape
+    with _exact_fp32_matmul(x.device):
+        if length <= BLOCK:
+            return x @ _decay_matrix(gamma, length, x.device)
+        blocks = -(-length // BLOCK)
+        padded = F.pad(x, (0, blocks * BLOCK - length)) if blocks * BLOCK != length else x
+        local = padded.view(batch, blocks, BLOCK) @ _decay_matrix(gamma, BLOCK, x.device)
+    block_start = discounted_future_sum(local[:, :, 0].contiguous(), gamma**BLOCK)
+    next_start = F.pad(block_start[:, 1:], (0, 1))
+    steps_to_next = torch.arange(BLOCK, 0, -1, device=x.device, dtype=torch.float64)
+    local.addcmul_(next_start.unsqueeze(-1), _powers(gamma, steps_to_next))
+    return local.view(batch, blocks * BLOCK)[:, :length]
+
+
+def _shift_left(values: torch.Tensor, steps: int) -> torch.Tensor:
+    """values[:, t + steps], zero past the end."""
+    if steps >= values.shape[-1]:
+        return torch.zeros_like(values)
+    return F.pad(values[:, steps:], (0, steps))
+
+
+def _ranged_sum(full: torch.Tensor, gamma: float, first: int, stop: int | None) -> torch.Tensor:
+    """Σ_{k=t+first}^{t+stop−1} γ^(k−t) x_k from the full sums F (stop=None: to the end).
+
+    Uses γ^a·F_{t+a} = Σ_{k ≥ t+a} γ^(k−t) x_k.
+    """
+    total = full if first == 0 else gamma**first * _shift_left(full, first)
+    if stop is not None:
+        total = total - gamma**stop * _shift_left(full, stop)
+    return total
+
+
+def future_kl(delta_logp: torch.Tensor, participates: torch.Tensor, settings: FutureKLSettings) -> torch.Tensor:
+    """FutureKL per token.
+
+    Args:
+        delta_logp: (B, L) log πθ − log πold, any float dtype (read as float32), no gradient needed.
+        participates: (B, L) bool, response_mask & M (the dual-clip participation mask).
+        settings: resolved knobs (γ, start, window, average).
+
+    Returns:
+        (B, L) float32 FutureKL_t; zero where nothing was summed.
+    """
+    contribution = torch.where(participates, delta_logp.float(), 0.0)
+    first = 0 if settings.include_current else 1
+    stop = None if settings.window is None else first + settings.window
+    summed = _ranged_sum(discounted_future_sum(contribution, settings.gamma), settings.gamma, first, stop)
+    if not settings.average:
+        return summed
+    weight = _ranged_sum(discounted_future_sum(participates.float(), settings.gamma), settings.gamma, first, stop)
+    # An empty window has weight 0, but a windowed sum is a difference of two scans and
+    # can leave rounding noise; one token at the far end of the window weighs γ^(stop−1).
+    empty_below = 0.0 if stop is None else 0.5 * settings.gamma ** (stop - 1)
+    return torch.where(weight > empty_below, summed / weight.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
+
+
+def influence_weights(
+    future_kl_values: torch.Tensor,
+    advantages: torch.Tensor,
+    ratio: torch.Tensor,
+    settings: FutureKLSettings,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Influence weights f_t, raw and clipped, with the safety cap.
+
+    Args:
+        future_kl_values: (B, L) float32 FutureKL.
+        advantages: (B, L) float32 Â.
+        ratio: (B, L) float32 importance ratio r (no gradient).
+        settings: resolved knobs (bounds, clipping mode, safety threshold).
+
+    Returns:
+        ``(raw, clipped)``, both (B, L) float32 without gradient: raw = exp(FutureKL)
+        (saturating at e^20), clipped = clip(raw, lower, upper), then capped at 1 where
+        Â < 0 and r > safety_thresh.
+    """
+    raw = torch.exp(future_kl_values.clamp(max=MAX_LOG_WEIGHT))
+    clipped = raw.clamp(min=settings.clip_low, max=settings.clip_high)
+    unsafe = (advantages < 0) & (ratio > settings.safety_thresh)
+    clipped = torch.where(unsafe, clipped.clamp(max=1.0), clipped)
+    return raw, clipped

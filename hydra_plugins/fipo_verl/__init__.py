@@ -1,0 +1,38 @@
+"""Hydra search-path plugin: lets verl's trainer config accept the FIPO knobs.
+
+Hydra imports every module under the ``hydra_plugins`` namespace when an app starts. For
+verl's trainer config only (its primary config directory is ``verl/trainer/config``),
+this plugin puts ``fipo_cli/verl_conf`` in front of the search path; its
+``actor/dp_actor.yaml`` is verl's own ``dp_actor`` (reached through verl's package,
+not copied) plus the FIPO knobs under ``policy_loss``. So
+``actor_rollout_ref.actor.policy_loss.decay_rate=32`` composes without a ``+``, exactly
+as the official FIPO launcher writes it, and nothing changes for other Hydra apps.
+
+Set ``FIPO_VERL_KNOBS=0`` to switch it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+FIPO_CONFIG_DIR = "pkg://fipo_cli.verl_conf"
+#: verl's package root, from which ``config/actor/dp_actor`` names verl's own file.
+VERL_TRAINER_ROOT = "pkg://verl.trainer"
+
+
+def _is_verl_trainer_config(path: str | None) -> bool:
+    normalized = (path or "").rstrip("/").replace("\\", "/")
+    return normalized.endswith("verl/trainer/config") or normalized == "pkg://verl.trainer.config"
+
+
+class FipoVerlSearchPathPlugin(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if os.environ.get("FIPO_VERL_KNOBS", "1") == "0":
+            return
+        if not any(_is_verl_trainer_config(element.path) for element in search_path.get_path()):
+            return
+        search_path.prepend(provider="fipo", path=FIPO_CONFIG_DIR)
+        search_path.append(provider="fipo-verl", path=VERL_TRAINER_ROOT)
