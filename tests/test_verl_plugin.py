@@ -1,0 +1,239 @@
+"""The `future_kl` loss inside the installed verl 0.9.1: registry, hydra config, loss path."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import verl
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
+from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.utils.losses import ppo_loss
+
+from fipo_cli import verl_plugin
+from fipo_cli.loss import knobs
+from fipo_cli.loss.fipo import PPOClip, fipo_policy_loss
+
+VERL_CONFIG_DIR = Path(verl.__file__).parent / "trainer" / "config"
+ACTOR = "actor_rollout_ref.actor"
+REPO = Path(__file__).resolve().parents[1]
+OFFICIAL_LAUNCHER_OVERRIDES = [
+    f"{ACTOR}.policy_loss.loss_mode=future_kl",
+    f"{ACTOR}.policy_loss.decay_rate=32.0",
+    f"{ACTOR}.policy_loss.chunk_size=128",
+    f"{ACTOR}.policy_loss.future_kl_start=include_current",
+    f"{ACTOR}.policy_loss.future_kl_window=-1",
+    f"{ACTOR}.policy_loss.future_kl_average=False",
+    f"{ACTOR}.policy_loss.future_kl_clip_ratio=0.2",
+    f"{ACTOR}.policy_loss.future_kl_clip_high_only=True",
+    f"{ACTOR}.policy_loss.safety_thresh=10.0",
+    f"{ACTOR}.clip_ratio_c=10.0",
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", **extra)
+    return env
+
+
+def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=300,
+    )
+
+
+def compose_verl(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(VERL_CONFIG_DIR), version_base=None):
+        return compose("ppo_trainer", overrides=overrides)
+
+
+def test_fresh_import_of_verl_registers_future_kl(tmp_path):
+    # Run outside the repository so nothing but the installed entry point can register it.
+    result = run_python(
+        """
+        import verl
+        from verl.trainer.ppo.core_algos import get_policy_loss_fn
+        print(get_policy_loss_fn("future_kl").__module__)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fipo_cli.verl_plugin"
+
+
+def test_ray_workers_resolve_future_kl(tmp_path):
+    result = run_python(
+        """
+        import os, ray
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+        @ray.remote
+        def probe():
+            from verl.trainer.ppo.core_algos import get_policy_loss_fn
+            return os.getpid(), get_policy_loss_fn("future_kl").__module__
+
+        worker_pid, module = ray.get(probe.remote())
+        print(worker_pid != os.getpid(), module)
+        ray.shutdown()
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "True fipo_cli.verl_plugin"
+
+
+def test_official_overrides_compose_in_verl_unchanged(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_ppo", "--cfg", "job", *OFFICIAL_LAUNCHER_OVERRIDES],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    composed = yaml.safe_load(result.stdout)
+    policy_loss = composed["actor_rollout_ref"]["actor"]["policy_loss"]
+    assert policy_loss["_target_"] == verl_plugin.CONFIG_TARGET
+    assert policy_loss["loss_mode"] == "future_kl"
+    assert policy_loss["future_kl_clip_ratio"] == 0.2 and policy_loss["future_kl_clip_high_only"] is True
+    assert policy_loss["decay_rate"] == 32.0
+
+
+def test_fipo_layer_changes_nothing_but_the_policy_loss_knobs(monkeypatch):
+    with_fipo = OmegaConf.to_container(compose_verl([]))
+    monkeypatch.setenv("FIPO_VERL_KNOBS", "0")
+    verl_only = OmegaConf.to_container(compose_verl([]))
+    fipo_loss = with_fipo["actor_rollout_ref"]["actor"].pop("policy_loss")
+    verl_loss = verl_only["actor_rollout_ref"]["actor"].pop("policy_loss")
+    assert with_fipo == verl_only
+    assert verl_loss["_target_"] == "verl.workers.config.PolicyLossConfig"
+    assert fipo_loss.pop("_target_") == verl_plugin.CONFIG_TARGET
+    verl_loss.pop("_target_")
+    added = {key: fipo_loss[key] for key in fipo_loss.keys() - verl_loss.keys()}
+    assert {key: fipo_loss[key] for key in verl_loss} == verl_loss
+    assert added == knobs.KNOB_DEFAULTS
+
+
+def test_knob_defaults_agree_everywhere():
+    fields = {f.name: f.default for f in dataclasses.fields(verl_plugin.FutureKLPolicyLossConfig)}
+    assert {name: fields[name] for name in knobs.KNOB_DEFAULTS} == knobs.KNOB_DEFAULTS
+    shipped = yaml.safe_load((REPO / "fipo_cli" / "verl_conf" / "actor" / "dp_actor.yaml").read_text())
+    assert {k: v for k, v in shipped["policy_loss"].items() if k != "_target_"} == knobs.KNOB_DEFAULTS
+
+
+def test_bad_knob_stops_verl_when_it_builds_the_actor_config():
+    cfg = compose_verl([f"{ACTOR}.policy_loss.gamma=1.5", f"{ACTOR}.policy_loss.future_kl_window=0",
+                        f"{ACTOR}.ppo_micro_batch_size_per_gpu=2"])
+    with pytest.raises(Exception) as caught:
+        omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert "gamma=1.5: must lie in (0, 1]" in str(caught.value)
+    assert "future_kl_window=0" in str(caught.value)
+
+
+def dict_config(**policy_loss):
+    return OmegaConf.create(
+        {
+            "clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 10.0,
+            "loss_agg_mode": "token-mean", "global_batch_info": {},
+            "policy_loss": {"loss_mode": "future_kl", **policy_loss},
+        }
+    )
+
+
+def batch(seed, batch_size=6, length=40):
+    generator = torch.Generator().manual_seed(seed)
+    old = -torch.rand(batch_size, length, generator=generator) * 2
+    new = old + 0.4 * torch.randn(batch_size, length, generator=generator)
+    new[:, 3] = old[:, 3] + 3.0  # r ≈ 20 > c: one dual-clip firing per negative-advantage row
+    adv = torch.randn(batch_size, 1, generator=generator).expand(batch_size, length).clone()
+    lengths = torch.randint(5, length + 1, (batch_size,), generator=generator)
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).float()
+    return old, new, adv, mask
+
+
+@pytest.mark.parametrize("with_is_weights", [False, True])
+def test_weights_of_one_reproduce_verls_vanilla_loss(with_is_weights):
+    old, new, adv, mask = batch(0)
+    weights = torch.rand_like(old) + 0.5 if with_is_weights else None
+    fipo_new = new.clone().requires_grad_(True)
+    vanilla_new = new.clone().requires_grad_(True)
+    # Influence bounds [1, 1] force f = 1; at most one dual-clip per row drops nothing.
+    fipo_loss, fipo_metrics = get_policy_loss_fn("future_kl")(
+        old, fipo_new, adv, mask, "token-mean", dict_config(future_kl_clip_low=0.0, future_kl_clip_high=0.0), weights
+    )
+    vanilla_loss, vanilla_metrics = compute_policy_loss_vanilla(
+        old, vanilla_new, adv, mask, "token-mean", dict_config(), weights
+    )
+    torch.testing.assert_close(fipo_loss, vanilla_loss, rtol=1e-6, atol=1e-7)
+    fipo_loss.backward()
+    vanilla_loss.backward()
+    torch.testing.assert_close(fipo_new.grad, vanilla_new.grad, rtol=1e-6, atol=1e-8)
+    assert fipo_metrics["actor/fipo_dropped_seq_frac"] == 0.0
+    assert vanilla_metrics["actor/pg_clipfrac_lower"] > 0
+    for name, value in vanilla_metrics.items():
+        assert fipo_metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_dict_config_with_official_names_and_global_batch_info():
+    old, new, adv, mask = batch(1)
+    official = dict(future_kl_clip_ratio=0.2, future_kl_clip_high_only=False, decay_rate=16.0, safety_thresh=3.0)
+    config = dict_config(**official)
+    config.global_batch_info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": 6}
+    loss, metrics = get_policy_loss_fn("future_kl")(old, new, adv, mask, "token-mean", config, None)
+    expected, _ = fipo_policy_loss(old, new, adv, mask, knobs.resolve(official), PPOClip(0.2, 0.28, 10.0))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert 0.8 - 1e-6 <= metrics["actor/fipo_influence_weight_min"] <= metrics["actor/fipo_influence_weight_max"] <= 1.2 + 1e-6
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_through_verls_ppo_loss_with_its_hydra_actor_config():
+    cfg = compose_verl(
+        [f"{ACTOR}.policy_loss.loss_mode=future_kl", f"{ACTOR}.policy_loss.decay_rate=16",
+         f"{ACTOR}.policy_loss.future_kl_clip_ratio=0.2", f"{ACTOR}.policy_loss.future_kl_clip_high_only=False",
+         f"{ACTOR}.clip_ratio_c=10.0", f"{ACTOR}.ppo_micro_batch_size_per_gpu=2"]
+    )
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert isinstance(actor.policy_loss, verl_plugin.FutureKLPolicyLossConfig)
+
+    # Three sequences packed without padding (prompt + response), as verl's engine returns them.
+    prompt_lens, response_lens, max_prompt, max_response = [2, 3, 1], [4, 2, 5], 3, 5
+    attention = torch.zeros(3, max_prompt + max_response, dtype=torch.long)
+    for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+        attention[row, max_prompt - p : max_prompt] = 1
+        attention[row, max_prompt : max_prompt + r] = 1
+    generator = torch.Generator().manual_seed(4)
+    packed_log_probs = (-torch.rand(sum(prompt_lens) + sum(response_lens), generator=generator)).requires_grad_(True)
+    response_mask = (torch.arange(max_response)[None, :] < torch.tensor(response_lens)[:, None]).float()
+    old = -torch.rand(3, max_response, generator=generator)
+    adv = torch.tensor([[1.0], [-0.5], [0.7]]).expand(3, max_response).clone()
+    data = TensorDict(
+        {"prompts": torch.zeros(3, max_prompt, dtype=torch.long), "responses": torch.zeros(3, max_response, dtype=torch.long),
+         "attention_mask": attention, "response_mask": response_mask, "old_log_probs": old, "advantages": adv},
+        batch_size=[3],
+    )
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(response_mask.sum()), global_batch_size=3)
+
+    loss, metrics = ppo_loss(actor, {"log_probs": packed_log_probs}, data)
+    loss.backward()
+
+    # Response log-probs sit one position left of each response token in the packed sequence.
+    padded = torch.zeros(3, max_response)
+    start = 0
+    for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+        padded[row, :r] = packed_log_probs.detach()[start + p - 1 : start + p - 1 + r]
+        start += p + r
+    expected, _ = fipo_policy_loss(old, padded, adv, response_mask, knobs.resolve(actor.policy_loss), PPOClip(0.2, 0.2, 10.0))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert packed_log_probs.grad.abs().sum() > 0
+    assert {"actor/pg_loss", "actor/ppo_kl", "actor/pg_clipfrac_lower", "actor/fipo_influence_weight_mean",
+            "actor/fipo_clipfrac_upper", "actor/fipo_dropped_seq_frac"} <= set(metrics)
