@@ -94,11 +94,11 @@ def test_sequence_with_two_dual_clipped_tokens_is_dropped():
     new[1, 2] = 3.0  # one firing: kept
     adv = torch.tensor([[-1.0], [-1.0], [1.0]]).expand(3, 4)
     terms = fipo_loss_terms(old, new, adv, torch.ones(3, 4), FutureKLSettings(), CLIP)
-    assert terms.loss_mask.tolist() == [[False] * 4, [True] * 4, [True] * 4]
+    assert terms.loss_mask.bool().tolist() == [[False] * 4, [True] * 4, [True] * 4]
     assert terms.metrics["actor/fipo_dropped_seq_frac"].item() == pytest.approx(1 / 3)
     assert terms.metrics["actor/pg_clipfrac_lower"].item() == pytest.approx(3 / 12)
     _, _, keep, _ = naive(old, new, adv, torch.ones(3, 4), FutureKLSettings())
-    assert torch.equal(keep, terms.loss_mask)
+    assert torch.equal(keep, terms.loss_mask.bool())
 
 
 def test_metrics_match_their_definitions():

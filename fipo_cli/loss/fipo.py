@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fipo_cli.loss.future_kl import future_kl, influence_weights
+from fipo_cli.loss.future_kl import future_kl, indicator_positive_, influence_weights
 from fipo_cli.loss.knobs import FutureKLSettings
 
 #: Δlogp is clamped to this range before exp(), as verl's own losses do.
@@ -33,7 +33,7 @@ class FipoLossTerms:
     """What the loss computes before aggregation.
 
     per_token_loss: (B, L) float32, differentiable w.r.t. ``log_prob``.
-    loss_mask: (B, L) bool, the response mask minus the dropped sequences.
+    loss_mask: (B, L) float32 0/1, the response mask minus the dropped sequences.
     metrics: scalar float32 tensors keyed by their logged names.
     """
 
@@ -42,16 +42,39 @@ class FipoLossTerms:
     metrics: dict[str, torch.Tensor]
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # Same form as verl_F.masked_mean, so shared metrics match verl's to the last bit.
-    return (values * mask).sum() / (mask.sum() + 1e-8)
+class _MaskedStats:
+    """Means, fractions and extremes over the valid tokens.
 
+    Every temporary goes through one scratch buffer: on CPU a fresh (B, L) tensor costs
+    more than the arithmetic done in it.
+    """
 
-def _masked_extreme(values: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch.Tensor:
-    fill = -math.inf if largest else math.inf
-    filled = torch.where(mask, values, fill)
-    extreme = filled.amax() if largest else filled.amin()
-    return torch.where(mask.any(), extreme, 0.0)
+    def __init__(self, maskf: torch.Tensor) -> None:
+        self.maskf = maskf
+        self.flat_mask = maskf.reshape(-1)
+        self.denominator = self.flat_mask.sum() + 1e-8  # verl_F.masked_mean's denominator
+        self.scratch = torch.empty_like(maskf)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.dot(values.reshape(-1), self.flat_mask) / self.denominator
+
+    def positive(self, left: torch.Tensor | float, right: torch.Tensor | float) -> torch.Tensor:
+        """The scratch buffer holding 1.0 where left − right > 0, else 0.0 (valid until the next call)."""
+        if isinstance(left, torch.Tensor):
+            torch.sub(left, right, out=self.scratch)
+        else:  # a bound minus a tensor
+            torch.sub(right, left, out=self.scratch).neg_()
+        return indicator_positive_(self.scratch)
+
+    def fraction_greater(self, left: torch.Tensor | float, right: torch.Tensor | float) -> torch.Tensor:
+        """Fraction of valid tokens where left > right."""
+        return self.mean(self.positive(left, right))
+
+    def extremes(self, values: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The valid mean lies within [min, max], so it can fill the invalid slots; (0, 0) if none.
+        torch.sub(values, mean, out=self.scratch).mul_(self.maskf).add_(mean)
+        low, high = torch.aminmax(self.scratch)
+        return low, high
 
 
 def fipo_loss_terms(
@@ -77,53 +100,66 @@ def fipo_loss_terms(
 
     Everything is computed in float32 whatever the input dtype.
     """
-    mask = response_mask.bool()
+    # Masks are 0/1 floats built in place: see indicator_positive_ for why.
+    maskf = response_mask.float()
     delta = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = torch.exp(delta)
     adv = advantages.float()
 
     with torch.no_grad():
-        participates = mask & (delta <= math.log(clip.dual))
+        # M_t = 1 if r_t ≤ c, i.e. unless Δlogp_t > log c.
+        participates = indicator_positive_(delta - math.log(clip.dual)).neg_().add_(1.0).mul_(maskf)
         fkl = future_kl(delta, participates, settings)
         raw_weight, weight = influence_weights(fkl, adv, ratio, settings)
+        negative = indicator_positive_(-adv)
+        neg_weighted_adv = torch.mul(adv, weight).neg_()
+        # PPO's clip and the dual clip are one clamp of the ratio per token (f > 0, so Ã has Â's sign):
+        #   Ã ≥ 0:  max(−Ã·r, −Ã·clip(r, 1−ε_low, 1+ε_high))          = −Ã·min(r, 1+ε_high)
+        #   Ã < 0:  min(−Ã·c, max(−Ã·r, −Ã·clip(r, 1−ε_low, 1+ε_high))) = −Ã·clip(r, 1−ε_low, c)
+        # (r > 0 always, so a lower bound of 0 is none.)
+        ratio_low = negative * (1.0 - clip.low)
+        ratio_high = torch.mul(negative, clip.dual - (1.0 + clip.high)).add_(1.0 + clip.high)
 
-    weighted_adv = adv * weight
-    pg_unclipped = -weighted_adv * ratio
-    pg_clipped = -weighted_adv * ratio.clamp(1.0 - clip.low, 1.0 + clip.high)
-    ppo_loss = torch.maximum(pg_unclipped, pg_clipped)
-    dual_bound = -weighted_adv * clip.dual
-    negative = adv < 0
-    per_token_loss = torch.where(negative, torch.minimum(dual_bound, ppo_loss), ppo_loss)
+    per_token_loss = neg_weighted_adv * torch.clamp(ratio, min=ratio_low, max=ratio_high)
     if rollout_is_weights is not None:
         per_token_loss = per_token_loss * rollout_is_weights
 
     with torch.no_grad():
-        dual_clipped = negative & (ppo_loss > dual_bound)
-        dropped = (dual_clipped & mask).sum(dim=-1) > 1
-        loss_mask = mask & ~dropped.unsqueeze(-1)
-        maskf = mask.float()
+        stats = _MaskedStats(maskf)
+        # The dual clip fires where Â < 0 and r > c.
+        dual_clipped = stats.positive(ratio, clip.dual).mul_(negative).mul_(maskf)
+        dual_clip_fraction = dual_clipped.sum() / stats.denominator
+        dropped = dual_clipped.sum(dim=-1) > 1
+        loss_mask = maskf * (~dropped).float().unsqueeze(-1)
+        # PPO's clip is active where −Ã·clip(r) > −Ã·r, i.e. Ã·(r − clip(r)) > 0.
+        clipped_ratio = torch.clamp(ratio, 1.0 - clip.low, 1.0 + clip.high, out=stats.scratch)
+        ppo_clip_fraction = stats.mean(indicator_positive_(clipped_ratio.sub_(ratio).mul_(neg_weighted_adv)))
+        weight_mean, raw_weight_mean = stats.mean(weight), stats.mean(raw_weight)
+        weight_min, weight_max = stats.extremes(weight, weight_mean)
+        raw_weight_min, raw_weight_max = stats.extremes(raw_weight, raw_weight_mean)
+        answered = maskf.sum(dim=-1) > 0
         metrics = {
-            "actor/pg_clipfrac": _masked_mean((pg_clipped > pg_unclipped).float(), maskf),
-            "actor/ppo_kl": _masked_mean(-delta, maskf),
-            "actor/pg_clipfrac_lower": _masked_mean(dual_clipped.float(), maskf),
-            "actor/fipo_influence_weight_mean": _masked_mean(weight, maskf),
-            "actor/fipo_influence_weight_min": _masked_extreme(weight, mask, largest=False),
-            "actor/fipo_influence_weight_max": _masked_extreme(weight, mask, largest=True),
-            "actor/fipo_influence_weight_raw_mean": _masked_mean(raw_weight, maskf),
-            "actor/fipo_influence_weight_raw_min": _masked_extreme(raw_weight, mask, largest=False),
-            "actor/fipo_influence_weight_raw_max": _masked_extreme(raw_weight, mask, largest=True),
-            "actor/fipo_clipfrac_upper": _masked_mean((weight >= settings.clip_high - 1e-7).float(), maskf),
-            "actor/fipo_clipfrac_lower": _masked_mean((weight <= settings.clip_low + 1e-7).float(), maskf),
-            "actor/fipo_future_kl_mean": _masked_mean(fkl, maskf),
-            "actor/fipo_dropped_seq_frac": dropped[mask.any(dim=-1)].float().mean().nan_to_num(0.0),
+            "actor/pg_clipfrac": ppo_clip_fraction,
+            "actor/ppo_kl": -stats.mean(delta),
+            "actor/pg_clipfrac_lower": dual_clip_fraction,
+            "actor/fipo_influence_weight_mean": weight_mean,
+            "actor/fipo_influence_weight_min": weight_min,
+            "actor/fipo_influence_weight_max": weight_max,
+            "actor/fipo_influence_weight_raw_mean": raw_weight_mean,
+            "actor/fipo_influence_weight_raw_min": raw_weight_min,
+            "actor/fipo_influence_weight_raw_max": raw_weight_max,
+            # weight ≥ bound − 1e-7 ⇔ not (bound − 1e-7 > weight); alike for the lower bound
+            "actor/fipo_clipfrac_upper": 1.0 - stats.fraction_greater(settings.clip_high - 1e-7, weight),
+            "actor/fipo_clipfrac_lower": 1.0 - stats.fraction_greater(weight, settings.clip_low + 1e-7),
+            "actor/fipo_future_kl_mean": stats.mean(fkl),
+            "actor/fipo_dropped_seq_frac": (dropped & answered).sum() / answered.sum().clamp(min=1),
         }
     return FipoLossTerms(per_token_loss=per_token_loss, loss_mask=loss_mask, metrics=metrics)
 
 
 def token_mean(per_token_loss: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """DAPO's token-mean: the mean over every valid token of the batch; 0 if there is none."""
-    maskf = loss_mask.float()
-    return (per_token_loss * maskf).sum() / maskf.sum().clamp(min=1.0)
+    return torch.dot(per_token_loss.reshape(-1), loss_mask.reshape(-1)) / loss_mask.sum().clamp(min=1.0)
 
 
 def fipo_policy_loss(

@@ -12,6 +12,7 @@ the next block's start value. Time O(B·L·BLOCK) = O(B·L), memory O(B·L); eve
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 
@@ -36,11 +37,20 @@ def _powers(gamma: float, exponents: torch.Tensor) -> torch.Tensor:
     return torch.exp(exponents * math.log(gamma)).to(torch.float32)
 
 
+# Cached: the loss runs every micro-batch with the same γ, and on small batches building
+# these small tensors would cost as much as the scan itself.
+@functools.lru_cache(maxsize=64)
 def _decay_matrix(gamma: float, size: int, device: torch.device) -> torch.Tensor:
     """(size, size) float32 with W[k, t] = γ^(k−t) for k ≥ t, else 0."""
     steps = torch.arange(size, device=device, dtype=torch.float64)
     distance = steps[:, None] - steps[None, :]
     return torch.where(distance >= 0, _powers(gamma, distance.clamp(min=0)), 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _carry_decay(gamma: float, device: torch.device) -> torch.Tensor:
+    """(BLOCK,) float32 γ^(BLOCK−t): the decay from in-block position t to the next block's start."""
+    return _powers(gamma, torch.arange(BLOCK, 0, -1, device=device, dtype=torch.float64))
 
 
 @contextmanager
@@ -76,9 +86,18 @@ def discounted_future_sum(x: torch.Tensor, gamma: float) -> torch.Tensor:
         local = padded.view(batch, blocks, BLOCK) @ _decay_matrix(gamma, BLOCK, x.device)
     block_start = discounted_future_sum(local[:, :, 0].contiguous(), gamma**BLOCK)
     next_start = F.pad(block_start[:, 1:], (0, 1))
-    steps_to_next = torch.arange(BLOCK, 0, -1, device=x.device, dtype=torch.float64)
-    local.addcmul_(next_start.unsqueeze(-1), _powers(gamma, steps_to_next))
+    local.addcmul_(next_start.unsqueeze(-1), _carry_decay(gamma, x.device))
     return local.view(batch, blocks * BLOCK)[:, :length]
+
+
+def indicator_positive_(x: torch.Tensor) -> torch.Tensor:
+    """In place: 1.0 where x > 0, else 0.0. Pass a temporary.
+
+    Exact. On CPU every new (B, L) tensor costs page faults, and a comparison, a bool mask
+    and ``where`` cost three of them; this costs none, which is why the loss builds its
+    masks this way.
+    """
+    return x.sign_().clamp_(min=0.0)
 
 
 def _shift_left(values: torch.Tensor, steps: int) -> torch.Tensor:
@@ -104,13 +123,13 @@ def future_kl(delta_logp: torch.Tensor, participates: torch.Tensor, settings: Fu
 
     Args:
         delta_logp: (B, L) log πθ − log πold, any float dtype (read as float32), no gradient needed.
-        participates: (B, L) bool, response_mask & M (the dual-clip participation mask).
+        participates: (B, L) 0/1 float (or bool): response_mask · M, the dual-clip participation mask.
         settings: resolved knobs (γ, start, window, average).
 
     Returns:
         (B, L) float32 FutureKL_t; zero where nothing was summed.
     """
-    contribution = torch.where(participates, delta_logp.float(), 0.0)
+    contribution = delta_logp.float() * participates
     first = 0 if settings.include_current else 1
     stop = None if settings.window is None else first + settings.window
     summed = _ranged_sum(discounted_future_sum(contribution, settings.gamma), settings.gamma, first, stop)
@@ -142,8 +161,10 @@ def influence_weights(
         (saturating at e^20), clipped = clip(raw, lower, upper), then capped at 1 where
         Â < 0 and r > safety_thresh.
     """
-    raw = torch.exp(future_kl_values.clamp(max=MAX_LOG_WEIGHT))
-    clipped = raw.clamp(min=settings.clip_low, max=settings.clip_high)
-    unsafe = (advantages < 0) & (ratio > settings.safety_thresh)
-    clipped = torch.where(unsafe, clipped.clamp(max=1.0), clipped)
-    return raw, clipped
+    raw = future_kl_values.clamp(max=MAX_LOG_WEIGHT).exp_()
+    unsafe = indicator_positive_(ratio - settings.safety_thresh).mul_(indicator_positive_(-advantages))
+    # The cap at 1 is a per-token upper bound (upper − (upper − cap)·unsafe); every bound is
+    # ≥ the lower one, so clipping at the lower bound and then at it gives clip(raw, lower, it).
+    cap = min(1.0, settings.clip_high)
+    upper = unsafe.mul_(cap - settings.clip_high).add_(settings.clip_high)
+    return raw, raw.clamp(min=settings.clip_low).clamp_(max=upper)

@@ -1,0 +1,92 @@
+"""The command-line frame: fast help, version, one error path with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fipo_cli import __version__
+
+HEAVY = ("torch", "verl", "vllm", "wandb", "ray", "transformers")
+
+
+def fipo(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fipo_cli", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "FIPO_DEBUG": "", **env},
+    )
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["knobs", "--help"], []])
+def test_help_and_version_import_no_heavy_library(argv):
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['fipo', *{argv!r}]\n"
+        "from fipo_cli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY:', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY: []", result.stdout + result.stderr
+
+
+def test_version_and_help():
+    assert fipo("--version").stdout.strip() == f"fipo {__version__}"
+    help_text = fipo("--help").stdout
+    assert "knobs" in help_text and "FIPO" in help_text
+
+
+def test_console_script_is_installed():
+    script = shutil.which("fipo", path=os.path.dirname(sys.executable)) or shutil.which("fipo")
+    assert script is not None
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == f"fipo {__version__}"
+
+
+def test_knobs_json_resolves_official_names():
+    result = fipo("knobs", "future_kl_clip_ratio=0.2", "future_kl_clip_high_only=false", "tau=16", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["settings"]["influence_weight_low"] == pytest.approx(0.8)
+    assert payload["settings"]["gamma"] == pytest.approx(2 ** (-1 / 16))
+    assert payload["overrides"] == [
+        "actor_rollout_ref.actor.policy_loss.loss_mode=future_kl",
+        "actor_rollout_ref.actor.policy_loss.future_kl_clip_ratio=0.2",
+        "actor_rollout_ref.actor.policy_loss.future_kl_clip_high_only=false",
+        "actor_rollout_ref.actor.policy_loss.decay_rate=16",
+    ]
+
+
+def test_bad_knobs_exit_2_with_every_problem_and_no_traceback():
+    result = fipo("knobs", "gamma=1.5", "future_kl_window=0", "eps_f_low=-0.1")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "gamma=1.5: must lie in (0, 1]" in result.stderr
+    assert "future_kl_window=0" in result.stderr
+    assert "future_kl_clip_low=-0.1: must be ≥ 0" in result.stderr
+    assert "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_knob_suggests_the_closest_name():
+    result = fipo("knobs", "decay_rat=3")
+    assert result.returncode == 2
+    assert "'decay_rat' is not a FIPO knob; did you mean 'decay_rate'?" in result.stderr
+
+
+def test_malformed_assignment_and_unknown_option_are_usage_errors():
+    assert fipo("knobs", "gamma").returncode == 2
+    assert "'gamma' is not an assignment" in fipo("knobs", "gamma").stderr
+    assert fipo("knobs", "--no-such-option").returncode == 2
+    assert fipo("no-such-command").returncode == 2
+
+
+def test_fipo_debug_shows_the_traceback():
+    result = fipo("knobs", "gamma=0", FIPO_DEBUG="1")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "gamma=0: must lie in (0, 1]" in result.stderr
