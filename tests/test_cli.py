@@ -90,3 +90,31 @@ def test_fipo_debug_shows_the_traceback():
     result = fipo("knobs", "gamma=0", FIPO_DEBUG="1")
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "gamma=0: must lie in (0, 1]" in result.stderr
+
+
+def test_runtime_failure_exits_1_with_the_message_once(monkeypatch, capsys):
+    from fipo_cli import cli
+    from fipo_cli.errors import FipoError
+
+    def failing_app() -> None:
+        raise FipoError("the trainer exited with code 3", hint="see the run's log")
+
+    monkeypatch.setattr(cli, "app", failing_app)
+    monkeypatch.delenv("FIPO_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("the trainer exited with code 3") == 1
+    assert "hint: see the run's log" in err and "Traceback" not in err
+
+
+def test_core_install_pulls_no_gpu_stack():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"]).lower()
+    assert not any(heavy in core for heavy in ("torch", "verl", "vllm", "wandb", "ray"))
+    assert any(dep.startswith("verl==0.9.1") for dep in project["optional-dependencies"]["train"])
+    assert project["entry-points"]["verl.plugins"] == {"fipo": "fipo_cli.verl_plugin"}

@@ -248,10 +248,10 @@ def _epsilon(problems: list[str], name: str, value: Any) -> float | None:
 
 
 def summary(settings: FutureKLSettings) -> dict[str, Any]:
-    """The resolved knobs as plain values, for ``fipo knobs`` and its ``--json``."""
+    """The resolved knobs as plain values, for ``fipo knobs`` and its ``--json`` (τ is None for γ = 1)."""
     return {
         "gamma": settings.gamma,
-        "decay_rate": float(f"{decay_rate_from_gamma(settings.gamma):.10g}"),
+        "decay_rate": None if settings.gamma == 1.0 else float(f"{decay_rate_from_gamma(settings.gamma):.10g}"),
         "influence_weight_low": settings.clip_low,
         "influence_weight_high": settings.clip_high,
         "influence_clipping": settings.clipped,
