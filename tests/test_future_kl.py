@@ -123,3 +123,8 @@ def test_influence_weights_bounds_safety_and_no_clip():
     # No clip: f = min(exp(F), 10); the safety cap still applies.
     _, clipped = influence_weights(fkl, adv, ratio, settings(clip_low=0.0, clip_high=10.0, clipped=False))
     torch.testing.assert_close(clipped, torch.tensor([[math.exp(-1.0), 1.0, math.exp(0.1), math.e, 1.0, 10.0]]))
+
+
+def test_non_contiguous_input():
+    x = torch.randn(300, 4).t()  # (4, 300), strided
+    torch.testing.assert_close(discounted_future_sum(x, 0.9), discounted_future_sum(x.contiguous(), 0.9))

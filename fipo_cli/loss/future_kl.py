@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from fipo_cli.loss.knobs import FutureKLSettings
 
-#: Tokens per block of the scan. 64 keeps the in-block matmul small and makes the
-#: recursion two levels deep for L ≤ 262 144.
+#: Tokens per block of the scan. 64 keeps the in-block matmul small; L = 32 768 needs
+#: three levels (32 768 → 512 → 8 block sums).
 BLOCK = 64
 
 #: exp() of a Future-KL above this saturates; only the raw-weight metrics can see it,
@@ -83,7 +83,7 @@ def discounted_future_sum(x: torch.Tensor, gamma: float) -> torch.Tensor:
             return x @ _decay_matrix(gamma, length, x.device)
         blocks = -(-length // BLOCK)
         padded = F.pad(x, (0, blocks * BLOCK - length)) if blocks * BLOCK != length else x
-        local = padded.view(batch, blocks, BLOCK) @ _decay_matrix(gamma, BLOCK, x.device)
+        local = padded.reshape(batch, blocks, BLOCK) @ _decay_matrix(gamma, BLOCK, x.device)
     block_start = discounted_future_sum(local[:, :, 0].contiguous(), gamma**BLOCK)
     next_start = F.pad(block_start[:, 1:], (0, 1))
     local.addcmul_(next_start.unsqueeze(-1), _carry_decay(gamma, x.device))
