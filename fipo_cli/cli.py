@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -84,6 +85,158 @@ def knobs(
     console.print("verl overrides:", style="bold")
     for line in overrides:
         console.print(f"  {line}", markup=False, highlight=False)
+
+
+@app.command()
+def init(
+    name: str = typer.Argument(..., help="Experiment name: a directory under experiments/ and a job name."),
+    model: str = typer.Option(..., "--model", "-m", help="Recipe model: qwen2.5-32b, qwen2.5-math-7b, qwen2.5-0.5b."),
+    algo: str = typer.Option("fipo", "--algo", "-a", help="fipo (default) or dapo (the baseline)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing experiment's fipo.yaml."),
+) -> None:
+    """Create experiments/NAME/fipo.yaml from a recipe, with a comment naming each value's source."""
+    from fipo_cli.experiments import init_experiment
+
+    path = init_experiment(name, model, algo, force=force)
+    typer.echo(f"created {path}")
+    typer.echo("next:")
+    typer.echo("  fipo data prepare                 # the training and validation parquet files")
+    typer.echo(f"  fipo doctor {name}                # preflight checks")
+    typer.echo(f"  fipo train {name} --dry-run       # the exact verl command")
+    typer.echo(f"  fipo train {name}                 # train")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Experiment name or path."),
+    assignments: Optional[list[str]] = typer.Argument(
+        None, metavar="[KEY=VALUE]...", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
+    ),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
+    algo: str = typer.Option("fipo", "--algo", "-a", help="With --model: fipo (default) or dapo."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (default from the config) or slurm."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", help="Continue RUN from its last checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
+) -> None:
+    """Train an experiment with verl (FIPO's future_kl loss, DAPO's sampling and reward)."""
+    import os
+
+    from fipo_cli import config, experiments, train as training
+    from fipo_cli.errors import UsageError
+    from fipo_cli.overrides import parse_assignments
+
+    words = list(assignments or [])
+    if experiment is not None and "=" in experiment:
+        words.insert(0, experiment)
+        experiment = None
+    values = parse_assignments(words)
+    if launcher is not None:
+        values["cluster.launcher"] = launcher
+    if (experiment is None) == (model is None):
+        raise UsageError("give an experiment or --model, not both and not neither",
+                         hint="fipo train NAME, or fipo train --model qwen2.5-0.5b")
+    where = experiments.find_experiment(experiment) if experiment else experiments.recipe_experiment_dir(model, algo)
+    if resume:
+        loaded = training.resumed_experiment(where, resume, values)
+    else:
+        loaded = config.load(where.config_file, values)
+    from fipo_cli.runs import new_run_name
+
+    plan = training.plan_run(loaded, where, resume or new_run_name(where.runs), resume=bool(resume))
+    if dry_run:
+        checked = training.check_with_verl(plan)
+        if as_json:
+            typer.echo(json.dumps(plan.to_json(os.environ)))
+        else:
+            typer.echo(training.describe(plan, os.environ))
+        if not checked:
+            typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
+        return
+    if loaded.cluster.launcher != "local":
+        raise UsageError(f"--launcher {loaded.cluster.launcher}: not available yet", hint="use --launcher local")
+    raise typer.Exit(training.run_locally(plan))
+
+
+@app.command()
+def doctor(
+    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Also check this experiment's needs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list of checks."),
+) -> None:
+    """Preflight checks: verl, the future_kl loss, GPUs, batch arithmetic, data, W&B, SLURM tools."""
+    from dataclasses import asdict
+
+    from fipo_cli import config, experiments
+    from fipo_cli.doctor import run_checks
+
+    loaded = config.load(experiments.find_experiment(experiment).config_file) if experiment else None
+    checks = run_checks(loaded)
+    if as_json:
+        typer.echo(json.dumps([asdict(check) for check in checks]))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"fipo doctor{' ' + experiment if experiment else ''}")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
+        styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+        for check in checks:
+            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", check.detail)
+        Console().print(table)
+    if any(check.outcome == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+data_app = typer.Typer(help="Training and validation data in verl's parquet format.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    out: Path = typer.Option(Path("data"), "--out", "-o", help="Directory for the parquet files."),
+    train: str = typer.Option(
+        "BytedTsinghua-SIA/DAPO-Math-17k", "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file."
+    ),
+    no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
+    validation: Optional[list[str]] = typer.Option(
+        None, "--validation", help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files."
+    ),
+    problem_key: Optional[str] = typer.Option(None, "--problem-key", help="Column holding the problem text."),
+    answer_key: Optional[str] = typer.Option(None, "--answer-key", help="Column holding the answer."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be written; write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Write DAPO-Math-17k and AIME 2024/2025 as verl parquet files with the DAPO "Answer:" prompt."""
+    from fipo_cli.data_prepare import DEFAULT_VALIDATION, prepare
+
+    sets = [name.strip() for item in (validation or []) for name in item.split(",") if name.strip()]
+    report = prepare(
+        out, None if no_train else train, sets or DEFAULT_VALIDATION,
+        problem_key=problem_key, answer_key=answer_key, force=force, dry_run=dry_run,
+    )
+    rows = [
+        {
+            "name": f.name, "role": f.role, "source": str(f.source), "path": str(f.path), "read": f.rows_read,
+            "incomplete": f.incomplete_removed, "duplicates": f.duplicates_removed, "written": f.rows_written,
+            "outcome": f.outcome.value,
+        }
+        for f in report.files
+    ]
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "files": rows}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fipo data prepare" + (" (dry run: nothing written)" if dry_run else ""))
+    for column in ("set", "path", "read", "incomplete", "duplicates", "written", "outcome"):
+        table.add_column(column, justify="right" if column in ("read", "incomplete", "duplicates", "written") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["path"], *(str(row[k]) for k in ("read", "incomplete", "duplicates", "written")),
+                      row["outcome"])
+    Console().print(table)
 
 
 def _report(error: FipoError) -> None:

@@ -1,12 +1,27 @@
-"""The one mapping from fipo's settings to verl 0.9.1's hydra overrides."""
+"""The one mapping from fipo's settings to verl 0.9.1's hydra overrides.
+
+Nothing else in fipo knows verl's config keys. Keys verl's config does not define carry a
+``+`` (hydra's "add"); the FIPO knobs need none, since fipo's Hydra plugin adds them to
+verl's ``policy_loss`` section.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from fipo_cli.errors import ConfigError, FipoError
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 FIPO_LOSS_MODE = "future_kl"
+TRAINER_MODULE = "verl.trainer.main_ppo"
+ACTOR = "actor_rollout_ref.actor"
+ROLLOUT = "actor_rollout_ref.rollout"
+OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
 
 
 def hydra_value(value: Any) -> str:
@@ -17,17 +32,147 @@ def hydra_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
     text = str(value)
-    if text and all(ch.isalnum() or ch in "_-./" for ch in text):
+    if text and all(ch.isalnum() or ch in "_-./~" for ch in text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def policy_loss_overrides(knob_values: Mapping[str, Any]) -> list[str]:
-    """Overrides selecting the ``future_kl`` loss with the given knobs (the others keep their defaults).
+def _lines(settings: Mapping[str, Any]) -> list[str]:
+    return [f"{key}={hydra_value(value)}" for key, value in settings.items()]
 
-    The knobs need no ``+``: fipo's Hydra plugin adds them to verl's ``policy_loss`` section.
+
+def policy_loss_overrides(knob_values: Mapping[str, Any]) -> list[str]:
+    """Overrides selecting the ``future_kl`` loss with the given knobs (the others keep their defaults)."""
+    return _lines({f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE, **{f"{POLICY_LOSS}.{k}": v for k, v in knob_values.items()}})
+
+
+def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_dir: Path, wandb: bool) -> list[str]:
+    """verl overrides for one training run of an experiment (a :class:`fipo_cli.config.Experiment`).
+
+    Args:
+        experiment: the validated experiment.
+        experiment_name: the run's name in verl and W&B.
+        checkpoint_dir: where verl saves and, on resume, finds its checkpoints.
+        wandb: whether the W&B logger is on.
     """
-    return [f"{POLICY_LOSS}.loss_mode={FIPO_LOSS_MODE}"] + [
-        f"{POLICY_LOSS}.{name}={hydra_value(value)}" for name, value in knob_values.items()
-    ]
+    model, data, algorithm = experiment.model, experiment.data, experiment.algorithm
+    rollout, trainer, cluster = experiment.rollout, experiment.trainer, experiment.cluster
+    is_fipo = algorithm.name == "fipo"
+    settings: dict[str, Any] = {
+        # Absolute, since the trainer (or a resumed run) may start in another directory.
+        "data.train_files": [_absolute(path) for path in data.train_files],
+        "data.val_files": [_absolute(path) for path in data.val_files],
+        "data.prompt_key": "prompt",
+        "data.max_prompt_length": data.max_prompt_length,
+        "data.max_response_length": data.max_response_length,
+        "data.train_batch_size": data.train_batch_size,
+        "data.gen_batch_size": data.gen_batch_size,
+        "data.truncation": data.truncation,
+        "data.shuffle": data.shuffle,
+        "data.seed": trainer.seed,
+        # GRPO group-normalised advantages with DAPO's dynamic sampling (FIPO.md §2).
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.use_kl_in_reward": algorithm.kl_in_reward,
+        "algorithm.filter_groups.enable": algorithm.dynamic_sampling,
+        "algorithm.filter_groups.metric": algorithm.dynamic_sampling_metric,
+        "algorithm.filter_groups.max_num_gen_batches": algorithm.max_num_gen_batches,
+        "actor_rollout_ref.model.path": model.path,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": model.gradient_checkpointing,
+        "actor_rollout_ref.model.use_remove_padding": model.remove_padding,
+        f"{ACTOR}.optim.lr": trainer.lr,
+        f"{ACTOR}.optim.lr_warmup_steps": trainer.lr_warmup_steps,
+        f"{ACTOR}.optim.lr_scheduler_type": trainer.lr_scheduler,
+        f"{ACTOR}.optim.weight_decay": trainer.weight_decay,
+        f"{ACTOR}.grad_clip": trainer.grad_clip,
+        f"{ACTOR}.ppo_mini_batch_size": trainer.mini_batch_size,
+        f"{ACTOR}.use_dynamic_bsz": trainer.dynamic_batch_size,
+        f"{ACTOR}.ppo_max_token_len_per_gpu": trainer.max_tokens_per_gpu or experiment.max_tokens,
+        f"{ACTOR}.ulysses_sequence_parallel_size": trainer.sequence_parallel_size,
+        f"{ACTOR}.fsdp_config.param_offload": trainer.param_offload,
+        f"{ACTOR}.fsdp_config.optimizer_offload": trainer.optimizer_offload,
+        f"{ACTOR}.data_loader_seed": trainer.seed,
+        f"{ACTOR}.clip_ratio_low": algorithm.clip_ratio_low,
+        f"{ACTOR}.clip_ratio_high": algorithm.clip_ratio_high,
+        f"{ACTOR}.clip_ratio_c": algorithm.clip_ratio_c,
+        f"{ACTOR}.loss_agg_mode": algorithm.loss_agg_mode,
+        f"{ACTOR}.entropy_coeff": algorithm.entropy_coeff,
+        f"{ACTOR}.use_kl_loss": algorithm.kl_loss_coef > 0,
+        f"{ACTOR}.kl_loss_coef": algorithm.kl_loss_coef,
+        f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE if is_fipo else "vanilla",
+        f"{ROLLOUT}.name": rollout.engine,
+        f"{ROLLOUT}.n": rollout.n,
+        f"{ROLLOUT}.temperature": rollout.temperature,
+        f"{ROLLOUT}.top_p": rollout.top_p,
+        f"{ROLLOUT}.tensor_model_parallel_size": rollout.tensor_parallel_size,
+        f"{ROLLOUT}.gpu_memory_utilization": rollout.gpu_memory_utilization,
+        f"{ROLLOUT}.enable_chunked_prefill": rollout.chunked_prefill,
+        f"{ROLLOUT}.max_num_batched_tokens": rollout.max_num_batched_tokens or experiment.max_tokens,
+        f"{ROLLOUT}.seed": trainer.seed,
+        f"{ROLLOUT}.val_kwargs.n": rollout.val_n,
+        f"{ROLLOUT}.val_kwargs.temperature": rollout.val_temperature,
+        f"{ROLLOUT}.val_kwargs.top_p": rollout.val_top_p,
+        f"{ROLLOUT}.val_kwargs.do_sample": True,
+        # The DAPO reward manager: the "Answer:" rule verifier plus the overlong penalty.
+        "reward.reward_manager.name": "dapo",
+        "+reward.reward_kwargs.max_resp_len": data.max_response_length,
+        f"{OVERLONG}.enable": algorithm.overlong_buffer,
+        f"{OVERLONG}.len": algorithm.overlong_buffer_len,
+        f"{OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
+        f"{OVERLONG}.log": True,
+        "trainer.logger": ["console", "file", *(["wandb"] if wandb else [])],
+        "trainer.project_name": experiment.tracking.project,
+        "trainer.experiment_name": experiment_name,
+        "trainer.nnodes": cluster.nodes,
+        "trainer.n_gpus_per_node": cluster.gpus_per_node,
+        "trainer.val_before_train": trainer.val_before_train,
+        "trainer.test_freq": trainer.test_freq,
+        "trainer.save_freq": trainer.save_freq,
+        "trainer.total_epochs": trainer.total_epochs,
+        "trainer.total_training_steps": trainer.total_training_steps,
+        "trainer.resume_mode": "auto",
+        "trainer.default_local_dir": str(checkpoint_dir),
+    }
+    if model.max_position_embeddings is not None:
+        settings["+actor_rollout_ref.model.override_config.max_position_embeddings"] = model.max_position_embeddings
+    if is_fipo:
+        settings.update({f"{POLICY_LOSS}.{name}": value for name, value in algorithm.fipo_knobs().items()})
+    return _lines(settings)
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def trainer_command(entrypoint: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The trainer's command line: the configured entrypoint or verl's main_ppo, then the overrides."""
+    return [*(entrypoint or [sys.executable, "-m", TRAINER_MODULE]), *overrides]
+
+
+_HYDRA_KEY_ERROR = re.compile(r"(Could not override '[^']*'|Key '[^']*' is not in struct|Could not append to config[^\n]*)")
+
+
+def check_compose(overrides: Sequence[str], *, timeout: float = 300.0) -> None:
+    """Compose the overrides in the installed verl (``main_ppo --cfg job``) without training.
+
+    Raises a ConfigError naming the failing key when verl's config rejects an override.
+    """
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", TRAINER_MODULE, "--cfg", "job", *overrides],
+            capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise FipoError(f"composing the verl config took over {timeout:.0f} s", hint="check the machine's load") from error
+    if result.returncode == 0:
+        return
+    output = (result.stderr or result.stdout).strip()
+    detail = _HYDRA_KEY_ERROR.search(output)
+    lines = [line for line in output.splitlines() if line.strip()]
+    reason = detail.group(0) if detail else (lines[-1] if lines else f"exit code {result.returncode}")
+    raise ConfigError(
+        [f"the installed verl rejected the overrides: {reason}"],
+        hint=f"`python -m {TRAINER_MODULE} --cfg job <overrides>` shows verl's whole message",
+    )

@@ -1,0 +1,156 @@
+"""Preflight checks before training: each one passes, warns or fails, and says why.
+
+Secrets are never printed: a credential check says where a credential was found, not what
+it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fipo_cli.config import Experiment
+
+Outcome = Literal["pass", "warn", "fail"]
+EXPECTED_VERL = "0.9.1"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    outcome: Outcome
+    detail: str
+
+
+def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = None) -> list[Check]:
+    """Every check that applies: the environment's always, the experiment's when one is given."""
+    env = os.environ if env is None else env
+    checks = list(_verl_checks(experiment))
+    checks.append(_gpu_check(experiment, env))
+    if experiment is not None:
+        checks.extend(_batch_checks(experiment))
+        checks.extend(_data_checks(experiment))
+        checks.append(_wandb_check(experiment, env))
+        if experiment.cluster.launcher == "slurm":
+            checks.extend(_slurm_checks(env))
+    return checks
+
+
+def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("verl") is None:
+        # A SLURM job needs verl on the compute nodes, not necessarily on the login node.
+        remote = experiment is not None and experiment.cluster.launcher == "slurm"
+        yield Check("verl", "warn" if remote else "fail", "not installed here: pip install 'fipo[train]'")
+        return
+    version = importlib.metadata.version("verl")
+    yield Check(
+        "verl",
+        "pass" if version == EXPECTED_VERL else "warn",
+        f"verl {version}" + ("" if version == EXPECTED_VERL else f" (fipo is built for {EXPECTED_VERL})"),
+    )
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    registered = "future_kl" in POLICY_LOSS_REGISTRY
+    yield Check(
+        "future_kl loss",
+        "pass" if registered else "fail",
+        "registered in verl's policy-loss registry"
+        if registered
+        else "not registered: reinstall fipo (its verl.plugins entry point) and unset VERL_USE_EXTERNAL_PLUGINS",
+    )
+
+
+def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
+    from fipo_cli.launch.local import visible_gpus
+
+    found = visible_gpus(env)
+    if experiment is None:
+        return Check("GPUs", "pass" if found.count else "warn", f"{found.count} visible ({found.detail})")
+    cluster = experiment.cluster
+    needed = f"{cluster.nodes} node(s) × {cluster.gpus_per_node} GPUs = {cluster.total_gpus}"
+    if cluster.launcher == "slurm":
+        return Check("GPUs", "pass", f"{needed}, allocated by SLURM")
+    enough = found.count >= cluster.total_gpus
+    return Check("GPUs", "pass" if enough else "fail", f"needs {needed}; found {found.count} ({found.detail})")
+
+
+def _batch_checks(experiment: Experiment) -> Iterator[Check]:
+    data, rollout, trainer, cluster = experiment.data, experiment.rollout, experiment.trainer, experiment.cluster
+    sp = trainer.sequence_parallel_size
+    if cluster.total_gpus % sp:
+        yield Check("batch arithmetic", "fail", f"{cluster.total_gpus} GPUs are not a multiple of sequence parallel {sp}")
+        return
+    data_parallel = cluster.total_gpus // sp
+    problems = []
+    for label, prompts in (("prompts per step", data.train_batch_size), ("mini-batch", trainer.mini_batch_size)):
+        responses = prompts * rollout.n
+        if responses % data_parallel:
+            problems.append(f"{label} {prompts} × {rollout.n} responses = {responses} is not divisible by "
+                            f"{data_parallel} data-parallel ranks ({cluster.total_gpus} GPUs / sequence parallel {sp})")
+    if cluster.gpus_per_node % rollout.tensor_parallel_size:
+        problems.append(f"{cluster.gpus_per_node} GPUs per node are not a multiple of rollout tensor parallel "
+                        f"{rollout.tensor_parallel_size}")
+    yield Check(
+        "batch arithmetic",
+        "fail" if problems else "pass",
+        "; ".join(problems) or f"{data.train_batch_size} × {rollout.n} responses over {data_parallel} data-parallel ranks",
+    )
+    budget = trainer.max_tokens_per_gpu or experiment.max_tokens
+    fits = budget >= experiment.max_tokens
+    yield Check(
+        "token budget",
+        "pass" if fits else "fail",
+        f"{budget} tokens per GPU for sequences of up to {experiment.max_tokens} "
+        f"({data.max_prompt_length} prompt + {data.max_response_length} response)"
+        + ("" if fits else ": the longest sequence does not fit"),
+    )
+    batched = rollout.max_num_batched_tokens or experiment.max_tokens
+    if batched < experiment.max_tokens:
+        yield Check("vLLM batch", "warn", f"max_num_batched_tokens {batched} < {experiment.max_tokens}: long prompts split")
+
+
+def _data_checks(experiment: Experiment) -> Iterator[Check]:
+    for role, files in (("train data", experiment.data.train_files), ("validation data", experiment.data.val_files)):
+        for name in files:
+            yield _parquet_check(role, Path(name).expanduser())
+
+
+def _parquet_check(role: str, path: Path) -> Check:
+    if not path.is_file():
+        return Check(role, "fail", f"{path}: missing (fipo data prepare writes it)")
+    try:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_metadata(path).num_rows
+    except ImportError:
+        return Check(role, "warn", f"{path}: present; pyarrow is not installed, so it was not read")
+    except Exception as error:  # any reader error means verl cannot read it either
+        return Check(role, "fail", f"{path}: not a readable parquet file ({error})")
+    return Check(role, "pass" if rows else "fail", f"{path}: {rows} rows")
+
+
+def _wandb_check(experiment: Experiment, env: Mapping[str, str]) -> Check:
+    from fipo_cli.train import wandb_credentials
+
+    mode = experiment.tracking.mode
+    if mode == "disabled":
+        return Check("W&B", "pass", "tracking disabled")
+    found = wandb_credentials(env)
+    if found:
+        return Check("W&B", "pass", f"credentials found ({found}); logging {'online' if mode != 'offline' else 'offline'}")
+    if mode == "online":
+        return Check("W&B", "fail", "tracking.mode is online but no credentials: wandb login, or set WANDB_API_KEY")
+    return Check("W&B", "warn", "no credentials: runs log offline; `wandb sync` uploads them later")
+
+
+def _slurm_checks(env: Mapping[str, str]) -> Iterator[Check]:
+    for tool in ("sbatch", "squeue"):
+        where = shutil.which(tool, path=env.get("PATH"))
+        yield Check(tool, "pass" if where else "fail", where or "not found on PATH: run fipo on the cluster's login node")

@@ -1,0 +1,79 @@
+"""Experiment directories: ``experiments/NAME/fipo.yaml`` and its ``runs/``.
+
+``fipo init`` creates one from a recipe; the other commands find one by name (under
+``./experiments``) or by path (the directory or its ``fipo.yaml``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fipo_cli import config, recipes
+from fipo_cli.errors import UsageError
+from fipo_cli.runs import atomic_write_text
+
+EXPERIMENTS_DIR = Path("experiments")
+CONFIG_FILE = "fipo.yaml"
+RUNS_DIR = "runs"
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    """Where an experiment lives and the config file it is defined by."""
+
+    path: Path
+    config_file: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.path / RUNS_DIR
+
+
+def _check_name(name: str) -> None:
+    if not config.SAFE_NAME.match(name):
+        raise UsageError(
+            f"experiment name {name!r} is not safe as a directory and job name",
+            hint="use 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+
+
+def init_experiment(name: str, model: str, algorithm: str, *, force: bool = False, root: Path = EXPERIMENTS_DIR) -> Path:
+    """Create ``root/NAME/fipo.yaml`` from a recipe, keeping the recipe's comments.
+
+    Refuses an existing experiment unless ``force``; nothing is written when it refuses.
+    """
+    _check_name(name)
+    recipe = recipes.recipe_path(model, algorithm)
+    target = root / name / CONFIG_FILE
+    if target.exists() and not force:
+        raise UsageError(f"experiment {name!r} already exists ({target})", hint="pass --force to replace its fipo.yaml")
+    text = re.sub(r"^name: .*$", f"name: {name}", recipe.read_text(), count=1, flags=re.M)
+    config.build(yaml.safe_load(text), source=str(recipe))  # a shipped recipe must stay valid
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, text)
+    return target
+
+
+def find_experiment(reference: str, root: Path = EXPERIMENTS_DIR) -> ExperimentDir:
+    """An experiment by name (``root/NAME``) or by path (its directory or its YAML file)."""
+    candidate = Path(reference)
+    if candidate.is_file():
+        return ExperimentDir(candidate.parent, candidate)
+    for directory in (candidate, root / reference):
+        if (directory / CONFIG_FILE).is_file():
+            return ExperimentDir(directory, directory / CONFIG_FILE)
+    known = sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")) if root.is_dir() else []
+    raise UsageError(
+        f"no experiment {reference!r} (looked for {root / reference / CONFIG_FILE})",
+        hint=(f"experiments here: {', '.join(known)}" if known else "create one with `fipo init NAME --model MODEL`"),
+    )
+
+
+def recipe_experiment_dir(model: str, algorithm: str, root: Path = EXPERIMENTS_DIR) -> ExperimentDir:
+    """Where runs trained straight from a recipe (``fipo train --model M``) are kept."""
+    recipe = recipes.recipe_path(model, algorithm)
+    return ExperimentDir(root / recipe.stem, recipe)

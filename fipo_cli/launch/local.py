@@ -1,0 +1,284 @@
+"""The local launcher: run the trainer in a subprocess on this machine, and check its GPUs.
+
+Nothing here imports torch: ``fipo --help`` must stay fast, and a login node has no CUDA.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import itertools
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO, Literal, Optional, TextIO, Union
+
+from fipo_cli.errors import FipoError
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+
+# How often the output loop wakes up, when the trainer is silent, to notice that it exited.
+_POLL_INTERVAL_S = 0.2
+# Processes the trainer left behind (a Ray worker, a data loader) can keep its output pipe
+# open after it exited; past this many seconds fipo stops reading instead of waiting for them.
+_DRAIN_AFTER_EXIT_S = 2.0
+_READ_SIZE = 65536
+
+
+def run_local(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    cwd: Path | None = None,
+) -> int:
+    """Run ``command`` to completion, streaming its output to the terminal and to ``log_path``.
+
+    The command runs with exactly ``env`` as its environment (pass ``os.environ`` plus
+    additions to inherit; a Python trainer also wants ``PYTHONUNBUFFERED=1``, or its output
+    arrives in blocks). Its stdout and stderr are merged into one stream, which is written to
+    ``sys.stdout`` as it arrives and appended, byte for byte, to ``log_path`` (created with its
+    parents). Its stdin is ``/dev/null``: a run never waits for a keyboard.
+
+    The command gets its own session and process group, so the terminal's Ctrl-C reaches
+    fipo alone. fipo forwards it:
+
+    - the first SIGINT or SIGTERM fipo receives is sent, as itself, to the command's whole
+      process group (the trainer and everything it started), and fipo keeps streaming until
+      the trainer exits: it may take a while to shut down cleanly;
+    - any further SIGINT or SIGTERM sends SIGKILL to the group.
+
+    The previous signal handlers are restored on return. Signals are forwarded only when this
+    is called from the main thread, the only thread Python delivers signals to.
+
+    Returns the command's exit code, or ``128 + N`` when it died of signal N (the shell's
+    convention), so that fipo can exit with the trainer's code. Raises :class:`FipoError`
+    when the command cannot be started.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log, _SignalForwarder() as forwarder:
+        try:
+            process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise _start_error(command, cwd, exc) from exc
+        with process:
+            forwarder.attach(process.pid)
+            try:
+                _stream(process, log, sys.stdout)
+                returncode = process.wait()
+            except BaseException:
+                # fipo cannot go on (the log's disk is full, the terminal is gone): stop the
+                # trainer rather than leave it running on the GPUs with nobody reading it.
+                _stop_group(process)
+                raise
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _start_error(command: Sequence[str], cwd: Path | None, exc: OSError) -> FipoError:
+    program = command[0]
+    if cwd is not None and not Path(cwd).is_dir():
+        return FipoError(f"cannot start {program!r}: its working directory {str(cwd)!r} is not a directory")
+    return FipoError(
+        f"cannot start {program!r}: {exc.strerror or exc}",
+        hint=f"check that {program!r} is installed, executable and on the PATH given to the trainer",
+    )
+
+
+class _SignalForwarder:
+    """Forwards fipo's SIGINT and SIGTERM to the trainer's process group while it runs."""
+
+    def __init__(self) -> None:
+        self._process_group: int | None = None
+        self._signals_received = 0
+        # A signal that came after the handlers were installed but before the trainer started.
+        self._pending: int | None = None
+        self._previous_handlers: dict[int, _Handler] = {}
+
+    def __enter__(self) -> _SignalForwarder:
+        if threading.current_thread() is threading.main_thread():
+            for signum in FORWARDED_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous_handlers.items():
+            # None means a handler installed outside Python, which cannot be reinstalled.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+
+    def attach(self, process_group: int) -> None:
+        self._process_group = process_group
+        if self._pending is not None:
+            self._send(self._pending)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals_received += 1
+        to_send = signum if self._signals_received == 1 else signal.SIGKILL
+        if self._process_group is None:
+            self._pending = to_send
+        else:
+            self._send(to_send)
+
+    def _send(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        try:
+            os.killpg(self._process_group, signum)
+        except ProcessLookupError:
+            return  # the trainer and its children have already exited
+        then = "" if signum == signal.SIGKILL else "; waiting for it to exit (Ctrl-C again kills it)"
+        # The handler may interrupt a write to the same stream; the signal is already sent, so
+        # a lost notice must not turn into an exception in the output loop.
+        with contextlib.suppress(OSError, RuntimeError):
+            print(f"\nfipo: sent {name} to the trainer's process group{then}", file=sys.stderr, flush=True)
+
+
+def _stream(process: subprocess.Popen, log: BinaryIO, terminal: TextIO) -> None:
+    """Copy the trainer's output to ``log`` and ``terminal`` until it is done.
+
+    It is done at end of file, or ``_DRAIN_AFTER_EXIT_S`` after the trainer exited if
+    something it left behind still holds the pipe open. Output is copied in chunks as it
+    arrives, so progress bars that redraw a line with ``\\r`` show live.
+    """
+    assert process.stdout is not None
+    pipe = process.stdout.fileno()
+    write_to_terminal = _byte_writer(terminal)
+    drain_deadline: float | None = None
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while True:
+            if drain_deadline is None and process.poll() is not None:
+                drain_deadline = time.monotonic() + _DRAIN_AFTER_EXIT_S
+            if drain_deadline is None:
+                timeout = _POLL_INTERVAL_S
+            else:
+                timeout = drain_deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            if not selector.select(timeout):
+                continue
+            chunk = os.read(pipe, _READ_SIZE)
+            if not chunk:
+                break
+            log.write(chunk)
+            log.flush()
+            write_to_terminal(chunk)
+    write_to_terminal(b"")
+
+
+def _byte_writer(terminal: TextIO) -> Callable[[bytes], None]:
+    """A function that writes the trainer's bytes to ``terminal`` and flushes; ``b""`` ends.
+
+    The bytes go through unchanged, as ``tee`` would pass them: decoding and re-encoding could
+    fail on a terminal whose encoding cannot show a character, and fail the run with it. Only
+    a text stream without a byte layer gets them decoded (invalid UTF-8 replaced).
+    """
+    binary = getattr(terminal, "buffer", None)
+    if binary is not None:
+        terminal.flush()  # what fipo printed before the trainer started comes first
+
+        def write_bytes(chunk: bytes) -> None:
+            binary.write(chunk)
+            binary.flush()
+
+        return write_bytes
+    # A chunk can end inside a multi-byte character; the decoder holds it for the next one.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write_text(chunk: bytes) -> None:
+        terminal.write(decoder.decode(chunk, final=not chunk))
+        terminal.flush()
+
+    return write_text
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the trainer's process group, then SIGKILL it if the trainer outlives ``grace_s``."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+GpuSource = Literal["CUDA_VISIBLE_DEVICES", "nvidia-smi", "none"]
+
+
+@dataclass(frozen=True)
+class GpuInventory:
+    """How many GPUs a process started here would see, and how that was found out."""
+
+    count: int
+    source: GpuSource
+    detail: str
+    """What was seen, for messages: ``CUDA_VISIBLE_DEVICES='0,1'``, ``nvidia-smi not installed``."""
+
+
+def visible_gpus(env: Mapping[str, str] | None = None) -> GpuInventory:
+    """Count the GPUs visible to a process with environment ``env`` (default: fipo's own).
+
+    ``CUDA_VISIBLE_DEVICES`` decides when it is set: CUDA sees its entries up to the first
+    invalid one, so ``""`` and ``"-1"`` mean none. Otherwise the GPUs that ``nvidia-smi -L``
+    lists are visible; without nvidia-smi there are none.
+    """
+    env = os.environ if env is None else env
+    cuda_visible = env.get("CUDA_VISIBLE_DEVICES")
+    if cuda_visible is not None:
+        entries = [entry.strip() for entry in cuda_visible.split(",")]
+        valid = list(itertools.takewhile(lambda entry: entry and not entry.startswith("-"), entries))
+        return GpuInventory(len(valid), "CUDA_VISIBLE_DEVICES", f"CUDA_VISIBLE_DEVICES={cuda_visible!r}")
+    nvidia_smi = shutil.which("nvidia-smi", path=env.get("PATH", os.defpath))
+    if nvidia_smi is None:
+        return GpuInventory(0, "none", "nvidia-smi not installed")
+    try:
+        # A wedged driver can hang nvidia-smi; a GPU check must not hang fipo.
+        listing = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return GpuInventory(0, "nvidia-smi", f"nvidia-smi -L failed: {exc}")
+    if listing.returncode != 0:
+        return GpuInventory(0, "nvidia-smi", f"nvidia-smi -L failed with exit code {listing.returncode}")
+    # MIG instances are listed indented under their GPU; count the GPUs only.
+    count = sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+    return GpuInventory(count, "nvidia-smi", "nvidia-smi -L")
+
+
+def require_gpus(needed: int, inventory: GpuInventory | None = None, *, layout: str | None = None) -> None:
+    """Raise :class:`FipoError` unless at least ``needed`` GPUs are visible here.
+
+    ``inventory`` defaults to :func:`visible_gpus`. ``layout`` says where the number comes
+    from, for the message: ``"1 node × 8 GPUs per node"``.
+    """
+    inventory = visible_gpus() if inventory is None else inventory
+    if inventory.count >= needed:
+        return
+    because = f" ({layout})" if layout else ""
+    raise FipoError(
+        f"the run needs {_gpus(needed)}{because}; found {inventory.count} ({inventory.detail})",
+        hint="use `--launcher slurm` to run on a cluster, or lower the trainer's nodes or GPUs per node",
+    )
+
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"

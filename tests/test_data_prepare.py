@@ -1,0 +1,399 @@
+"""`fipo data prepare`'s library: verl-shaped parquet files, written for real and read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fipo_cli import data_prepare
+from fipo_cli.bundled import BENCHMARKS, bundled_file, load_bundled
+from fipo_cli.data_prepare import Outcome, output_path, prepare
+from fipo_cli.errors import EXIT_RUNTIME, EXIT_USAGE, ConfigError, UsageError
+from fipo_cli.prompts import dapo_prompt
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DAPO_WORDING = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+    "What is $\\frac{1}{2} + {x}$?\n\n"
+    'Remember to put your answer on its own line after "Answer:".'
+)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No test may reach the Hub; whatever the datasets library caches goes to the test's folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+# --- bundled sets and the prompt -------------------------------------------------------------
+
+
+def test_bundled_benchmarks_ship_inside_the_package():
+    for name in BENCHMARKS:
+        path = bundled_file(name)
+        assert Path(data_prepare.__file__).parent in path.parents
+        if SHARED_DATA.is_dir():
+            assert path.read_bytes() == (SHARED_DATA / f"{name}.jsonl").read_bytes()
+    assert [len(load_bundled(name)) for name in BENCHMARKS] == [30, 30, 500]
+    assert load_bundled("aime24")[0]["answer"] == "204"
+
+
+def test_unknown_bundled_name_lists_the_known_ones():
+    with pytest.raises(UsageError) as raised:
+        bundled_file("aime23")
+    assert "'aime23'" in str(raised.value)
+    assert all(name in str(raised.value) for name in BENCHMARKS)
+    assert raised.value.exit_code == EXIT_USAGE
+
+
+def test_dapo_prompt_is_dapo_math_17k_wording_and_keeps_latex_braces():
+    assert dapo_prompt("What is $\\frac{1}{2} + {x}$?") == DAPO_WORDING
+
+
+def test_output_paths_are_predictable():
+    assert output_path("data", data_prepare.DEFAULT_TRAIN) == Path("data/dapo-math-17k.parquet")
+    assert output_path("data", "aime24") == Path("data/aime24.parquet")
+    assert output_path("out", "some/dir/My_Train Set.jsonl") == Path("out/my-train-set.parquet")
+    assert output_path("out", Path("aime25")) == Path("out/aime25.parquet")  # a Path is always a file
+
+
+# --- the bundled validation sets, offline -----------------------------------------------------
+
+
+def test_bundled_validation_sets_prepare_offline_in_verl_shape(tmp_path):
+    out = tmp_path / "out"
+    report = prepare(out, train=None)
+
+    assert [(f.name, f.role, f.rows_read, f.duplicates_removed, f.rows_written, f.outcome) for f in report.files] == [
+        ("aime24", "validation", 30, 0, 30, Outcome.WRITTEN),
+        ("aime25", "validation", 30, 0, 30, Outcome.WRITTEN),
+    ]
+    assert report.validation_files == (out / "aime24.parquet", out / "aime25.parquet")
+    assert report.train_files == ()
+    assert sorted(p.name for p in out.iterdir()) == ["aime24.parquet", "aime25.parquet"]  # no temporary file left
+    for name in ("aime24", "aime25"):
+        problems = load_bundled(name)
+        rows = read_rows(out / f"{name}.parquet")
+        assert [row["prompt"] for row in rows] == [
+            [{"role": "user", "content": dapo_prompt(p["problem"])}] for p in problems
+        ]
+        assert [row["reward_model"] for row in rows] == [
+            {"style": "rule", "ground_truth": p["answer"]} for p in problems
+        ]
+        assert [row["extra_info"] for row in rows] == [{"index": i, "split": "test"} for i in range(30)]
+        assert {row["data_source"] for row in rows} == {name}
+        assert {row["ability"] for row in rows} == {"MATH"}
+
+
+def test_every_file_has_the_one_schema_verl_concatenates(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"problem": "1+1?", "answer": 2}])
+    prepare(tmp_path / "out", train=train, validation=BENCHMARKS)
+    schemas = {pq.read_schema(path) for path in (tmp_path / "out").iterdir()}
+    assert len(schemas) == 1
+    (schema,) = schemas
+    assert schema.field("prompt").type == pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    assert schema.field("reward_model").type.field("ground_truth").type == pa.string()
+
+
+@pytest.mark.verl
+@pytest.mark.parametrize("name", ["train", *BENCHMARKS])
+def test_verl_scores_prepared_rows_with_the_dapo_answer_verifier(tmp_path, name):
+    from verl.utils.reward_score import default_compute_score
+
+    train = write_jsonl(tmp_path / "train.jsonl", [{"problem": "Twice 102?", "answer": "204"}])
+    report = prepare(tmp_path / "out", train=train, validation=BENCHMARKS)
+    (prepared,) = [f for f in report.files if f.name == name]
+    row = read_rows(prepared.path)[0]
+    truth = row["reward_model"]["ground_truth"]
+
+    right = default_compute_score(row["data_source"], f"Let me think.\nAnswer: {truth}", truth, row["extra_info"])
+    wrong = default_compute_score(row["data_source"], "Let me think.\nAnswer: 100000", truth, row["extra_info"])
+    # math_dapo.compute_score answers a dict with the prediction it read from the "Answer:" line.
+    assert right["score"] > 0
+    assert wrong["score"] <= 0 and wrong["pred"] == "100000"
+
+
+@pytest.mark.verl
+def test_verl_rlhf_dataset_reads_the_prepared_validation_sets(tmp_path, monkeypatch):
+    import datasets
+    import verl
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer, Qwen2Tokenizer
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    report = prepare(tmp_path / "data", train=None)
+
+    tokenizer = Qwen2Tokenizer().train_new_from_iterator([dapo_prompt("What is 1 + 1?")] * 4, vocab_size=300)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+
+    # verl's own data defaults, with the overlong filter on so every prompt goes through the chat template.
+    trainer_config = OmegaConf.load(Path(verl.__file__).parent / "trainer" / "config" / "_generated_ppo_trainer.yaml")
+    data_config = trainer_config.data
+    data_config.max_prompt_length = 100_000
+    data_config.filter_overlong_prompts = True
+    data_config.cache_dir = str(tmp_path / "verl-cache")
+
+    dataset = create_rl_dataset(
+        [str(p) for p in report.validation_files], data_config, tokenizer, processor=None, is_train=False
+    )
+
+    assert len(dataset) == 60
+    first, last = dataset[0], dataset[59]
+    assert first["raw_prompt"] == [{"role": "user", "content": dapo_prompt(load_bundled("aime24")[0]["problem"])}]
+    assert (first["data_source"], first["reward_model"]["ground_truth"], first["index"]) == ("aime24", "204", 0)
+    assert (last["data_source"], last["reward_model"]["ground_truth"], last["index"]) == (
+        "aime25",
+        load_bundled("aime25")[29]["answer"],
+        29,
+    )
+
+
+# --- other sources ----------------------------------------------------------------------------
+
+
+def test_local_jsonl_train_set_is_deduplicated_and_counted(tmp_path):
+    train = write_jsonl(
+        tmp_path / "My_Train.jsonl",
+        [
+            {"question": "What is 2+2?", "answer": 4},
+            {"question": "What is  2+2?\n", "answer": 4},  # the same prompt up to whitespace
+            {"question": "What is 3+3?", "answer": "6"},
+            {"question": "What is 2+2?", "answer": 4},
+            {"question": "What is 5+5?", "answer": None},
+            {"question": "What is 3+3?", "answer": "6"},
+        ],
+    )
+    report = prepare(tmp_path / "out", train=train, validation=())
+
+    (prepared,) = report.files
+    assert (prepared.name, prepared.role, prepared.path) == ("my-train", "train", tmp_path / "out" / "my-train.parquet")
+    assert (prepared.rows_read, prepared.incomplete_removed, prepared.duplicates_removed, prepared.rows_written) == (
+        6,
+        1,
+        3,
+        2,
+    )
+    rows = read_rows(prepared.path)
+    assert [row["prompt"][0]["content"] for row in rows] == [dapo_prompt("What is 2+2?"), dapo_prompt("What is 3+3?")]
+    assert [row["reward_model"]["ground_truth"] for row in rows] == ["4", "6"]
+    assert [row["extra_info"] for row in rows] == [{"index": 0, "split": "train"}, {"index": 1, "split": "train"}]
+    assert {row["data_source"] for row in rows} == {"math_dapo"}
+
+
+def test_a_verl_format_source_like_dapo_math_17k_keeps_its_prompts(tmp_path):
+    prompt = [{"content": dapo_prompt("Find $x$."), "role": "user"}]
+    source_rows = [
+        {
+            "data_source": "math_dapo",
+            "prompt": prompt,
+            "ability": "MATH",
+            "reward_model": {"ground_truth": "34", "style": "rule-lighteval/MATH_v2"},
+            "extra_info": {"index": f"uuid-{i}"},
+        }
+        for i in range(3)
+    ]
+    pq.write_table(pa.Table.from_pylist(source_rows), tmp_path / "dapo-math-17k.parquet")
+
+    report = prepare(tmp_path / "out", train=tmp_path / "dapo-math-17k.parquet", validation=())
+
+    (prepared,) = report.files
+    assert (prepared.rows_read, prepared.duplicates_removed, prepared.rows_written) == (3, 2, 1)
+    assert read_rows(prepared.path) == [
+        {
+            "data_source": "math_dapo",
+            "prompt": [{"role": "user", "content": dapo_prompt("Find $x$.")}],
+            "ability": "MATH",
+            "reward_model": {"style": "rule", "ground_truth": "34"},
+            "extra_info": {"index": 0, "split": "train"},
+        }
+    ]
+
+
+def test_custom_column_names_with_problem_and_answer_keys(tmp_path):
+    train = tmp_path / "custom.json"
+    train.write_text(json.dumps([{"q": "What is 6*7?", "solution": "6*7 = 42", "final": 42}]), encoding="utf-8")
+
+    report = prepare(tmp_path / "out", train=train, validation=(), problem_key="q", answer_key="final")
+
+    (row,) = read_rows(report.files[0].path)
+    assert row["prompt"] == [{"role": "user", "content": dapo_prompt("What is 6*7?")}]
+    assert row["reward_model"]["ground_truth"] == "42"
+
+
+def test_missing_columns_are_config_errors_naming_them(tmp_path):
+    train = write_jsonl(tmp_path / "custom.jsonl", [{"q": "What is 6*7?", "solution": "42"}])
+
+    with pytest.raises(ConfigError) as raised:
+        prepare(tmp_path / "out", train=train, validation=(), problem_key="question", answer_key="final")
+    message = str(raised.value)
+    assert "--problem-key 'question'" in message and "--answer-key 'final'" in message
+    assert "its columns are: q, solution" in message
+    assert raised.value.exit_code == EXIT_USAGE
+
+    with pytest.raises(ConfigError, match=r"(?s)no problem column.*no answer column"):
+        prepare(tmp_path / "out", train=train, validation=())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [("no/such/file.jsonl", "no such file"), ("./missing", "no such file"), ("not a hub id!", "neither")],
+)
+def test_bad_local_sources_are_usage_errors(tmp_path, train, expected):
+    with pytest.raises(UsageError, match=expected):
+        prepare(tmp_path / "out", train=train)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_file_format_is_a_usage_error(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("problem,answer\n1+1,2\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"--train .*train\.csv.*unsupported format '\.csv'"):
+        prepare(tmp_path / "out", train=csv)
+
+
+def test_two_sets_with_one_output_name_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="same file"):
+        prepare(tmp_path / "out", train=None, validation=("aime24", "aime24"))
+
+
+# --- never overwrite silently, never half-done --------------------------------------------------
+
+
+def test_existing_output_is_an_error_and_nothing_is_touched(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "aime24.parquet").write_bytes(b"my own file")
+    before = snapshot(out)
+
+    with pytest.raises(UsageError) as raised:
+        prepare(out, train=None)
+
+    assert str(out / "aime24.parquet") in str(raised.value)
+    assert "--force" in raised.value.hint
+    assert raised.value.exit_code == EXIT_USAGE
+    assert snapshot(out) == before  # aime24 untouched, and aime25 not written either
+
+
+def test_force_overwrites(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "aime24.parquet").write_bytes(b"my own file")
+
+    report = prepare(out, train=None, force=True)
+
+    assert [f.outcome for f in report.files] == [Outcome.OVERWRITTEN, Outcome.WRITTEN]
+    assert len(read_rows(out / "aime24.parquet")) == 30
+    assert sorted(p.name for p in out.iterdir()) == ["aime24.parquet", "aime25.parquet"]
+
+
+def test_dry_run_writes_nothing_and_reports_what_it_would_write(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"problem": "1+1?", "answer": "2"}] * 3)
+
+    report = prepare(tmp_path / "out", train=train, dry_run=True)
+
+    assert not (tmp_path / "out").exists()
+    assert report.dry_run
+    assert [(f.name, f.rows_written, f.duplicates_removed, f.outcome) for f in report.files] == [
+        ("train", 1, 2, Outcome.WOULD_WRITE),
+        ("aime24", 30, 0, Outcome.WOULD_WRITE),
+        ("aime25", 30, 0, Outcome.WOULD_WRITE),
+    ]
+
+
+# --- the Hub, unreachable -----------------------------------------------------------------------
+
+PREPARE_AND_REPORT = textwrap.dedent(
+    """
+    import json, sys
+    from fipo_cli.data_prepare import prepare
+    from fipo_cli.errors import FipoError
+    try:
+        prepare(sys.argv[1], validation=())
+    except FipoError as error:
+        print(json.dumps({"type": type(error).__name__, "message": error.message, "hint": error.hint,
+                          "exit_code": error.exit_code}))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        # Online, but nothing listens there: the probe fails at once instead of retrying downloads.
+        {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    ],
+    ids=["offline", "unreachable"],
+)
+def test_hub_out_of_reach_says_so_and_how_to_pass_a_local_file(tmp_path, env):
+    # A fresh interpreter: the datasets library reads these variables once, at import.
+    result = subprocess.run(
+        [sys.executable, "-c", PREPARE_AND_REPORT, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert result.stdout.strip(), result.stderr
+    error = json.loads(result.stdout.strip().splitlines()[-1])
+    assert error["type"] == "FipoError" and error["exit_code"] == EXIT_RUNTIME
+    assert "'BytedTsinghua-SIA/DAPO-Math-17k'" in error["message"]
+    assert "--train path/to/file.parquet" in error["hint"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_importing_the_library_loads_no_data_stack():
+    heavy = ("datasets", "pyarrow", "pandas", "torch")
+    probe = f"import sys, fipo_cli.data_prepare; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_cli_writes_the_bundled_sets_and_refuses_to_overwrite(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    first = run("--no-train", "--json")
+    assert first.returncode == 0, first.stderr
+    files = json.loads(first.stdout)["files"]
+    assert [(f["name"], f["written"], f["outcome"]) for f in files] == [("aime24", 30, "written"), ("aime25", 30, "written")]
+    before = (tmp_path / "data" / "aime24.parquet").read_bytes()
+    again = run("--no-train")
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert (tmp_path / "data" / "aime24.parquet").read_bytes() == before

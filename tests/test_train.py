@@ -1,0 +1,220 @@
+"""`fipo init`, `fipo train` and `fipo doctor` as a user runs them, in a temporary project.
+
+The trainer is a stand-in script set through the experiment's `trainer.entrypoint`: a real
+subprocess that prints, writes metrics like verl's file logger and exits with a chosen code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+STAND_IN = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    print("stand-in trainer started with", len(sys.argv) - 1, "overrides", flush=True)
+    print("WANDB_RUN_ID=" + os.environ.get("WANDB_RUN_ID", ""), flush=True)
+    with open(os.environ["VERL_FILE_LOGGER_PATH"], "a") as metrics:
+        metrics.write(json.dumps({"step": 1, "data": {"response_length/mean": 100.0}}) + "\\n")
+    mode = os.environ.get("STAND_IN_MODE", "exit3")
+    if mode == "wait":
+        signal.signal(signal.SIGINT, lambda *_: (print("got SIGINT", flush=True), sys.exit(130)))
+        open(os.environ["STAND_IN_READY"], "w").close()
+        time.sleep(60)
+    sys.exit(0 if mode == "ok" else 3)
+    """
+)
+
+
+def fipo(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "CUDA_VISIBLE_DEVICES", "FIPO_DEBUG")}
+    return subprocess.run(
+        [sys.executable, "-m", "fipo_cli", *args],
+        cwd=project, capture_output=True, text=True, timeout=300, env={**base, "HOME": str(project), **env},
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project with experiments/smoke from the one-GPU recipe, training with the stand-in."""
+    assert fipo(tmp_path, "init", "smoke", "--model", "qwen2.5-0.5b").returncode == 0
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    config_file = tmp_path / "experiments" / "smoke" / "fipo.yaml"
+    text = config_file.read_text().replace("  seed: 42", f"  seed: 42\n  entrypoint: [{sys.executable}, stand_in.py]")
+    config_file.write_text(text)
+    return tmp_path
+
+
+def runs(project: Path) -> list[Path]:
+    runs_dir = project / "experiments" / "smoke" / "runs"
+    return sorted(runs_dir.iterdir()) if runs_dir.exists() else []
+
+
+def test_init_writes_the_commented_recipe_and_refuses_to_overwrite(tmp_path):
+    result = fipo(tmp_path, "init", "exp-1", "--model", "qwen2.5-32b", "--algo", "dapo")
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "experiments" / "exp-1" / "fipo.yaml"
+    assert "fipo train exp-1" in result.stdout
+    text = written.read_text()
+    assert "# T2: mini-batch 32 prompts" in text
+    assert yaml.safe_load(text)["name"] == "exp-1"
+    before = (written.read_bytes(), written.stat().st_mtime_ns)
+
+    again = fipo(tmp_path, "init", "exp-1", "--model", "qwen2.5-32b")
+    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    assert (written.read_bytes(), written.stat().st_mtime_ns) == before
+
+    assert fipo(tmp_path, "init", "exp-1", "--model", "qwen2.5-32b", "--force").returncode == 0
+    assert "# T2: mini-batch 64 prompts" in written.read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["init", "../escape", "--model", "qwen2.5-32b"], "not safe as a directory and job name"),
+        (["init", "ok", "--model", "llama-70b"], "--model 'llama-70b' has no recipe"),
+        (["init", "ok", "--model", "qwen2.5-32b", "--algo", "ppo"], "--algo 'ppo' is not known"),
+    ],
+)
+def test_init_refuses_bad_input_and_writes_nothing(tmp_path, args, message):
+    result = fipo(tmp_path, *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
+    result = fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert set(plan) == {"command", "overrides", "env", "run_dir"}
+    assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]
+    assert "actor_rollout_ref.actor.policy_loss.gamma=0.99" in plan["overrides"]
+    assert "actor_rollout_ref.actor.optim.lr=2e-06" in plan["overrides"]
+    assert plan["env"]["WANDB_API_KEY"] == "***" and plan["env"]["WANDB_MODE"] == "online"
+    assert plan["env"]["VERL_FILE_LOGGER_PATH"] == str(Path(plan["run_dir"]).absolute() / "metrics.jsonl")
+    assert "sekrit-123" not in result.stdout + result.stderr
+    assert runs(project) == []
+
+
+def test_dry_run_for_people_shows_command_and_masked_env(project):
+    result = fipo(project, "train", "smoke", "--dry-run", HF_TOKEN="hf_secret")
+    assert result.returncode == 0, result.stderr
+    assert "HF_TOKEN=***" in result.stdout and "hf_secret" not in result.stdout
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode=future_kl" in result.stdout
+    assert runs(project) == []
+
+
+def test_bad_overrides_report_every_problem_and_write_nothing(project):
+    result = fipo(project, "train", "smoke", "gama=0.9", "n=many", "tau=-1")
+    assert result.returncode == 2
+    assert "'gama' is not a known key; did you mean 'gamma'?" in result.stderr
+    assert "rollout.n='many': expected an integer" in result.stderr
+    assert "algorithm.decay_rate=-1" in result.stderr
+    assert runs(project) == []
+
+
+def test_missing_experiment_is_a_usage_error(project):
+    result = fipo(project, "train", "nope")
+    assert result.returncode == 2 and "no experiment 'nope'" in result.stderr and "smoke" in result.stderr
+
+
+def test_too_few_gpus_stops_before_anything_is_created(project):
+    result = fipo(project, "train", "smoke")
+    assert result.returncode == 1
+    assert "needs 1 GPU" in result.stderr and "found 0" in result.stderr
+    assert runs(project) == []
+
+
+def test_local_run_records_everything_and_exits_with_the_trainers_code(project):
+    result = fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", WANDB_API_KEY="sekrit-123")
+    assert result.returncode == 3
+    assert "stand-in trainer started with" in result.stdout
+    (run_dir,) = runs(project)
+    log = (run_dir / "train.log").read_text()
+    assert "stand-in trainer started with" in log
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["exit_code"], status["launcher"]) == ("failed", 3, "local")
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "smoke"
+    command = json.loads((run_dir / "command.json").read_text())["command"]
+    assert command[:2] == [sys.executable, "stand_in.py"]
+    assert json.loads((run_dir / "env.json").read_text())["WANDB_API_KEY"] == "***"
+    assert (run_dir / "checkpoints").is_dir()
+    everything = "".join(p.read_text() for p in run_dir.iterdir() if p.is_file())
+    assert "sekrit-123" not in everything
+
+
+def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
+    first = fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="ok")
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = runs(project)
+    first_id = json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
+    assert f"WANDB_RUN_ID={first_id}" in first.stdout
+
+    again = fipo(project, "train", "smoke", "--resume", run_dir.name, CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="ok")
+    assert again.returncode == 0, again.stderr
+    assert runs(project) == [run_dir]
+    assert f"WANDB_RUN_ID={first_id}" in again.stdout
+    assert (run_dir / "metrics.jsonl").read_text().count('"step": 1') == 2
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "succeeded"
+
+    missing = fipo(project, "train", "smoke", "--resume", "19990101-000000")
+    assert missing.returncode == 2 and run_dir.name in missing.stderr
+
+
+def test_ctrl_c_reaches_the_trainer_and_the_run_is_marked_cancelled(project):
+    ready = project / "ready"
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
+    env.update(HOME=str(project), CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="wait", STAND_IN_READY=str(ready))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fipo_cli", "train", "smoke"], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert ready.exists(), process.communicate(timeout=30)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "got SIGINT" in out
+    (run_dir,) = runs(project)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+
+
+def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (project / "data").mkdir()
+    for name in ("dapo-math-17k", "aime24"):
+        pq.write_table(pa.table({"prompt": ["q"], "data_source": ["math_dapo"]}), project / "data" / f"{name}.parquet")
+    result = fipo(project, "doctor", "smoke", "--json", CUDA_VISIBLE_DEVICES="0", WANDB_API_KEY="sekrit-123")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert all(check["outcome"] == "pass" for check in checks.values()), checks
+    assert checks["W&B"]["detail"].startswith("credentials found (WANDB_API_KEY)")
+    assert "sekrit-123" not in result.stdout + result.stderr
+
+
+def test_doctor_fails_on_missing_data_gpus_and_batch_arithmetic(project):
+    (project / "experiments" / "smoke" / "fipo.yaml").write_text(
+        (project / "experiments" / "smoke" / "fipo.yaml").read_text().replace("gpus_per_node: 1", "gpus_per_node: 3")
+    )
+    result = fipo(project, "doctor", "smoke", "--json")
+    assert result.returncode == 1
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert checks["GPUs"]["outcome"] == "fail" and "found 0" in checks["GPUs"]["detail"]
+    assert checks["train data"]["outcome"] == "fail" and "fipo data prepare" in checks["train data"]["detail"]
+    assert checks["batch arithmetic"]["outcome"] == "fail"
+    assert "not divisible by 3 data-parallel ranks" in checks["batch arithmetic"]["detail"]
+    assert checks["W&B"]["outcome"] == "warn"
