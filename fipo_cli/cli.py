@@ -106,7 +106,7 @@ def init(
     typer.echo(f"  fipo train {name}                 # train")
 
 
-@app.command(context_settings={"allow_extra_args": False})
+@app.command()
 def train(
     experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Experiment name or path."),
     assignments: Optional[list[str]] = typer.Argument(
@@ -122,39 +122,26 @@ def train(
     """Train an experiment with verl (FIPO's future_kl loss, DAPO's sampling and reward)."""
     import os
 
-    from fipo_cli import config, experiments, train as training
+    from fipo_cli import train as training
     from fipo_cli.errors import UsageError
     from fipo_cli.overrides import parse_assignments
 
     words = list(assignments or [])
-    if experiment is not None and "=" in experiment:
+    if experiment is not None and "=" in experiment:  # `fipo train --model M gamma=0.9`
         words.insert(0, experiment)
         experiment = None
     values = parse_assignments(words)
     if launcher is not None:
         values["cluster.launcher"] = launcher
-    if (experiment is None) == (model is None):
-        raise UsageError("give an experiment or --model, not both and not neither",
-                         hint="fipo train NAME, or fipo train --model qwen2.5-0.5b")
-    where = experiments.find_experiment(experiment) if experiment else experiments.recipe_experiment_dir(model, algo)
-    if resume:
-        loaded = training.resumed_experiment(where, resume, values)
-    else:
-        loaded = config.load(where.config_file, values)
-    from fipo_cli.runs import new_run_name
-
-    plan = training.plan_run(loaded, where, resume or new_run_name(where.runs), resume=bool(resume))
+    plan = training.plan_training(experiment, model, algo, values, resume)
     if dry_run:
         checked = training.check_with_verl(plan)
-        if as_json:
-            typer.echo(json.dumps(plan.to_json(os.environ)))
-        else:
-            typer.echo(training.describe(plan, os.environ))
+        typer.echo(json.dumps(plan.to_json(os.environ)) if as_json else training.describe(plan, os.environ))
         if not checked:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
-    if loaded.cluster.launcher != "local":
-        raise UsageError(f"--launcher {loaded.cluster.launcher}: not available yet", hint="use --launcher local")
+    if plan.experiment.cluster.launcher != "local":
+        raise UsageError(f"--launcher {plan.experiment.cluster.launcher}: not available yet", hint="use --launcher local")
     raise typer.Exit(training.run_locally(plan))
 
 

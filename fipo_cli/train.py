@@ -21,11 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import config, verl_overrides
+from fipo_cli import config, experiments, verl_overrides
 from fipo_cli.config import Experiment
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.experiments import ExperimentDir
-from fipo_cli.runs import RunStatus, atomic_write_json, atomic_write_text, mask_secrets, read_status, utc_now, write_status
+from fipo_cli.runs import (
+    RunStatus,
+    atomic_write_json,
+    atomic_write_text,
+    mask_secrets,
+    new_run_name,
+    read_status,
+    utc_now,
+    write_status,
+)
 
 CONFIG_FILE = "config.yaml"
 COMMAND_FILE = "command.json"
@@ -136,6 +145,28 @@ def plan_run(
         overrides=overrides,
         env=env,
     )
+
+
+def plan_training(
+    reference: str | None,
+    model: str | None,
+    algorithm: str,
+    assignments: Mapping[str, Any],
+    resume: str | None = None,
+) -> TrainPlan:
+    """The plan of ``fipo train``: an experiment (by name or path) or a recipe, a new run or a resumed one."""
+    if (reference is None) == (model is None):
+        raise UsageError(
+            "give an experiment or --model, not both and not neither",
+            hint="fipo train NAME, or fipo train --model qwen2.5-0.5b",
+        )
+    if reference is not None:
+        where = experiments.find_experiment(reference)
+    else:
+        where = experiments.recipe_experiment_dir(model, algorithm)
+    if resume:
+        return plan_run(resumed_experiment(where, resume, assignments), where, resume, resume=True)
+    return plan_run(config.load(where.config_file, assignments), where, new_run_name(where.runs))
 
 
 def resumed_experiment(experiment_dir: ExperimentDir, run_name: str, assignments: Mapping[str, Any]) -> Experiment:

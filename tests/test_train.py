@@ -114,11 +114,12 @@ def test_dry_run_for_people_shows_command_and_masked_env(project):
 
 
 def test_bad_overrides_report_every_problem_and_write_nothing(project):
-    result = fipo(project, "train", "smoke", "gama=0.9", "n=many", "tau=-1")
+    result = fipo(project, "train", "smoke", "gama=0.9", "n=many", "tau=-1", "gamma=1.5")
     assert result.returncode == 2
     assert "'gama' is not a known key; did you mean 'gamma'?" in result.stderr
     assert "rollout.n='many': expected an integer" in result.stderr
     assert "algorithm.decay_rate=-1" in result.stderr
+    assert "algorithm.gamma=1.5: must lie in (0, 1]" in result.stderr
     assert runs(project) == []
 
 
