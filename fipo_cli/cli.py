@@ -226,6 +226,93 @@ def data_prepare(
     Console().print(table)
 
 
+@app.command("eval")
+def evaluate(
+    target: Optional[str] = typer.Argument(
+        None, metavar="BENCH|score", help="aime24, aime25 or math500 (bundled), or `score` to re-grade FILE."
+    ),
+    file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="With `score`: a samples .jsonl file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory or hub id (served name for openai)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A local .jsonl/.json/.parquet file or a hub dataset id."),
+    problem_key: Optional[str] = typer.Option(None, "--problem-key", help="With --dataset: the problem column."),
+    answer_key: Optional[str] = typer.Option(None, "--answer-key", help="With --dataset: the answer column."),
+    bench: Optional[str] = typer.Option(None, "--bench", help="With `score`: take reference answers from this benchmark."),
+    engine: str = typer.Option("auto", "--engine", help="vllm, transformers or openai; auto: vllm when it and a GPU are here."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8000/v1."),
+    tensor_parallel: Optional[int] = typer.Option(None, "--tensor-parallel", help="vllm: GPUs per model replica."),
+    data_parallel: Optional[int] = typer.Option(None, "--data-parallel", help="vllm: model replicas."),
+    samples: int = typer.Option(32, "--samples", "-n", help="Samples per problem (paper: 32)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (paper: 1.0)."),
+    top_p: float = typer.Option(0.7, "--top-p", help="Nucleus sampling (paper: 0.7)."),
+    max_tokens: int = typer.Option(20480, "--max-tokens", help="Max new tokens (the 32B recipe's response length)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; each sample's seed derives from it."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N problems."),
+    prompt_format: str = typer.Option("dapo", "--prompt-format", help="dapo (Answer:), boxed or raw."),
+    no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the tokenizer's chat template."),
+    grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
+    workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Evaluation directory (default evals/MODEL/BENCH)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+) -> None:
+    """Evaluate with the paper's protocol (avg@n = Pass@1, cons@n, pass@k), or re-grade a samples file.
+
+    \b
+    fipo eval aime24 --model PATH                 32 samples per problem, temperature 1.0, top-p 0.7
+    fipo eval --dataset set.jsonl --model PATH    any problem set with answers
+    fipo eval score evals/MODEL/aime24/samples.jsonl
+    An interrupted evaluation resumes where it stopped: run the same command again.
+    """
+    from fipo_cli.errors import UsageError
+    from fipo_cli.eval import pipeline, reporting
+    from fipo_cli.eval.problems import load_benchmark
+
+    if target == "score":
+        if file is None:
+            raise UsageError("`fipo eval score` needs the samples FILE", hint="fipo eval score path/to/samples.jsonl")
+        reference = load_benchmark(bench) if bench else None
+        with reporting.progress(quiet=as_json) as bars:
+            scores, results = pipeline.score_file(
+                file, reference, primary_grader=grader, workers=workers, on_graded=bars.callback("grading")
+            )
+        reporting.show(scores, results, as_json=as_json)
+        return
+    if file is not None:
+        raise UsageError(f"unexpected argument {str(file)!r}", hint="FILE goes with `fipo eval score FILE`")
+    if (target is None) == (dataset is None):
+        raise UsageError("name a benchmark or pass --dataset (not both)", hint="fipo eval aime24 --model PATH")
+    if model is None:
+        raise UsageError("--model is required: a model directory, a hub id, or the served model name for --engine openai")
+    from fipo_cli.bundled import BENCHMARKS
+
+    if target is not None and target not in BENCHMARKS:
+        raise UsageError(
+            f"{target!r} is not a bundled benchmark; the bundled ones are {', '.join(BENCHMARKS)}",
+            hint="evaluate any other problem set with --dataset FILE_OR_HUB_ID",
+        )
+    problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
+    settings = pipeline.EvalSettings(
+        benchmark=problems.name, model=model, engine=reporting.resolve_engine(engine), samples=samples,
+        temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, prompt_format=prompt_format,
+        chat_template=not no_chat_template,
+    )
+
+    def open_engine():
+        from fipo_cli.eval.engines import make_engine
+
+        return make_engine(
+            settings.engine, model, use_chat_template=settings.chat_template, base_url=base_url,
+            tensor_parallel_size=tensor_parallel, data_parallel_size=data_parallel,
+        )
+
+    directory = out or pipeline.default_out_dir(settings)
+    with reporting.progress(quiet=as_json) as bars:
+        scores = pipeline.evaluate(
+            problems, settings, directory, open_engine, workers=workers,
+            on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
+        )
+    reporting.show(scores, directory / pipeline.RESULTS_FILE, as_json=as_json)
+
+
 def _report(error: FipoError) -> None:
     from rich.console import Console
 

@@ -1,4 +1,4 @@
-"""The prompt FIPO trains and evaluates with: DAPO's "Answer:" template.
+"""Prompt formats: DAPO's "Answer:" template (what FIPO trains with), step-by-step \\boxed{}, raw.
 
 It is the wording of every prompt in DAPO-Math-17k (reference FIPO.md §3). verl's rule
 verifier for that data (``verl.utils.reward_score.math_dapo``) reads the last ``Answer:``
@@ -19,3 +19,13 @@ def dapo_prompt(problem: str) -> str:
     """The user message for ``problem``, worded exactly as DAPO-Math-17k words its prompts."""
     # replace, not str.format: problems are LaTeX and full of braces.
     return DAPO_PROMPT_TEMPLATE.replace("{problem}", problem)
+
+
+BOXED_PROMPT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+
+#: ``fipo eval --prompt-format``: the user message built from a problem.
+PROMPT_FORMATS = {
+    "dapo": dapo_prompt,
+    "boxed": lambda problem: BOXED_PROMPT_TEMPLATE.replace("{problem}", problem),
+    "raw": lambda problem: problem,
+}

@@ -1,0 +1,1 @@
+"""`fipo eval`: problems, generation engines, samples.jsonl, grading and metrics."""

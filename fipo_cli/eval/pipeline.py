@@ -1,0 +1,294 @@
+"""One evaluation: generate the missing samples, grade every sample, compute the metrics.
+
+An evaluation directory holds::
+
+    eval_settings.json   what the samples were drawn with (model, engine, sampling, prompt)
+    samples.jsonl        every generation, appended as it finishes; verdicts added by grading
+    results.json         the metrics of every grader, the response lengths, grader agreement
+
+Running the same evaluation again regenerates nothing: only samples missing from
+``samples.jsonl`` are drawn, each from its own seed, so an interrupted evaluation ends
+with exactly the samples an uninterrupted one would have drawn. Asking for more samples
+per problem draws only the new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fipo_cli.errors import UsageError
+from fipo_cli.eval.engines.base import Engine, Message, Request, SamplingSettings
+from fipo_cli.eval.graders import GRADERS, GraderComparison, Verdict, compare_graders, grade_samples, make_grader
+from fipo_cli.eval.metrics import AccuracyReport, LengthReport, accuracy_report, length_report
+from fipo_cli.eval.problems import Benchmark
+from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
+from fipo_cli.prompts import PROMPT_FORMATS
+from fipo_cli.runs import atomic_write_json
+
+SETTINGS_FILE = "eval_settings.json"
+SAMPLES_FILE = "samples.jsonl"
+RESULTS_FILE = "results.json"
+#: The grader whose verdicts make the headline numbers, by prompt format: the "Answer:" rule
+#: for the DAPO prompt (what training rewards), LaTeX equivalence otherwise.
+PRIMARY_GRADER = {"dapo": "dapo", "boxed": "math-verify", "raw": "math-verify"}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How samples are drawn. All but ``samples`` must match to reuse an earlier evaluation's samples."""
+
+    benchmark: str
+    model: str
+    engine: str
+    samples: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    prompt_format: str
+    chat_template: bool
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.samples < 1:
+            problems.append(f"--samples {self.samples}: must be ≥ 1")
+        if self.max_tokens < 1:
+            problems.append(f"--max-tokens {self.max_tokens}: must be ≥ 1")
+        if self.temperature < 0:
+            problems.append(f"--temperature {self.temperature}: must be ≥ 0")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
+        if self.prompt_format not in PROMPT_FORMATS:
+            problems.append(f"--prompt-format {self.prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def identity(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "samples"}
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed)
+
+
+def default_out_dir(settings: EvalSettings) -> Path:
+    """``evals/<model>/<benchmark>``, the model named by its last path parts."""
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", "/".join(Path(settings.model).parts[-2:])).strip("_") or "model"
+    return Path("evals") / model / settings.benchmark
+
+
+def check_directory(out_dir: Path, settings: EvalSettings) -> None:
+    """Refuse ``out_dir`` when its samples were drawn with other settings."""
+    path = out_dir / SETTINGS_FILE
+    if not path.exists():
+        return
+    earlier = json.loads(path.read_text())
+    differing = sorted(key for key, value in settings.identity().items() if earlier.get(key) != value)
+    if differing:
+        changes = ", ".join(f"{key}: {earlier.get(key)!r} → {getattr(settings, key)!r}" for key in differing)
+        raise UsageError(
+            f"{out_dir} holds samples drawn with other settings ({changes})",
+            hint="pass --out to evaluate into another directory, or delete that one",
+        )
+
+
+def missing_requests(benchmark: Benchmark, settings: EvalSettings, existing: Sequence[Sample]) -> list[Request]:
+    """One request per (problem, sample index) not yet in the samples file."""
+    done = {sample.key for sample in existing}
+    as_prompt = PROMPT_FORMATS[settings.prompt_format]
+    return [
+        Request(problem.id, index, (Message("user", as_prompt(problem.problem)),))
+        for problem in benchmark.problems
+        for index in range(settings.samples)
+        if (problem.id, index) not in done
+    ]
+
+
+def generate(
+    benchmark: Benchmark,
+    settings: EvalSettings,
+    out_dir: Path,
+    open_engine: Callable[[], Engine],
+    on_sample: Callable[[int, int], None] | None = None,
+) -> int:
+    """Draw every missing sample into ``out_dir/samples.jsonl``; returns how many were drawn.
+
+    The engine is opened only when something is missing. ``on_sample(done, total)``
+    reports progress.
+    """
+    check_directory(out_dir, settings)
+    path = out_dir / SAMPLES_FILE
+    requests = missing_requests(benchmark, settings, read_samples(path, repair=True))
+    if not requests:
+        return 0
+    answers = {problem.id: problem.answer for problem in benchmark.problems}
+    engine = open_engine()
+    try:
+        # Recorded only now: a run that could not even load its model claims nothing.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / SETTINGS_FILE, asdict(settings))
+        with SampleWriter(path) as writer:
+            if on_sample:
+                on_sample(0, len(requests))
+            for done, generation in enumerate(engine.generate(requests, settings.sampling), 1):
+                writer.append(
+                    Sample(
+                        prompt_id=generation.prompt_id,
+                        sample_index=generation.sample_index,
+                        response=generation.text,
+                        answer=answers[generation.prompt_id],
+                        prompt=generation.prompt,
+                        token_count=generation.token_count,
+                        finish_reason=generation.finish_reason,
+                    )
+                )
+                if on_sample:
+                    on_sample(done, len(requests))
+    finally:
+        engine.close()
+    return len(requests)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Everything computed from graded samples, ready for results.json and the summary table."""
+
+    primary_grader: str
+    accuracy: dict[str, AccuracyReport]  # by grader name
+    lengths: LengthReport | None  # None when token counts are missing (samples from other tools)
+    comparison: GraderComparison
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "primary_grader": self.primary_grader,
+            "graders": {name: report.to_json() for name, report in self.accuracy.items()},
+            "lengths": None if self.lengths is None else self.lengths.to_json(),
+            "grader_agreement": self.comparison.to_json(),
+        }
+
+
+def score(
+    samples: list[Sample],
+    *,
+    primary_grader: str,
+    integer_answers: bool,
+    workers: int = 1,
+    on_graded: Callable[[int, int], None] | None = None,
+) -> Scores:
+    """Grade every sample with every grader (verdicts are stored on the samples) and compute the metrics."""
+    unanswered = [sample for sample in samples if sample.answer is None]
+    if unanswered:
+        raise UsageError(
+            f"{len(unanswered)} samples have no reference answer (first: prompt {unanswered[0].prompt_id!r})",
+            hint="pass --bench NAME to take answers from a benchmark, or add an answer field to each line",
+        )
+    ordered = sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index))
+    graders = [make_grader(name, integer_answers=integer_answers) for name in GRADERS]
+    verdicts = grade_samples(
+        [sample.response for sample in ordered], [sample.answer for sample in ordered], graders,
+        workers=workers, on_progress=on_graded,
+    )
+    for index, sample in enumerate(ordered):
+        sample.verdicts = {name: verdicts[name][index].to_json() for name in verdicts}
+    accuracy = {name: accuracy_report(_by_problem(ordered, grader_verdicts)) for name, grader_verdicts in verdicts.items()}
+    lengths = None
+    if all(sample.token_count is not None for sample in ordered):
+        lengths = length_report(
+            [sample.token_count for sample in ordered],
+            [sample.finish_reason for sample in ordered],
+            [verdict.correct for verdict in verdicts[primary_grader]],
+        )
+    return Scores(primary_grader, accuracy, lengths, compare_graders(verdicts))
+
+
+def _by_problem(samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
+    grouped: dict[str, list[Verdict]] = defaultdict(list)
+    for sample, verdict in zip(samples, verdicts, strict=True):
+        grouped[sample.prompt_id].append(verdict)
+    return dict(grouped)
+
+
+def write_results(out_dir: Path, samples: list[Sample], scores: Scores, settings: dict[str, Any] | None) -> Path:
+    """samples.jsonl with verdicts and results.json, each replaced atomically."""
+    write_samples(out_dir / SAMPLES_FILE, sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index)))
+    results = out_dir / RESULTS_FILE
+    atomic_write_json(results, {"settings": settings, **scores.to_json()})
+    return results
+
+
+def evaluate(
+    benchmark: Benchmark,
+    settings: EvalSettings,
+    out_dir: Path,
+    open_engine: Callable[[], Engine],
+    *,
+    workers: int = 1,
+    on_sample: Callable[[int, int], None] | None = None,
+    on_graded: Callable[[int, int], None] | None = None,
+) -> Scores:
+    """Generate what is missing, then grade and score this evaluation's samples.
+
+    Only the benchmark's problems and the first ``settings.samples`` samples of each are
+    scored; samples.jsonl keeps every sample drawn so far.
+    """
+    generate(benchmark, settings, out_dir, open_engine, on_sample)
+    every = read_samples(out_dir / SAMPLES_FILE)
+    ids = {problem.id for problem in benchmark.problems}
+    chosen = [sample for sample in every if sample.prompt_id in ids and sample.sample_index < settings.samples]
+    scores = score(
+        chosen,
+        primary_grader=PRIMARY_GRADER[settings.prompt_format],
+        integer_answers=benchmark.integer_answers,
+        workers=workers,
+        on_graded=on_graded,
+    )
+    write_results(out_dir, every, scores, asdict(settings))
+    return scores
+
+
+def score_file(
+    path: Path,
+    benchmark: Benchmark | None,
+    *,
+    primary_grader: str = "dapo",
+    workers: int = 1,
+    on_graded: Callable[[int, int], None] | None = None,
+) -> tuple[Scores, Path]:
+    """Re-grade a samples file (fipo's or another tool's, see :mod:`fipo_cli.eval.samples`).
+
+    An evaluation directory's samples.jsonl is updated in place; any other file is left as
+    it is, and ``<stem>.graded.jsonl`` and ``<stem>.results.json`` are written beside it.
+    Returns the scores and the results file.
+    """
+    if primary_grader not in GRADERS:
+        raise UsageError(f"--grader {primary_grader!r}: choose one of {', '.join(GRADERS)}")
+    samples = read_samples(path)
+    if not samples:
+        raise UsageError(f"{path}: no samples to score")
+    if benchmark is not None:
+        answers = {problem.id: problem.answer for problem in benchmark.problems}
+        unknown = sorted({s.prompt_id for s in samples if s.answer is None and s.prompt_id not in answers})
+        if unknown:
+            raise UsageError(f"{path}: prompt ids not in {benchmark.name}: {', '.join(unknown[:5])}")
+        for sample in samples:
+            sample.answer = sample.answer if sample.answer is not None else answers[sample.prompt_id]
+    integer_answers = (
+        benchmark.integer_answers if benchmark else all(re.fullmatch(r"\s*-?\d+\s*", s.answer or "") for s in samples)
+    )
+    scores = score(
+        samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers, on_graded=on_graded
+    )
+    if (path.parent / SETTINGS_FILE).is_file() and path.name == SAMPLES_FILE:
+        settings = json.loads((path.parent / SETTINGS_FILE).read_text())
+        return scores, write_results(path.parent, samples, scores, settings)
+    graded = path.with_name(f"{path.stem}.graded.jsonl")
+    write_samples(graded, sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index)))
+    results = path.with_name(f"{path.stem}.results.json")
+    atomic_write_json(results, {"settings": None, "samples_file": str(path), **scores.to_json()})
+    return scores, results

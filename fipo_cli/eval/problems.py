@@ -1,0 +1,88 @@
+"""The problems an evaluation asks: a bundled benchmark or any problem set with answers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.sources import read_records, resolve_source
+
+PROBLEM_KEYS = ("problem", "question", "prompt", "query")
+ANSWER_KEYS = ("answer", "ground_truth", "final_answer", "expected_answer")
+ID_KEYS = ("id", "unique_id", "problem_id")
+_INTEGER = re.compile(r"^\s*-?\d+\s*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named problem set. ``integer_answers``: every reference answer is an integer (AIME)."""
+
+    name: str
+    problems: tuple[Problem, ...]
+
+    @property
+    def integer_answers(self) -> bool:
+        return all(_INTEGER.match(problem.answer) for problem in self.problems)
+
+
+def _column(columns: Sequence[str], explicit: str | None, candidates: Sequence[str], option: str,
+            problems: list[str]) -> str:
+    """The column to read (``explicit`` or the first candidate present); a problem line if none."""
+    if explicit is not None:
+        if explicit in columns:
+            return explicit
+        problems.append(f"{option} {explicit!r}: no such column; the columns are {', '.join(columns)}")
+        return explicit
+    for name in candidates:
+        if name in columns:
+            return name
+    problems.append(f"no column looks like the {option[2:-4]} (tried {', '.join(candidates)}); name it with {option}; "
+                    f"the columns are {', '.join(columns)}")
+    return candidates[0]
+
+
+def load_benchmark(
+    spec: str, *, problem_key: str | None = None, answer_key: str | None = None, limit: int | None = None
+) -> Benchmark:
+    """Load a bundled benchmark (aime24, aime25, math500), a local file or a hub dataset."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: must be ≥ 1")
+    source = resolve_source(spec)
+    records = list(read_records(source, "--dataset"))
+    if not records:
+        raise UsageError(f"{spec!r} holds no problems")
+    columns = list(records[0])
+    problems_found: list[str] = []
+    problem_column = _column(columns, problem_key, PROBLEM_KEYS, "--problem-key", problems_found)
+    answer_column = _column(columns, answer_key, ANSWER_KEYS, "--answer-key", problems_found)
+    if problems_found:
+        raise ConfigError(problems_found)
+    id_column = next((name for name in ID_KEYS if name in columns), None)
+    problems = tuple(
+        Problem(
+            id=str(record[id_column]) if id_column else str(index),
+            problem=str(record[problem_column]),
+            answer=_answer_text(record[answer_column]),
+        )
+        for index, record in enumerate(records)
+    )
+    duplicated = len({p.id for p in problems}) != len(problems)
+    if duplicated:  # ids name samples in samples.jsonl, so they must be unique
+        problems = tuple(Problem(str(i), p.problem, p.answer) for i, p in enumerate(problems))
+    return Benchmark(name=source.name, problems=problems[:limit] if limit else problems)
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, Mapping) and "ground_truth" in value:  # verl's reward_model column
+        return str(value["ground_truth"])
+    return str(value)

@@ -1,0 +1,148 @@
+"""`fipo eval` end to end with the transformers engine on a tiny local model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def fipo_eval(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, tmp_path_factory) -> Path:
+    """One complete evaluation: 3 AIME problems × 4 samples."""
+    work = tmp_path_factory.mktemp("eval")
+    result = fipo_eval(work, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
+                       "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "full", "--json")
+    assert result.returncode == 0, result.stderr
+    return work
+
+
+def test_results_and_samples_hold_what_the_paper_reports(finished):
+    samples = lines(finished / "full" / "samples.jsonl")
+    assert len(samples) == 12
+    assert {(s["prompt_id"], s["sample_index"]) for s in samples} == {
+        (pid, i) for pid in ("2024-I-1", "2024-I-2", "2024-I-3") for i in range(4)
+    }
+    first = samples[0]
+    assert first["answer"] == "204" and first["finish_reason"] in ("stop", "length")
+    assert 'Remember to put your answer on its own line after "Answer:".' in first["prompt"]
+    assert set(first["verdicts"]) == {"dapo", "math-verify"}
+    results = json.loads((finished / "full" / "results.json").read_text())
+    assert results["settings"]["samples"] == 4 and results["primary_grader"] == "dapo"
+    dapo = results["graders"]["dapo"]
+    assert (dapo["n"], dapo["problems"]) == (4, 3)
+    assert set(dapo["pass@k"]) == {"1", "2", "4"}
+    assert results["lengths"]["samples"] == 12 and results["lengths"]["max"] <= 12
+
+
+def test_an_interrupted_evaluation_resumes_and_ends_with_the_same_samples(finished, tiny_model):
+    full = finished / "full"
+    cut = finished / "cut"
+    cut.mkdir()
+    shutil.copy(full / "eval_settings.json", cut)
+    kept = (full / "samples.jsonl").read_text().splitlines()[:5]
+    # A killed run: 5 samples on disk, the 6th cut mid-line.
+    (cut / "samples.jsonl").write_text("\n".join(kept) + "\n" + kept[0][:25])
+    result = fipo_eval(finished, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
+                       "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "cut", "--json")
+    assert result.returncode == 0, result.stderr
+    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}  # noqa: E731
+    assert by_key(lines(cut / "samples.jsonl")) == by_key(lines(full / "samples.jsonl"))
+    assert json.loads(result.stdout)["graders"]["dapo"]["problems"] == 3
+
+
+def test_nothing_is_regenerated_and_other_settings_are_refused(finished, tiny_model):
+    before = (finished / "full" / "samples.jsonl").read_text()
+    again = fipo_eval(finished, "aime24", "--model", "no/such-model-is-loaded", "--engine", "transformers",
+                      "--samples", "4", "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "full")
+    assert again.returncode == 2 and "model:" in again.stderr  # settings differ: refused before loading anything
+    same = fipo_eval(finished, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
+                     "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "full", "--json")
+    assert same.returncode == 0, same.stderr
+    assert (finished / "full" / "samples.jsonl").read_text() == before
+    hotter = fipo_eval(finished, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
+                       "--max-tokens", "12", "--limit", "3", "--seed", "7", "--temperature", "0.5", "--out", "full")
+    assert hotter.returncode == 2 and "temperature: 1.0 → 0.5" in hotter.stderr
+
+
+def test_score_regrades_a_file_from_another_tool(tmp_path):
+    foreign = tmp_path / "other-tool.jsonl"
+    rows = [
+        {"prompt_id": "2024-I-1", "sample_index": 0, "response": "so the walk takes\nAnswer: 204"},
+        {"prompt_id": "2024-I-1", "sample_index": 1, "response": "Answer: 0204"},
+        {"prompt_id": "2024-I-2", "sample_index": 0, "response": "the answer is \\boxed{25}"},
+        {"prompt_id": "2024-I-2", "sample_index": 1, "response": "no idea"},
+    ]
+    foreign.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = fipo_eval(tmp_path, "score", str(foreign), "--bench", "aime24", "--json")
+    assert result.returncode == 0, result.stderr
+    dapo = json.loads(result.stdout)["graders"]["dapo"]
+    # 2024-I-1: both "Answer:" lines are 204 (0204 = 204 on an integer benchmark): 2/2.
+    # 2024-I-2 (answer 25): verl's rule falls back to a \boxed{} in the last 100 characters: 1/2.
+    # avg@2 = (1 + 0.5)/2 = 0.75; pass@2 = (1 + (1 − C(1,2)/C(2,2)))/2 = 1; cons@2: "25" is the only vote.
+    assert dapo["avg@2"]["value"] == pytest.approx(0.75)
+    assert dapo["pass@k"]["2"]["value"] == pytest.approx(1.0)
+    assert dapo["cons@2"]["value"] == pytest.approx(1.0)
+    math_verify = json.loads(result.stdout)["graders"]["math-verify"]
+    assert math_verify["per_problem"][1]["correct"] == 1  # \boxed{25}
+    assert foreign.read_text() == "".join(json.dumps(row) + "\n" for row in rows)  # the input is untouched
+    assert (tmp_path / "other-tool.results.json").is_file() and (tmp_path / "other-tool.graded.jsonl").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["aime26", "--model", "m"], "aime26"),
+        (["aime24"], "--model is required"),
+        (["aime24", "--model", "/no/such/model", "--engine", "transformers"], "/no/such/model"),
+        (["aime24", "--model", "m", "--samples", "0"], "--samples 0"),
+        (["aime24", "--model", "m", "--prompt-format", "chatty"], "--prompt-format 'chatty'"),
+        (["score"], "needs the samples FILE"),
+    ],
+)
+def test_bad_input_is_a_clear_usage_error(tmp_path, args, message):
+    result = fipo_eval(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "evals").exists()
+
+
+def test_missing_answer_column_is_named(tmp_path):
+    data = tmp_path / "set.jsonl"
+    data.write_text(json.dumps({"problem": "1+1?", "solution": "2"}) + "\n")
+    result = fipo_eval(tmp_path, "--dataset", str(data), "--model", "m", "--answer-key", "final")
+    assert result.returncode == 2 and "--answer-key 'final': no such column" in result.stderr
+
+
+def test_fipo_eval_end_to_end_with_the_vllm_engine(tiny_model, tmp_path):
+    from vllm_env import vllm_env, vllm_python
+
+    python = vllm_python()
+    args = ["-m", "fipo_cli", "eval", "aime24", "--model", str(tiny_model), "--engine", "vllm", "--samples", "2",
+            "--max-tokens", "12", "--limit", "2", "--seed", "3", "--json"]
+    runs = [
+        subprocess.run([python, *args, "--out", name], cwd=tmp_path, env=vllm_env(), capture_output=True, text=True,
+                       timeout=600)
+        for name in ("first", "second")
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(runs[0].stdout)
+    assert (results["graders"]["dapo"]["n"], results["graders"]["dapo"]["problems"]) == (2, 2)
+    responses = [{(r["prompt_id"], r["sample_index"]): r["response"] for r in lines(tmp_path / name / "samples.jsonl")}
+                 for name in ("first", "second")]
+    assert len(responses[0]) == 4 and responses[0] == responses[1]  # same seed, same samples
+    assert all(r["token_count"] <= 12 for r in lines(tmp_path / "first" / "samples.jsonl"))

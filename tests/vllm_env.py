@@ -1,0 +1,37 @@
+"""The separate vLLM environment (.ci/vllm-env.sh) as the tests use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def vllm_python() -> str:
+    """The vLLM environment's python, or skip (fail under FIPO_REQUIRE_VLLM=1)."""
+    python = os.environ.get("FIPO_VLLM_PYTHON")
+    if not python:
+        message = "FIPO_VLLM_PYTHON is not set (create the environment with .ci/vllm-env.sh VENV_DIR)"
+        if os.environ.get("FIPO_REQUIRE_VLLM") == "1":
+            pytest.fail(f"FIPO_REQUIRE_VLLM=1 but {message}")
+        pytest.skip(message)
+    if not Path(python).is_file():
+        pytest.fail(f"FIPO_VLLM_PYTHON={python} does not exist")
+    return python
+
+
+def vllm_env() -> dict[str, str]:
+    """The environment of every vLLM process: this checkout's fipo, vLLM in-process on the CPU
+    with a small KV cache, offline, loopback without proxies."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
