@@ -233,6 +233,8 @@ def evaluate(
     ),
     file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="With `score`: a samples .jsonl file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory or hub id (served name for openai)."),
+    run: Optional[str] = typer.Option(None, "--run", metavar="EXP/RUN", help="Evaluate a training run's checkpoints."),
+    step: str = typer.Option("latest", "--step", help="With --run: a step N, latest, or all (a curve)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A local .jsonl/.json/.parquet file or a hub dataset id."),
     problem_key: Optional[str] = typer.Option(None, "--problem-key", help="With --dataset: the problem column."),
     answer_key: Optional[str] = typer.Option(None, "--answer-key", help="With --dataset: the answer column."),
@@ -244,7 +246,9 @@ def evaluate(
     samples: int = typer.Option(32, "--samples", "-n", help="Samples per problem (paper: 32)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (paper: 1.0)."),
     top_p: float = typer.Option(0.7, "--top-p", help="Nucleus sampling (paper: 0.7)."),
-    max_tokens: int = typer.Option(20480, "--max-tokens", help="Max new tokens (the 32B recipe's response length)."),
+    max_tokens: Optional[int] = typer.Option(
+        None, "--max-tokens", help="Max new tokens; default: the run's response length, else 20480 (the 32B recipe's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Base seed; each sample's seed derives from it."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N problems."),
     prompt_format: str = typer.Option("dapo", "--prompt-format", help="dapo (Answer:), boxed or raw."),
@@ -280,8 +284,6 @@ def evaluate(
         raise UsageError(f"unexpected argument {str(file)!r}", hint="FILE goes with `fipo eval score FILE`")
     if (target is None) == (dataset is None):
         raise UsageError("name a benchmark or pass --dataset (not both)", hint="fipo eval aime24 --model PATH")
-    if model is None:
-        raise UsageError("--model is required: a model directory, a hub id, or the served model name for --engine openai")
     from fipo_cli.bundled import BENCHMARKS
 
     if target is not None and target not in BENCHMARKS:
@@ -289,28 +291,53 @@ def evaluate(
             f"{target!r} is not a bundled benchmark; the bundled ones are {', '.join(BENCHMARKS)}",
             hint="evaluate any other problem set with --dataset FILE_OR_HUB_ID",
         )
+    if (model is None) == (run is None):
+        raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN, not both")
     problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
-    settings = pipeline.EvalSettings(
-        benchmark=problems.name, model=model, engine=reporting.resolve_engine(engine), samples=samples,
-        temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, prompt_format=prompt_format,
-        chat_template=not no_chat_template,
-    )
 
-    def open_engine():
-        from fipo_cli.eval.engines import make_engine
-
-        return make_engine(
-            settings.engine, model, use_chat_template=settings.chat_template, base_url=base_url,
-            tensor_parallel_size=tensor_parallel, data_parallel_size=data_parallel,
+    def evaluate_model(model_path: str, response_length: int, directory: Optional[Path]):
+        settings = pipeline.EvalSettings(
+            benchmark=problems.name, model=model_path, engine=reporting.resolve_engine(engine), samples=samples,
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens or response_length, seed=seed,
+            prompt_format=prompt_format, chat_template=not no_chat_template,
         )
 
-    directory = out or pipeline.default_out_dir(settings)
-    with reporting.progress(quiet=as_json) as bars:
-        scores = pipeline.evaluate(
-            problems, settings, directory, open_engine, workers=workers,
-            on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
+        def open_engine():
+            from fipo_cli.eval.engines import make_engine
+
+            return make_engine(
+                settings.engine, model_path, use_chat_template=settings.chat_template, base_url=base_url,
+                tensor_parallel_size=tensor_parallel, data_parallel_size=data_parallel,
+            )
+
+        directory = directory or pipeline.default_out_dir(settings)
+        with reporting.progress(quiet=as_json) as bars:
+            scores = pipeline.evaluate(
+                problems, settings, directory, open_engine, workers=workers,
+                on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
+            )
+        return scores, directory / pipeline.RESULTS_FILE
+
+    if model is not None:
+        scores, results = evaluate_model(model, pipeline.DEFAULT_MAX_TOKENS, out)
+        reporting.show(scores, results, as_json=as_json)
+        return
+    from fipo_cli.eval import checkpoints
+
+    run_dir = checkpoints.find_run(run)
+    curve = []
+    for checkpoint_step in checkpoints.select_steps(run_dir, step):
+        typer.echo(f"step {checkpoint_step}: merging the checkpoint into a Hugging Face model (cached)", err=True)
+        merged = checkpoints.hf_model_for(run_dir, checkpoint_step)
+        base = out or run_dir / "eval" / problems.name
+        scores, results = evaluate_model(
+            str(merged.absolute()), checkpoints.run_max_tokens(run_dir), base / f"step_{checkpoint_step}"
         )
-    reporting.show(scores, directory / pipeline.RESULTS_FILE, as_json=as_json)
+        reporting.show(scores, results, as_json=as_json)
+        curve.append((checkpoint_step, scores))
+    if step == "all":
+        path = pipeline.write_curve((out or run_dir / "eval" / problems.name) / pipeline.CURVE_FILE, curve)
+        typer.echo(f"curve: {path}", err=as_json)
 
 
 def _report(error: FipoError) -> None:

@@ -34,6 +34,9 @@ from fipo_cli.runs import atomic_write_json
 SETTINGS_FILE = "eval_settings.json"
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
+CURVE_FILE = "curve.json"
+#: Max new tokens when neither --max-tokens nor a run's recipe says: the 32B recipe's response length.
+DEFAULT_MAX_TOKENS = 20480
 #: The grader whose verdicts make the headline numbers, by prompt format: the "Answer:" rule
 #: for the DAPO prompt (what training rewards), LaTeX equivalence otherwise.
 PRIMARY_GRADER = {"dapo": "dapo", "boxed": "math-verify", "raw": "math-verify"}
@@ -292,3 +295,20 @@ def score_file(
     results = path.with_name(f"{path.stem}.results.json")
     atomic_write_json(results, {"settings": None, "samples_file": str(path), **scores.to_json()})
     return scores, results
+
+
+def write_curve(path: Path, points: Sequence[tuple[int, Scores]]) -> Path:
+    """``curve.json``: the headline metrics of every evaluated checkpoint, by training step."""
+    rows = []
+    for step, scores in sorted(points, key=lambda point: point[0]):
+        report = scores.accuracy[scores.primary_grader]
+        rows.append({
+            "step": step,
+            "grader": scores.primary_grader,
+            f"avg@{report.n}": report.avg.value,
+            f"cons@{report.n}": report.cons.value,
+            f"pass@{report.n}": report.pass_at[report.n].value,
+            "mean_response_tokens": None if scores.lengths is None else scores.lengths.mean,
+        })
+    atomic_write_json(path, {"points": rows})
+    return path

@@ -51,7 +51,7 @@ class _ReplicaOptions:
     use_chat_template: bool
     tensor_parallel_size: int
     dtype: str
-    enforce_eager: bool
+    on_cpu: bool
 
 
 class _Replica:
@@ -67,7 +67,11 @@ class _Replica:
             model=options.model,
             tensor_parallel_size=options.tensor_parallel_size,
             dtype=options.dtype,
-            enforce_eager=options.enforce_eager,
+            # On CPU: graph capture costs ~40 s a start, and a prompt split across steps by
+            # chunked prefill makes vLLM rewind the request's seeded generator, which torch's
+            # CPU generator cannot do ("CPU Generator does not use offset").
+            enforce_eager=options.on_cpu,
+            enable_chunked_prefill=not options.on_cpu,
         )
         self._tokenizer = self._llm.get_tokenizer()
         self._templated = uses_chat_template(self._tokenizer, options.use_chat_template)
@@ -183,7 +187,7 @@ class VLLMEngine:
         tp, dp = _parallel_sizes(tensor_parallel_size, data_parallel_size, len(gpus))
         # On the CPU backend graph compilation costs ~40 s per start and buys nothing at the
         # scale anyone evaluates on a CPU; on GPUs vLLM's default (CUDA graphs) stays.
-        options = _ReplicaOptions(model, use_chat_template, tp, dtype, enforce_eager=not gpus)
+        options = _ReplicaOptions(model, use_chat_template, tp, dtype, on_cpu=not gpus)
         self.tensor_parallel_size, self.data_parallel_size = tp, dp
         self._chunk_size = chunk_size
         self._calls = 0
