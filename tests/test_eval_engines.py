@@ -230,7 +230,7 @@ class _CountingProxy:
                         proxy.in_flight -= 1
 
             def log_message(self, *args) -> None:
-                pass
+                """Quiet: the tests read results, not request logs."""
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

@@ -173,7 +173,7 @@ class TroubleGrader:
     name: ClassVar[str] = "trouble"
 
     def warm_up(self) -> None:
-        pass
+        """Nothing to load."""
 
     def grade(self, response: str, answer: str) -> Verdict:
         if response == "HANG":
