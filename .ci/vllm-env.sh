@@ -35,11 +35,11 @@ if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
     "$py" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
     # fipo's core dependencies, read from pyproject.toml so this script never goes stale, then
     # fipo itself without dependencies (its extras would drag verl's transformers pin in).
-    # math-verify too (the eval extra minus vllm): `fipo eval` grades with it.
+    # The eval extra minus vllm too (math-verify, wandb): `fipo eval` grades and logs with them.
     read_core='import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-graders = [d for d in project["optional-dependencies"]["eval"] if not d.startswith("vllm")]
-print(*project["dependencies"], *graders, sep="\n")'
+evaluation = [d for d in project["optional-dependencies"]["eval"] if not d.startswith("vllm")]
+print(*project["dependencies"], *evaluation, sep="\n")'
     mapfile -t core < <("$py" -c "$read_core" "$repo/pyproject.toml")
     "$py" -m pip install --quiet "${core[@]}"
     "$py" -m pip install --quiet --no-deps -e "$repo"

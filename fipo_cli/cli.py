@@ -255,6 +255,12 @@ def evaluate(
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the tokenizer's chat template."),
     grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
     workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
+    wandb: Optional[bool] = typer.Option(
+        None, "--wandb/--no-wandb",
+        help="Log to W&B. Default: with --run when the run tracks with W&B; with --model only if --wandb.",
+    ),
+    wandb_project: str = typer.Option("fipo", "--wandb-project", help="With --model --wandb: the W&B project."),
+    wandb_entity: Optional[str] = typer.Option(None, "--wandb-entity", help="With --model --wandb: the W&B entity."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Evaluation directory (default evals/MODEL/BENCH)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
@@ -316,28 +322,51 @@ def evaluate(
                 problems, settings, directory, open_engine, workers=workers,
                 on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
             )
-        return scores, directory / pipeline.RESULTS_FILE
+        graded = pipeline.scored_samples(read_samples(directory / pipeline.SAMPLES_FILE), problems, settings)
+        return scores, directory / pipeline.RESULTS_FILE, settings, graded
+
+    from dataclasses import asdict
+
+    from fipo_cli.eval import tracking
+    from fipo_cli.eval.samples import read_samples
 
     if model is not None:
-        scores, results = evaluate_model(model, pipeline.DEFAULT_MAX_TOKENS, out)
+        scores, results, settings, graded = evaluate_model(model, pipeline.DEFAULT_MAX_TOKENS, out)
         reporting.show(scores, results, as_json=as_json)
+        if wandb:
+            run_id = tracking.log_model_eval(
+                problems.name, asdict(settings), scores, graded, project=wandb_project, entity=wandb_entity,
+                mode="auto", out_dir=results.parent,
+            )
+            typer.echo(f"W&B: run {run_id}" if run_id else "W&B: tracking disabled", err=True)
         return
     from fipo_cli.eval import checkpoints
 
     run_dir = checkpoints.find_run(run)
     curve = []
+    logging_failed = False
     for checkpoint_step in checkpoints.select_steps(run_dir, step):
         typer.echo(f"step {checkpoint_step}: merging the checkpoint into a Hugging Face model (cached)", err=True)
         merged = checkpoints.hf_model_for(run_dir, checkpoint_step)
         base = out or run_dir / "eval" / problems.name
-        scores, results = evaluate_model(
+        scores, results, _, graded = evaluate_model(
             str(merged.absolute()), checkpoints.run_max_tokens(run_dir), base / f"step_{checkpoint_step}"
         )
         reporting.show(scores, results, as_json=as_json)
         curve.append((checkpoint_step, scores))
+        if wandb is not False:
+            try:
+                run_id = tracking.log_run_checkpoint(run_dir, checkpoint_step, problems.name, scores, graded)
+            except FipoError as error:  # the results are saved; keep evaluating the other steps
+                logging_failed = True
+                _report(error)
+            else:
+                typer.echo(f"W&B: run {run_id}" if run_id else "W&B: the run does not track with W&B", err=True)
     if step == "all":
         path = pipeline.write_curve((out or run_dir / "eval" / problems.name) / pipeline.CURVE_FILE, curve)
         typer.echo(f"curve: {path}", err=as_json)
+    if logging_failed:
+        raise typer.Exit(1)
 
 
 def _report(error: FipoError) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import wandb_records
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.eval import checkpoints
 from fipo_cli.eval.checkpoints import checkpoint_steps, find_run, hf_model_for, run_max_tokens, select_steps
@@ -253,12 +254,22 @@ def test_run_max_tokens_is_the_runs_response_length(run_dir, tmp_path):
 
 def test_fipo_eval_run_all_steps_writes_results_and_a_curve(project, run_dir):
     reference = f"{run_dir.parent.parent.name}/{run_dir.name}"
+    pytest.importorskip("wandb")
+    wandb_env = {name: str(project / "wandb-home") for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     result = subprocess.run(
         [sys.executable, "-m", "fipo_cli", "eval", "aime24", "--run", reference, "--step", "all",
          "--engine", "transformers", "--samples", "2", "--limit", "2", "--max-tokens", "8", "--json"],
         cwd=project, capture_output=True, text=True, timeout=600,
-    )
+        env={**env, **wandb_env, "HOME": str(project), "WANDB_MODE": "offline"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # The run finished, so each step's results went into the training run's W&B history.
+    training_id = json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
+    assert result.stderr.count(f"W&B: run {training_id}") == 2
+    logged = [row["eval/step"] for path in wandb_records.run_files(run_dir / "wandb")
+              for row in wandb_records.history(path) if "eval/step" in row]
+    assert sorted(logged) == [2, 4]
     for step in (2, 4):
         results = json.loads((run_dir / "eval" / "aime24" / f"step_{step}" / "results.json").read_text())
         assert results["settings"]["model"] == str(actor_dir(run_dir, step) / "huggingface_merged")

@@ -242,8 +242,7 @@ def evaluate(
     """
     generate(benchmark, settings, out_dir, open_engine, on_sample)
     every = read_samples(out_dir / SAMPLES_FILE)
-    ids = {problem.id for problem in benchmark.problems}
-    chosen = [sample for sample in every if sample.prompt_id in ids and sample.sample_index < settings.samples]
+    chosen = scored_samples(every, benchmark, settings)
     scores = score(
         chosen,
         primary_grader=PRIMARY_GRADER[settings.prompt_format],
@@ -253,6 +252,12 @@ def evaluate(
     )
     write_results(out_dir, every, scores, asdict(settings))
     return scores
+
+
+def scored_samples(samples: Sequence[Sample], benchmark: Benchmark, settings: EvalSettings) -> list[Sample]:
+    """The samples an evaluation scores: the benchmark's problems, the first ``settings.samples`` of each."""
+    ids = {problem.id for problem in benchmark.problems}
+    return [sample for sample in samples if sample.prompt_id in ids and sample.sample_index < settings.samples]
 
 
 def score_file(
