@@ -273,7 +273,7 @@ def evaluate(
     An interrupted evaluation resumes where it stopped: run the same command again.
     """
     from fipo_cli.errors import UsageError
-    from fipo_cli.eval import pipeline, reporting
+    from fipo_cli.eval import pipeline, reporting, runner
     from fipo_cli.eval.problems import load_benchmark
 
     if target == "score":
@@ -300,72 +300,30 @@ def evaluate(
     if (model is None) == (run is None):
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN, not both")
     problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
+    protocol = runner.Protocol(
+        samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
+    )
+    choice = runner.EngineChoice(engine, base_url, tensor_parallel, data_parallel)
 
-    def evaluate_model(model_path: str, response_length: int, directory: Optional[Path]):
-        settings = pipeline.EvalSettings(
-            benchmark=problems.name, model=model_path, engine=reporting.resolve_engine(engine), samples=samples,
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens or response_length, seed=seed,
-            prompt_format=prompt_format, chat_template=not no_chat_template,
-        )
-
-        def open_engine():
-            from fipo_cli.eval.engines import make_engine
-
-            return make_engine(
-                settings.engine, model_path, use_chat_template=settings.chat_template, base_url=base_url,
-                tensor_parallel_size=tensor_parallel, data_parallel_size=data_parallel,
-            )
-
-        directory = directory or pipeline.default_out_dir(settings)
-        with reporting.progress(quiet=as_json) as bars:
-            scores = pipeline.evaluate(
-                problems, settings, directory, open_engine, workers=workers,
-                on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
-            )
-        graded = pipeline.scored_samples(read_samples(directory / pipeline.SAMPLES_FILE), problems, settings)
-        return scores, directory / pipeline.RESULTS_FILE, settings, graded
-
-    from dataclasses import asdict
-
-    from fipo_cli.eval import tracking
-    from fipo_cli.eval.samples import read_samples
+    def show(evaluated: runner.Evaluated) -> None:
+        reporting.show(evaluated.scores, evaluated.results, as_json=as_json)
 
     if model is not None:
-        scores, results, settings, graded = evaluate_model(model, pipeline.DEFAULT_MAX_TOKENS, out)
-        reporting.show(scores, results, as_json=as_json)
+        evaluated = runner.evaluate_model(
+            problems, model, protocol, choice, response_length=pipeline.DEFAULT_MAX_TOKENS, directory=out,
+            quiet=as_json,
+        )
+        show(evaluated)
         if wandb:
-            run_id = tracking.log_model_eval(
-                problems.name, asdict(settings), scores, graded, project=wandb_project, entity=wandb_entity,
-                mode="auto", out_dir=results.parent,
-            )
+            run_id = runner.log_model(evaluated, problems, project=wandb_project, entity=wandb_entity)
             typer.echo(f"W&B: run {run_id}" if run_id else "W&B: tracking disabled", err=True)
         return
-    from fipo_cli.eval import checkpoints
-
-    run_dir = checkpoints.find_run(run)
-    curve = []
-    logging_failed = False
-    for checkpoint_step in checkpoints.select_steps(run_dir, step):
-        typer.echo(f"step {checkpoint_step}: merging the checkpoint into a Hugging Face model (cached)", err=True)
-        merged = checkpoints.hf_model_for(run_dir, checkpoint_step)
-        base = out or run_dir / "eval" / problems.name
-        scores, results, _, graded = evaluate_model(
-            str(merged.absolute()), checkpoints.run_max_tokens(run_dir), base / f"step_{checkpoint_step}"
-        )
-        reporting.show(scores, results, as_json=as_json)
-        curve.append((checkpoint_step, scores))
-        if wandb is not False:
-            try:
-                run_id = tracking.log_run_checkpoint(run_dir, checkpoint_step, problems.name, scores, graded)
-            except FipoError as error:  # the results are saved; keep evaluating the other steps
-                logging_failed = True
-                _report(error)
-            else:
-                typer.echo(f"W&B: run {run_id}" if run_id else "W&B: the run does not track with W&B", err=True)
-    if step == "all":
-        path = pipeline.write_curve((out or run_dir / "eval" / problems.name) / pipeline.CURVE_FILE, curve)
-        typer.echo(f"curve: {path}", err=as_json)
-    if logging_failed:
+    logged = runner.evaluate_checkpoints(
+        problems, run, step, protocol, choice, out=out, wandb=wandb, quiet=as_json,
+        say=lambda line: typer.echo(line, err=True), show=show,
+    )
+    if not logged:
         raise typer.Exit(1)
 
 
