@@ -220,14 +220,16 @@ class _CountingProxy:
                     else:
                         time.sleep(proxy.delay_s)
                         status, answer = proxy.forward(self.path, body)
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
                 finally:
+                    # Done before the answer is sent: once the client has it, it may send its
+                    # next request, which must not find this one still counted.
                     with proxy.lock:
                         proxy.in_flight -= 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args) -> None:
                 """Quiet: the tests read results, not request logs."""
