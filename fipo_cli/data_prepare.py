@@ -34,7 +34,15 @@ from typing import Any, Literal
 
 from fipo_cli.errors import ConfigError, FipoError, UsageError
 from fipo_cli.prompts import dapo_prompt
-from fipo_cli.sources import Source, SourceKind, check_file, read_records, resolve_source
+from fipo_cli.sources import (
+    ANSWER_COLUMNS,
+    PROBLEM_COLUMNS,
+    Source,
+    SourceKind,
+    check_file,
+    read_records,
+    resolve_source,
+)
 
 DEFAULT_TRAIN = "BytedTsinghua-SIA/DAPO-Math-17k"
 DEFAULT_VALIDATION = ("aime24", "aime25")
@@ -46,11 +54,6 @@ DEFAULT_OUT_DIR = Path("data")
 # \boxed{} verifier instead.
 TRAIN_DATA_SOURCE = "math_dapo"
 BUNDLED_DATA_SOURCES = {"aime24": "aime24", "aime25": "aime25", "math500": "math"}
-
-PROBLEM_COLUMNS = ("problem", "question", "prompt", "query")
-# "solution" is left out on purpose: in MATH-style sets it is the worked solution, and as a
-# ground truth it would make every reward -1. Name it with answer_key when it is an answer.
-ANSWER_COLUMNS = ("answer", "ground_truth", "final_answer", "reward_model")
 
 Role = Literal["train", "validation"]
 _OPTION = {"train": "--train", "validation": "--validation"}

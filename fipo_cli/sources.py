@@ -21,6 +21,12 @@ from fipo_cli.bundled import BENCHMARKS, load_bundled
 from fipo_cli.errors import FipoError, UsageError
 
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
+#: Columns that hold a problem or its answer, tried in this order when none is named.
+PROBLEM_COLUMNS = ("problem", "question", "prompt", "query")
+# "solution" is left out on purpose: in MATH-style sets it is the worked solution, and as a
+# ground truth it would make every reward -1. Name it explicitly when it is an answer.
+# "reward_model" is verl's {style, ground_truth} column.
+ANSWER_COLUMNS = ("answer", "ground_truth", "final_answer", "expected_answer", "reward_model")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _READ_BATCH_ROWS = 8192
 

@@ -23,12 +23,13 @@ from typing import Any
 
 from fipo_cli import config, experiments, verl_overrides
 from fipo_cli.config import Experiment
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.errors import UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.runs import (
     RunStatus,
     atomic_write_json,
     atomic_write_text,
+    create_run_dir,
     mask_secrets,
     new_run_name,
     read_status,
@@ -196,15 +197,13 @@ def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> 
             hint="use `--launcher slurm`, or set nodes=1",
         )
     require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
+    previous = read_status(plan.run_dir) if plan.resume else None
+    if not plan.resume:
+        # Claimed atomically: if another fipo took the planned name first, this run takes the next.
+        claimed = create_run_dir(plan.experiment_dir.runs)
+        if claimed.name != plan.run_name:
+            plan = plan_run(plan.experiment, plan.experiment_dir, claimed.name, inherited=inherited)
     run_dir = plan.run_dir
-    if plan.resume:
-        previous = read_status(run_dir)
-    else:
-        try:
-            run_dir.mkdir(parents=True)
-        except FileExistsError:
-            raise FipoError(f"run {plan.run_name!r} already exists in {run_dir.parent}", hint="start the run again") from None
-        previous = None
     _record(plan, inherited)
     status = RunStatus(
         state="running",
@@ -245,15 +244,11 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def verl_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("verl") is not None
-
-
 def check_with_verl(plan: TrainPlan) -> bool:
     """Compose the plan's overrides in the installed verl; False when verl is not installed."""
-    if not verl_available():
+    import importlib.util
+
+    if importlib.util.find_spec("verl") is None:
         return False
     verl_overrides.check_compose(plan.overrides)
     return True

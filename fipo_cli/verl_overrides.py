@@ -44,9 +44,13 @@ def _lines(settings: Mapping[str, Any]) -> list[str]:
     return [f"{key}={hydra_value(value)}" for key, value in settings.items()]
 
 
+def _fipo_loss(knob_values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE, **{f"{POLICY_LOSS}.{k}": v for k, v in knob_values.items()}}
+
+
 def policy_loss_overrides(knob_values: Mapping[str, Any]) -> list[str]:
     """Overrides selecting the ``future_kl`` loss with the given knobs (the others keep their defaults)."""
-    return _lines({f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE, **{f"{POLICY_LOSS}.{k}": v for k, v in knob_values.items()}})
+    return _lines(_fipo_loss(knob_values))
 
 
 def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_dir: Path, wandb: bool) -> list[str]:
@@ -138,7 +142,7 @@ def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_di
     if model.max_position_embeddings is not None:
         settings["+actor_rollout_ref.model.override_config.max_position_embeddings"] = model.max_position_embeddings
     if is_fipo:
-        settings.update({f"{POLICY_LOSS}.{name}": value for name, value in algorithm.fipo_knobs().items()})
+        settings.update(_fipo_loss(algorithm.fipo_knobs()))
     return _lines(settings)
 
 

@@ -27,6 +27,7 @@ from fipo_cli.eval.engines.base import Engine, Message, Request, SamplingSetting
 from fipo_cli.eval.graders import GRADERS, GraderComparison, Verdict, compare_graders, grade_samples, make_grader
 from fipo_cli.eval.metrics import AccuracyReport, LengthReport, accuracy_report, length_report
 from fipo_cli.eval.problems import Benchmark
+from fipo_cli.eval.problems import integer_answers as all_integer
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
 from fipo_cli.prompts import PROMPT_FORMATS
 from fipo_cli.runs import atomic_write_json
@@ -191,7 +192,7 @@ def score(
             f"{len(unanswered)} samples have no reference answer (first: prompt {unanswered[0].prompt_id!r})",
             hint="pass --bench NAME to take answers from a benchmark, or add an answer field to each line",
         )
-    ordered = sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index))
+    ordered = _in_order(samples)
     graders = [make_grader(name, integer_answers=integer_answers) for name in GRADERS]
     verdicts = grade_samples(
         [sample.response for sample in ordered], [sample.answer for sample in ordered], graders,
@@ -210,6 +211,11 @@ def score(
     return Scores(primary_grader, accuracy, lengths, compare_graders(verdicts))
 
 
+def _in_order(samples: Sequence[Sample]) -> list[Sample]:
+    """By problem, then sample index: the order of samples.jsonl and of grading."""
+    return sorted(samples, key=lambda sample: sample.key)
+
+
 def _by_problem(samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
     grouped: dict[str, list[Verdict]] = defaultdict(list)
     for sample, verdict in zip(samples, verdicts, strict=True):
@@ -219,7 +225,7 @@ def _by_problem(samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> dict[
 
 def write_results(out_dir: Path, samples: list[Sample], scores: Scores, settings: dict[str, Any] | None) -> Path:
     """samples.jsonl with verdicts and results.json, each replaced atomically."""
-    write_samples(out_dir / SAMPLES_FILE, sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index)))
+    write_samples(out_dir / SAMPLES_FILE, _in_order(samples))
     results = out_dir / RESULTS_FILE
     atomic_write_json(results, {"settings": settings, **scores.to_json()})
     return results
@@ -286,9 +292,7 @@ def score_file(
             raise UsageError(f"{path}: prompt ids not in {benchmark.name}: {', '.join(unknown[:5])}")
         for sample in samples:
             sample.answer = sample.answer if sample.answer is not None else answers[sample.prompt_id]
-    integer_answers = (
-        benchmark.integer_answers if benchmark else all(re.fullmatch(r"\s*-?\d+\s*", s.answer or "") for s in samples)
-    )
+    integer_answers = benchmark.integer_answers if benchmark else all_integer(sample.answer for sample in samples)
     scores = score(
         samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers, on_graded=on_graded
     )
@@ -296,7 +300,7 @@ def score_file(
         settings = json.loads((path.parent / SETTINGS_FILE).read_text())
         return scores, write_results(path.parent, samples, scores, settings)
     graded = path.with_name(f"{path.stem}.graded.jsonl")
-    write_samples(graded, sorted(samples, key=lambda sample: (sample.prompt_id, sample.sample_index)))
+    write_samples(graded, _in_order(samples))
     results = path.with_name(f"{path.stem}.results.json")
     atomic_write_json(results, {"settings": None, "samples_file": str(path), **scores.to_json()})
     return scores, results

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fipo_cli.errors import ConfigError, UsageError
-from fipo_cli.sources import read_records, resolve_source
+from fipo_cli.sources import ANSWER_COLUMNS, PROBLEM_COLUMNS, read_records, resolve_source
 
-PROBLEM_KEYS = ("problem", "question", "prompt", "query")
-ANSWER_KEYS = ("answer", "ground_truth", "final_answer", "expected_answer")
 ID_KEYS = ("id", "unique_id", "problem_id")
 _INTEGER = re.compile(r"^\s*-?\d+\s*$")
 
@@ -32,7 +30,12 @@ class Benchmark:
 
     @property
     def integer_answers(self) -> bool:
-        return all(_INTEGER.match(problem.answer) for problem in self.problems)
+        return integer_answers(problem.answer for problem in self.problems)
+
+
+def integer_answers(answers: Iterable[str | None]) -> bool:
+    """Whether every reference answer is an integer (AIME): then ``025`` and ``25`` are equal."""
+    return all(_INTEGER.match(answer or "") for answer in answers)
 
 
 def _column(columns: Sequence[str], explicit: str | None, candidates: Sequence[str], option: str,
@@ -63,8 +66,8 @@ def load_benchmark(
         raise UsageError(f"{spec!r} holds no problems")
     columns = list(records[0])
     problems_found: list[str] = []
-    problem_column = _column(columns, problem_key, PROBLEM_KEYS, "--problem-key", problems_found)
-    answer_column = _column(columns, answer_key, ANSWER_KEYS, "--answer-key", problems_found)
+    problem_column = _column(columns, problem_key, PROBLEM_COLUMNS, "--problem-key", problems_found)
+    answer_column = _column(columns, answer_key, ANSWER_COLUMNS, "--answer-key", problems_found)
     if problems_found:
         raise ConfigError(problems_found)
     id_column = next((name for name in ID_KEYS if name in columns), None)
