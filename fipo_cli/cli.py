@@ -123,7 +123,6 @@ def train(
     import os
 
     from fipo_cli import train as training
-    from fipo_cli.errors import UsageError
     from fipo_cli.overrides import parse_assignments
 
     words = list(assignments or [])
@@ -134,15 +133,188 @@ def train(
     if launcher is not None:
         values["cluster.launcher"] = launcher
     plan = training.plan_training(experiment, model, algo, values, resume)
+    on_slurm = plan.experiment.cluster.launcher == "slurm"
     if dry_run:
         checked = training.check_with_verl(plan)
-        typer.echo(json.dumps(plan.to_json(os.environ)) if as_json else training.describe(plan, os.environ))
+        script = training.slurm_script(plan) if on_slurm else None
+        if as_json:
+            typer.echo(json.dumps({**plan.to_json(os.environ), "sbatch": script}))
+        else:
+            typer.echo(training.describe(plan, os.environ))
+            if script:
+                typer.echo(f"batch script ({plan.run_dir / training.SCRIPT_FILE}):\n{script}")
         if not checked:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
-    if plan.experiment.cluster.launcher != "local":
-        raise UsageError(f"--launcher {plan.experiment.cluster.launcher}: not available yet", hint="use --launcher local")
-    raise typer.Exit(training.run_locally(plan))
+    if on_slurm:
+        plan, status = training.submit_slurm(plan)
+        reference = f"{plan.experiment_dir.path.name}/{plan.run_name}"
+        typer.echo(f"submitted run {reference} as SLURM job {status.job_id}")
+        typer.echo(f"  job log:     {status.scheduler_log}")
+        typer.echo(f"  trainer log: {plan.run_dir / training.LOG_FILE}")
+        typer.echo(f"  follow it:   fipo logs {reference} -f")
+        typer.echo(f"  status:      fipo status {plan.experiment_dir.path.name}")
+        return
+    exit_code, run_dir = training.run_locally(plan)
+    sync = training.wandb_sync_command(run_dir)
+    if sync:
+        typer.echo(f"W&B ran offline; to upload the run: {sync}", err=True)
+    raise typer.Exit(exit_code)
+
+
+@app.command()
+def sweep(
+    experiment: str = typer.Argument(..., metavar="EXP", help="Experiment name or path."),
+    axes: list[str] = typer.Argument(
+        ..., metavar="KEY=VALUES...",
+        help="gamma=0.95,0.99  tau=range(16,65,16)  eps_f_high=choice(0.1,0.2)  lr=interval(1e-6,3e-6) (random)",
+    ),
+    strategy: str = typer.Option("grid", "--strategy", help="grid (cartesian product) or random."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="With --strategy random: how many runs."),
+    seed: int = typer.Option(0, "--seed", help="With --strategy random: the sampling seed."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="SLURM: at most K array tasks at once (%K)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The sweep's name (default: derived from its definition)."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (runs one after another) or slurm (a job array)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Resubmit the runs that failed, timed out or were cancelled."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Launch a sweep of more than 100 runs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (and the array script); write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
+) -> None:
+    """Sweep FIPO's knobs (γ, the influence-weight bounds, …) as one run per point: a SLURM job array.
+
+    \b
+    fipo sweep fipo-32b gamma=0.95,0.99 eps_f_high=0.1,0.2 --max-parallel 2
+    fipo sweep fipo-32b lr=interval(1e-6,3e-6) tau=16,32 --strategy random --samples 8
+    Running the same sweep again submits only what is missing; --retry-failed adds the failed runs.
+    """
+    from fipo_cli import sweep as sweeps
+    from fipo_cli.errors import UsageError
+
+    plan = sweeps.plan_sweep(
+        experiment, axes, strategy=strategy, samples=samples, seed=seed, max_parallel=max_parallel, name=name,
+        launcher=launcher, retry_failed=retry_failed,
+    )
+    if as_json:
+        if not dry_run:
+            raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
+        typer.echo(json.dumps(sweeps.to_json(plan)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    keys = list(plan.runs[0].params)
+    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {len(plan.runs)} runs, launcher {plan.launcher})")
+    for column in ("#", "run", *keys, "action"):
+        table.add_column(column, justify="right" if column == "#" else "left")
+    for run in plan.runs:
+        action = "submit" if run.action == "submit" else f"skip: {run.reason}"
+        table.add_row(str(run.index), run.name, *(str(run.params[key]) for key in keys), action)
+    console.print(table)
+    hours = plan.gpu_hours()
+    cluster = plan.runs[0].plan.experiment.cluster
+    console.print(
+        f"{len(plan.to_submit)} to launch × {cluster.total_gpus} GPUs; reserves "
+        + (f"{hours:,.0f} GPU-hours at most (cluster.time_limit {cluster.time_limit})" if hours is not None
+           else "an unknown number of GPU-hours (set cluster.time_limit to know)"),
+        highlight=False,
+    )
+    if dry_run:
+        script = sweeps.array_script(plan)
+        if script:
+            typer.echo(f"array script ({plan.directory}/array-N.sbatch):\n{script}")
+        return
+    if len(plan.runs) > sweeps.CONFIRM_ABOVE and not yes:
+        raise UsageError(f"this sweep plans {len(plan.runs)} runs, more than {sweeps.CONFIRM_ABOVE}",
+                         hint="check the plan above, then run again with --yes")
+    if not plan.to_submit:
+        console.print("nothing to launch: every run is queued, running or finished")
+        return
+    if plan.launcher == "local":
+        raise typer.Exit(sweeps.run_locally(plan, os.environ, console.print))
+    job_id = sweeps.submit(plan, os.environ)
+    console.print(f"submitted {len(plan.to_submit)} runs as SLURM job array {job_id} "
+                  f"(logs in {plan.directory / sweeps.LOGS_DIR})", highlight=False)
+    console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
+
+
+@app.command()
+def status(
+    target: Optional[str] = typer.Argument(None, metavar="[EXP|EXP/RUN|SWEEP]", help="Which runs (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list of runs."),
+    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM about unfinished SLURM runs."),
+) -> None:
+    """Where runs stand: state (refreshed from squeue, sacct or scontrol), elapsed time, last step, W&B."""
+    from collections import Counter
+
+    from fipo_cli import registry
+
+    entries = registry.find_runs(target)
+    if refresh:
+        registry.refresh(entries)
+    rows = [registry.row(entry) for entry in entries]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    # Plain aligned lines, not a rich Table: a table costs ~0.5 ms a row, and 1,000 runs must list in 1 s.
+    colours = {"succeeded": "green", "running": "cyan", "pending": "yellow", "failed": "red", "timeout": "red",
+               "cancelled": "magenta", "unreadable": "red"}
+    table = [("RUN", "JOB", "STATE", "ELAPSED", "STEP", "W&B")]
+    for item in rows:
+        state = item["state"] + (f" ({item['exit_code']})" if item["exit_code"] not in (None, 0) else "")
+        table.append((f"{item['experiment']}/{item['run']}", item["job_id"] or item["launcher"] or "-", state,
+                      registry.format_elapsed(item["elapsed_s"]),
+                      "-" if item["last_step"] is None else str(item["last_step"]), item["wandb"] or "-"))
+    widths = [max(len(line[column]) for line in table) for column in range(5)]
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    for number, line in enumerate(table):
+        cells = [cell.rjust(width) if column in (3, 4) else cell.ljust(width)
+                 for column, (cell, width) in enumerate(zip(line, widths))]
+        if colour and number:
+            cells[2] = typer.style(cells[2], fg=colours.get(rows[number - 1]["state"]))
+        typer.echo("  ".join([*cells, line[5]]))
+    typer.echo(f"{len(rows)} runs" + "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items())))
+
+
+@app.command()
+def cancel(
+    target: str = typer.Argument(..., metavar="EXP/RUN|SWEEP|EXP", help="A run, a sweep or all runs of an experiment."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Name the jobs; cancel nothing."),
+) -> None:
+    """Cancel SLURM runs that are queued or running (scancel) and record them as cancelled."""
+    from fipo_cli import registry
+    from fipo_cli.launch import slurm
+
+    entries = registry.find_runs(target)
+    registry.refresh(entries)
+    active = [e for e in entries if e.state in ("created", "pending", "running")]
+    local = [e for e in active if e.status.launcher == "local" and e.state == "running"]
+    for entry in local:
+        typer.echo(f"{entry.reference}: a local run; stop it with Ctrl-C in its terminal", err=True)
+    jobs = [e for e in active if e not in local]
+    if not jobs:
+        typer.echo(f"nothing to cancel in {target}: no run is queued or running")
+        return
+    for entry in jobs:
+        typer.echo(f"{'would cancel' if dry_run else 'cancelling'} {entry.reference} (job {entry.status.job_id or '-'})")
+    if dry_run:
+        return
+    slurm.cancel(sorted({e.status.job_id for e in jobs if e.status.job_id}))
+    for entry in jobs:
+        registry.mark_cancelled(entry)
+
+
+@app.command()
+def logs(
+    run: str = typer.Argument(..., metavar="EXP/RUN", help="The run (its name alone if only one experiment has it)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the run writes, until it ends."),
+    job: bool = typer.Option(False, "--job", help="The SLURM job's log (Ray, set-up) instead of the trainer's."),
+) -> None:
+    """Print a run's trainer log (train.log), or its SLURM job log with --job."""
+    from fipo_cli import registry
+    from fipo_cli.logs import print_log
+
+    raise typer.Exit(print_log(registry.find_run(run), job_log=job, follow=follow))
 
 
 @app.command()
@@ -263,6 +435,8 @@ def evaluate(
     wandb_entity: Optional[str] = typer.Option(None, "--wandb-entity", help="With --model --wandb: the W&B entity."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Evaluation directory (default evals/MODEL/BENCH)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    slurm: bool = typer.Option(False, "--slurm", help="Submit the evaluation as a one-node SLURM job."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --slurm: print the batch script; submit nothing."),
 ) -> None:
     """Evaluate with the paper's protocol (avg@n = Pass@1, cons@n, pass@k), or re-grade a samples file.
 
@@ -270,6 +444,7 @@ def evaluate(
     fipo eval aime24 --model PATH                 32 samples per problem, temperature 1.0, top-p 0.7
     fipo eval --dataset set.jsonl --model PATH    any problem set with answers
     fipo eval score evals/MODEL/aime24/samples.jsonl
+    fipo eval aime24 --model PATH --slurm         the same as a one-node SLURM job (--dry-run: the script)
     An interrupted evaluation resumes where it stopped: run the same command again.
     """
     from fipo_cli.errors import UsageError
@@ -277,6 +452,8 @@ def evaluate(
     from fipo_cli.eval.problems import load_benchmark
 
     if target == "score":
+        if slurm or dry_run:
+            raise UsageError("`fipo eval score` runs here; --slurm submits evaluations of a model or a run")
         if file is None:
             raise UsageError("`fipo eval score` needs the samples FILE", hint="fipo eval score path/to/samples.jsonl")
         reference = load_benchmark(bench) if bench else None
@@ -299,6 +476,38 @@ def evaluate(
         )
     if (model is None) == (run is None):
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN, not both")
+    if slurm:
+        from fipo_cli.eval import slurm_job
+
+        options = slurm_job.EvalOptions(
+            benchmark=target, dataset=dataset, problem_key=problem_key, answer_key=answer_key, model=model, run=run,
+            step=step, engine=engine, base_url=base_url, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
+            samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, limit=limit,
+            prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, wandb=wandb,
+            wandb_project=wandb_project, wandb_entity=wandb_entity,
+        )
+        job = slurm_job.plan(options, out)
+        if dry_run:
+            if as_json:
+                typer.echo(json.dumps({"dry_run": True, **job.to_json()}))
+            else:
+                typer.echo(job.script, nl=False)
+            return
+        import shlex
+
+        job_id, script = slurm_job.submit(job)
+        if as_json:
+            typer.echo(json.dumps({"job_id": job_id, "script": str(script), "log": str(job.log_for(job_id)),
+                                   "results": job.results}))
+            return
+        typer.echo(f"submitted fipo eval as SLURM job {job_id}")
+        typer.echo(f"  job log:  {job.log_for(job_id)}")
+        typer.echo(f"  results:  {job.results}")
+        typer.echo(f"  script:   {script}")
+        typer.echo(f"  follow:   tail -f {shlex.quote(str(job.log_for(job_id)))}")
+        return
+    if dry_run:
+        raise UsageError("--dry-run goes with --slurm", hint="fipo eval aime24 --model PATH --slurm --dry-run")
     problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
     protocol = runner.Protocol(
         samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
@@ -325,6 +534,48 @@ def evaluate(
     )
     if not logged:
         raise typer.Exit(1)
+
+
+@app.command("report")
+def report_charts(
+    references: list[str] = typer.Argument(
+        ..., metavar="EXP_OR_RUN...", help="Experiments (all their runs) or runs as EXP/RUN."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default experiments/EXP/report)."),
+    steps: Optional[str] = typer.Option(
+        None, "--steps", metavar="A:B", help="Only training steps A to B (either end may be left out)."
+    ),
+    wandb: bool = typer.Option(False, "--wandb", help="Also log the charts to W&B as native charts (job type report)."),
+    from_wandb: bool = typer.Option(
+        False, "--from-wandb", help="Read the training metrics from the runs' online W&B history, not metrics.jsonl."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the report."),
+) -> None:
+    """Draw the paper's charts for your runs: PNGs and one self-contained report.html.
+
+    \b
+    (a) response-length percentiles per step    (b) avg@n against mean response length, fit per run
+    (c) avg@n and cons@n per checkpoint          (d) dual-clip fraction, policy KL, gradient norm, length
+    (e) length-weighted mean advantage and mean reward
+    Training metrics come from each run's metrics.jsonl, accuracies from `fipo eval --run`.
+    """
+    from fipo_cli.report import runner
+    from fipo_cli.report.data import parse_steps
+
+    report = runner.make_report(references, out=out, steps=parse_steps(steps), from_wandb=from_wandb, to_wandb=wandb)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    for line in report.figures.skipped + report.figures.notes:
+        typer.echo(line)
+    for fit in report.figures.fits:
+        r2 = "–" if fit.r2 is None else f"{fit.r2:.3f}"
+        typer.echo(f"fit {fit.run} {fit.benchmark}: {fit.slope:+.3f} pp per 1k tokens, R² {r2} ({fit.points} points)")
+    typer.echo(f"wrote {len(report.files)} charts and {report.html}")
+    if wandb:
+        typer.echo(f"W&B: run {report.wandb_run}" if report.wandb_run else "W&B: tracking disabled", err=True)
+    if report.wandb_sync:
+        typer.echo(f"W&B ran offline; to upload the report: {report.wandb_sync}", err=True)
 
 
 def _report(error: FipoError) -> None:

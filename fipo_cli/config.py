@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -159,7 +160,13 @@ class ClusterConfig:
     time_limit: str | None = None
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)
+    """Shell lines run before the trainer on every node (``module load …``, a container's set-up)."""
     extra_sbatch: list[str] = field(default_factory=list)
+    """More ``#SBATCH`` options, e.g. ``--mem=0`` or ``--exclusive``."""
+    requeue: bool = True
+    """Let SLURM requeue the job after a preemption or node failure; it resumes from the last checkpoint."""
+    ray_start_timeout: int = field(default=600, metadata=positive())
+    """Seconds the job waits for every node's GPUs to join the Ray cluster before it gives up."""
 
     @property
     def total_gpus(self) -> int:
@@ -172,6 +179,9 @@ class TrackingConfig:
     entity: str | None = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     run_name: str | None = None
+    group: str | None = None
+    """W&B run group; a sweep sets it to the sweep's name."""
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -418,6 +428,50 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw or {}
 
 
+#: The keys a user's cluster profile may set: where jobs go, not what they train.
+PROFILE_KEYS = (
+    "partition", "account", "qos", "time_limit", "constraint", "gpus_per_node", "setup", "extra_sbatch",
+    "requeue", "ray_start_timeout",
+)
+
+
+def cluster_profile_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$FIPO_CLUSTER_CONFIG``, else ``$XDG_CONFIG_HOME/fipo/cluster.yaml`` (``~/.config/fipo/cluster.yaml``)."""
+    env = os.environ if env is None else env
+    if env.get("FIPO_CLUSTER_CONFIG"):
+        return Path(env["FIPO_CLUSTER_CONFIG"]).expanduser()
+    return Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "fipo" / "cluster.yaml"
+
+
+def read_cluster_profile(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The user's cluster profile (a flat mapping of cluster keys), or {} when there is none.
+
+    Its values are checked with the experiment's; unknown keys are refused here, naming the file.
+    """
+    path = cluster_profile_path(env)
+    if not path.is_file():
+        return {}
+    raw = read_yaml(path)
+    unknown = [unknown_key_problem(str(key), PROFILE_KEYS, f"cluster profile key (in {path})")
+               for key in raw if key not in PROFILE_KEYS]
+    if unknown:
+        raise ConfigError(unknown, hint=f"a cluster profile sets only: {', '.join(PROFILE_KEYS)}")
+    return raw
+
+
+def read_experiment(path: Path) -> dict[str, Any]:
+    """An experiment file's mapping on top of the user's cluster profile, not yet validated.
+
+    The profile fills the experiment's ``cluster`` section; keys the experiment sets win.
+    """
+    raw = read_yaml(path)
+    profile = read_cluster_profile()
+    if profile:
+        cluster = raw.get("cluster")
+        raw = {**raw, "cluster": {**profile, **cluster} if isinstance(cluster, Mapping) else cluster or profile}
+    return raw
+
+
 def load(path: Path, assignments: Mapping[str, Any] | None = None) -> Experiment:
-    """Load, override and validate an experiment file."""
-    return build(read_yaml(path), assignments, source=str(path))
+    """Load, override and validate an experiment file (command-line assignments win over the file)."""
+    return build(read_experiment(path), assignments, source=str(path))

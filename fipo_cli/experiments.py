@@ -73,6 +73,18 @@ def find_experiment(reference: str, root: Path = EXPERIMENTS_DIR) -> ExperimentD
     )
 
 
+def find_runs_dir(reference: str, root: Path = EXPERIMENTS_DIR) -> Path:
+    """The ``runs/`` directory of an experiment named as :func:`find_experiment` finds it, or of a
+    recipe's runs (``fipo train --model M`` keeps them in ``root/<recipe>/runs/``, with no fipo.yaml)."""
+    try:
+        return find_experiment(reference, root).runs
+    except UsageError:
+        recipe_runs = root / reference / RUNS_DIR
+        if recipe_runs.is_dir():
+            return recipe_runs
+        raise
+
+
 def recipe_experiment_dir(model: str, algorithm: str, root: Path = EXPERIMENTS_DIR) -> ExperimentDir:
     """Where runs trained straight from a recipe (``fipo train --model M``) are kept."""
     recipe = recipes.recipe_path(model, algorithm)

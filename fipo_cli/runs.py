@@ -22,8 +22,10 @@ from fipo_cli.errors import FipoError
 
 STATUS_FILE = "status.json"
 
-RunState = Literal["created", "running", "succeeded", "failed", "cancelled"]
+RunState = Literal["created", "pending", "running", "succeeded", "failed", "cancelled", "timeout"]
 RUN_STATES: tuple[str, ...] = get_args(RunState)
+#: States a run never leaves by itself (a requeue or a retry starts it again).
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timeout"})
 
 SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 # Listed by name as well, so that they stay masked whatever becomes of the patterns above.
@@ -32,6 +34,7 @@ MASK = "***"
 
 _RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
 _REQUIRED_STATUS_KEYS = ("state", "launcher", "created_at")
+_INTEGER_KEYS = ("exit_code", "array_index", "restarts")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -85,8 +88,15 @@ class RunStatus:
     started_at: str | None = None
     finished_at: str | None = None
     job_id: str | None = None
-    """The scheduler's job id; None for local runs."""
+    """The scheduler's job id (``123``, or ``123_4`` for an array task); None for local runs."""
+    array_index: int | None = None
+    sweep: str | None = None
+    scheduler_log: str | None = None
+    """The job's own output file (SLURM's ``--output``), next to the trainer's ``train.log``."""
+    restarts: int = 0
+    """How often SLURM restarted the job (a requeue after preemption or node failure)."""
     wandb_run_id: str | None = None
+    wandb_url: str | None = None
     resumed_from: str | None = None
     """The name of the run this one resumes, if any."""
 
@@ -124,15 +134,15 @@ def _status_problem(data: Any) -> str | None:
         return f"missing values for {missing}"
     if data["state"] not in RUN_STATES:
         return f"state {data['state']!r} is not one of {', '.join(RUN_STATES)}"
-    # exit_code is the one integer; state was checked above and the rest are strings.
+    # state was checked above; the rest are integers or strings.
     fields = {field.name for field in dataclasses.fields(RunStatus)}
     mistyped = [
         f"{name}={value!r}"
         for name, value in data.items()
-        if name in fields and value is not None and type(value) is not (int if name == "exit_code" else str)
+        if name in fields and value is not None and type(value) is not (int if name in _INTEGER_KEYS else str)
     ]
     if mistyped:
-        return f"{', '.join(mistyped)}: exit_code must be an integer, the other values strings"
+        return f"{', '.join(mistyped)}: {', '.join(_INTEGER_KEYS)} must be integers, the other values strings"
     return None
 
 

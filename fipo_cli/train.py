@@ -7,6 +7,7 @@ A run lives in ``experiments/EXP/runs/RUN/``:
     env.json        the variables fipo sets and the relevant inherited ones, secrets masked
     train.log       everything the trainer printed
     metrics.jsonl   verl's file logger (VERL_FILE_LOGGER_PATH): one {"step", "data"} per line
+    tracking_config.json   the resolved config and the verl overrides, for W&B's run config
     checkpoints/    verl's checkpoints (trainer.default_local_dir); --resume continues from here
     status.json     the run's state, written atomically
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import netrc
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,9 @@ from fipo_cli import config, experiments, verl_overrides
 from fipo_cli.config import Experiment
 from fipo_cli.errors import UsageError
 from fipo_cli.experiments import ExperimentDir
+from fipo_cli.launch import slurm
 from fipo_cli.runs import (
+    FINAL_STATES,
     RunStatus,
     atomic_write_json,
     atomic_write_text,
@@ -43,6 +47,13 @@ ENV_FILE = "env.json"
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+SCRIPT_FILE = "job.sbatch"
+SLURM_OUTPUT = "slurm-%j.out"
+TRACKING_CONFIG_FILE = "tracking_config.json"
+#: Names the tracking config file; fipo's verl plugin merges it into the config W&B records.
+TRACKING_CONFIG_ENV = "FIPO_TRACKING_CONFIG"
+#: W&B's limit on the length of one tag.
+MAX_TAG = 64
 #: Inherited variables worth recording next to fipo's own (values of secrets are masked).
 RECORDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "NCCL_", "CUDA_VISIBLE_DEVICES", "RAY_", "VLLM_")
 #: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
@@ -67,6 +78,32 @@ def wandb_credentials(env: Mapping[str, str]) -> str | None:
     except (netrc.NetrcParseError, OSError):
         return None
     return None
+
+
+def wandb_tags(experiment: Experiment) -> list[str]:
+    """The W&B tags of an experiment's runs: the algorithm, the model's last path part, then ``tracking.tags``.
+
+    Commas are dropped (``WANDB_TAGS`` is comma-separated), duplicates too, and each tag is
+    cut to W&B's 64 characters.
+    """
+    model = experiment.model.path.rstrip("/").rpartition("/")[2]
+    tags = [experiment.algorithm.name, model, *experiment.tracking.tags]
+    cleaned = (tag.replace(",", "").strip()[:MAX_TAG] for tag in tags)
+    return list(dict.fromkeys(tag for tag in cleaned if tag))
+
+
+def wandb_sync_command(directory: Path) -> str | None:
+    """The command that uploads the offline W&B runs kept under ``directory/wandb``; None when there are none.
+
+    The glob covers every offline folder of the run (a resumed run adds one per resume);
+    W&B names them by start time, so the shell passes them in order.
+    """
+    import shlex
+
+    wandb_dir = Path(directory).absolute() / "wandb"
+    if not any(wandb_dir.glob("offline-run-*")):
+        return None
+    return f"wandb sync {shlex.quote(str(wandb_dir))}/offline-run-*"
 
 
 def wandb_run_id(experiment_name: str, run_name: str) -> str:
@@ -134,9 +171,15 @@ def plan_run(
             "WANDB_RUN_ID": wandb_run_id(experiment.name, run_name),
             "WANDB_RESUME": "allow",
             "WANDB_DIR": str(run_dir),
+            # wandb.init reads these; verl's Tracking passes none of them, so they stand.
+            "WANDB_JOB_TYPE": "train",
+            "WANDB_TAGS": ",".join(wandb_tags(experiment)),
+            TRACKING_CONFIG_ENV: str(run_dir / TRACKING_CONFIG_FILE),
         }
         if experiment.tracking.entity:
             env["WANDB_ENTITY"] = experiment.tracking.entity
+        if experiment.tracking.group:
+            env["WANDB_RUN_GROUP"] = experiment.tracking.group
     return TrainPlan(
         experiment=experiment,
         experiment_dir=experiment_dir,
@@ -182,12 +225,13 @@ def resumed_experiment(experiment_dir: ExperimentDir, run_name: str, assignments
     return config.load(run_dir / CONFIG_FILE, assignments)
 
 
-def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> int:
-    """Create (or reuse, on resume) the run directory, run the trainer, record how it ended.
+def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, Path]:
+    """Create (or reuse, on resume) the run directory, run the trainer here, record how it ended.
 
-    Returns the trainer's exit code.
+    Returns the trainer's exit code and the run directory (a new run takes the next free
+    name when another fipo claimed the planned one first).
     """
-    from fipo_cli.launch.local import require_gpus, run_local
+    from fipo_cli.launch.local import require_gpus
 
     inherited = dict(os.environ if inherited is None else inherited)
     cluster = plan.experiment.cluster
@@ -198,36 +242,141 @@ def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> 
         )
     require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
     previous = read_status(plan.run_dir) if plan.resume else None
-    if not plan.resume:
-        # Claimed atomically: if another fipo took the planned name first, this run takes the next.
-        claimed = create_run_dir(plan.experiment_dir.runs)
-        if claimed.name != plan.run_name:
-            plan = plan_run(plan.experiment, plan.experiment_dir, claimed.name, inherited=inherited)
-    run_dir = plan.run_dir
-    _record(plan, inherited)
+    plan = prepare_run(plan, inherited)
     status = RunStatus(
         state="running",
         launcher="local",
         created_at=previous.created_at if previous else utc_now(),
-        started_at=utc_now(),
-        wandb_run_id=plan.env.get("WANDB_RUN_ID"),
         resumed_from=plan.run_name if plan.resume else None,
     )
-    write_status(run_dir, status)
-    exit_code = run_local(plan.command, env={**inherited, **plan.env}, log_path=run_dir / LOG_FILE)
+    return execute_run(plan, status, inherited), plan.run_dir
+
+
+def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
+    """Claim the run's directory (a new run) and record its config, command and environment.
+
+    Returns the plan of the directory claimed: if another fipo took the planned name first,
+    this run takes the next one.
+    """
+    if not plan.resume:
+        claimed = create_run_dir(plan.experiment_dir.runs)
+        if claimed.name != plan.run_name:
+            plan = plan_run(plan.experiment, plan.experiment_dir, claimed.name, inherited=inherited)
+    record_run(plan, inherited)
+    return plan
+
+
+def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]) -> int:
+    """Run the trainer of a prepared run on this machine, recording its state before and after.
+
+    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.launch.task``. A SLURM
+    run stopped by a signal keeps its state: SLURM knows why (cancel, time limit, preemption
+    and requeue) and ``fipo status`` asks it.
+    """
+    from fipo_cli.launch.local import run_local
+
+    status.state = "running"
+    status.started_at = utc_now()
+    status.finished_at = status.exit_code = None
+    status.wandb_run_id = plan.env.get("WANDB_RUN_ID")
+    status.wandb_url = wandb_link(plan)
+    write_status(plan.run_dir, status)
+    exit_code = run_local(plan.command, env={**inherited, **plan.env}, log_path=plan.run_dir / LOG_FILE)
+    if status.launcher == "slurm" and exit_code in INTERRUPTED:
+        return exit_code
     status.state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
     status.exit_code = exit_code
     status.finished_at = utc_now()
-    write_status(run_dir, status)
+    write_status(plan.run_dir, status)
     return exit_code
 
 
-def _record(plan: TrainPlan, inherited: Mapping[str, str]) -> None:
+def wandb_link(plan: TrainPlan) -> str | None:
+    """Where the run's W&B run is: its URL when the entity is known, else project/runs/ID."""
+    run_id, mode = plan.env.get("WANDB_RUN_ID"), plan.env.get("WANDB_MODE")
+    if run_id is None:
+        return None
+    tracking = plan.experiment.tracking
+    path = f"{tracking.project}/runs/{run_id}"
+    if mode == "offline":
+        return f"{path} (offline)"
+    return f"https://wandb.ai/{tracking.entity}/{path}" if tracking.entity else path
+
+
+def batch_job(plan: TrainPlan) -> slurm.BatchJob:
+    """The SLURM job of one run."""
+    return slurm.BatchJob(
+        job_name=f"fipo-{plan.experiment.name}-{plan.run_name}",
+        run_dirs=[plan.run_dir],
+        cluster=plan.experiment.cluster,
+        output=plan.run_dir / SLURM_OUTPUT,
+        description=f"run {plan.run_name} of experiment {plan.experiment.name}",
+        command="train",
+    )
+
+
+def slurm_script(plan: TrainPlan) -> str:
+    """The run's batch script, checked with ``bash -n``."""
+    script = slurm.render(batch_job(plan))
+    slurm.check_syntax(script)
+    return script
+
+
+def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
+    """Create (or reuse, on resume) the run directory, save its batch script there and sbatch it.
+
+    A new run whose submission sbatch refuses is removed again: nothing half-made stays behind.
+    """
+    inherited = dict(os.environ if inherited is None else inherited)
+    previous = read_status(plan.run_dir) if plan.resume else None
+    if previous is not None and previous.state in ("pending", "running"):
+        raise UsageError(
+            f"run {plan.run_name} is {previous.state}" + (f" as job {previous.job_id}" if previous.job_id else ""),
+            hint=f"wait for it, or stop it first: fipo cancel {plan.experiment_dir.path.name}/{plan.run_name}",
+        )
+    plan = prepare_run(plan, inherited)
+    script = plan.run_dir / SCRIPT_FILE
+    try:
+        atomic_write_text(script, slurm_script(plan))
+        write_status(plan.run_dir, RunStatus(
+            state="created",
+            launcher="slurm",
+            created_at=previous.created_at if previous else utc_now(),
+            wandb_run_id=plan.env.get("WANDB_RUN_ID"),
+            wandb_url=wandb_link(plan),
+            resumed_from=plan.run_name if plan.resume else None,
+        ))
+        job_id = slurm.submit(script)
+    except BaseException:
+        if not plan.resume:
+            shutil.rmtree(plan.run_dir, ignore_errors=True)
+        raise
+    return plan, record_submission(plan.run_dir, job_id, plan.run_dir / SLURM_OUTPUT.replace("%j", job_id))
+
+
+def record_submission(run_dir: Path, job_id: str, scheduler_log: Path, array_index: int | None = None) -> RunStatus:
+    """Mark a run pending as ``job_id``, unless its job already started and said so itself."""
+    status = read_status(run_dir)
+    if status.state in ("created", *FINAL_STATES):
+        status.state = "pending"
+        status.exit_code = status.started_at = status.finished_at = None
+    status.job_id, status.array_index, status.scheduler_log = job_id, array_index, str(scheduler_log.absolute())
+    write_status(run_dir, status)
+    return status
+
+
+def record_run(plan: TrainPlan, inherited: Mapping[str, str]) -> None:
+    """Write the run directory's config, command and (masked) environment."""
     run_dir = plan.run_dir
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, plan.experiment.to_yaml())
     atomic_write_json(run_dir / COMMAND_FILE, {"command": plan.command, "cwd": str(Path.cwd())})
     atomic_write_json(run_dir / ENV_FILE, plan.recorded_env(inherited))
+    if TRACKING_CONFIG_ENV in plan.env:
+        atomic_write_json(
+            Path(plan.env[TRACKING_CONFIG_ENV]),
+            {"fipo": plan.experiment.to_dict(), "fipo_verl_overrides": plan.overrides},
+        )
 
 
 def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:

@@ -10,22 +10,41 @@ The FIPO knobs live in ``actor_rollout_ref.actor.policy_loss``. verl turns that 
 into a dataclass named by its ``_target_``; :class:`FutureKLPolicyLossConfig` adds the
 knobs to verl's own ``PolicyLossConfig`` and validates them when verl builds it, so a bad
 value stops the run on the driver, before any GPU work.
+
+Two more additions, both installed when this module loads (see their functions for why there):
+
+* :func:`with_length_metrics`: verl's per-step data metrics gain the whole-batch
+  response-length percentiles and the length-weighted mean advantage
+  (:mod:`fipo_cli.length_metrics`).
+* :func:`with_run_config`: the tracking config (W&B's run config) gains the resolved fipo
+  config and the verl overrides of the run, read from the file ``FIPO_TRACKING_CONFIG`` names.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from verl.trainer.ppo import metric_utils
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
+from verl.utils.tracking import Tracking
 from verl.workers.config import PolicyLossConfig
 
+from fipo_cli.length_metrics import length_metrics
 from fipo_cli.loss import knobs
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms
+from fipo_cli.train import TRACKING_CONFIG_ENV
 
 LOSS_NAME = "future_kl"
 CONFIG_TARGET = f"{__name__}.FutureKLPolicyLossConfig"
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,3 +121,86 @@ def compute_policy_loss_future_kl(
     names = list(terms.metrics)
     values = torch.stack([terms.metrics[name] for name in names]).tolist()
     return loss, dict(zip(names, values, strict=True))
+
+
+# ---------------------------------------------------------------------------- data metrics
+
+
+def with_length_metrics(compute_data_metrics: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """verl's ``compute_data_metrics(batch, use_critic)`` plus :func:`fipo_cli.length_metrics.length_metrics`.
+
+    Why this function: in verl 0.9.1 it is the one place that sees the whole training batch
+    of a step, after the advantages and before logging. Every trainer calls it once per step
+    on that batch (v1's ``PPOTrainer._compute_metrics``, main_ppo's default; the legacy
+    ``RayPPOTrainer.fit``; the experimental separation trainer) and puts the result in the
+    step's metrics, which ``Tracking.log`` sends to every configured logger. The actor's
+    metrics, by contrast, are per micro-batch and averaged.
+
+    The lengths come from verl's own ``_compute_response_info``, the same lengths as its
+    ``response_length/mean|min|max``: the batch's ``response_length`` when the v1 trainer
+    put it there, else the response part of ``attention_mask``.
+    """
+
+    @functools.wraps(compute_data_metrics)
+    def compute_with_lengths(batch: Any, use_critic: bool = True) -> dict[str, Any]:
+        metrics = compute_data_metrics(batch=batch, use_critic=use_critic)
+        lengths = metric_utils._compute_response_info(batch)["response_length"]
+        metrics.update(length_metrics(lengths, batch.batch["advantages"], batch.batch["response_mask"]))
+        return metrics
+
+    compute_with_lengths.fipo_length_metrics = True
+    return compute_with_lengths
+
+
+def install_length_metrics() -> None:
+    """Replace ``metric_utils.compute_data_metrics`` by :func:`with_length_metrics` (once per process).
+
+    The trainers bind the name with ``from verl.trainer.ppo.metric_utils import
+    compute_data_metrics`` when they are imported. This module runs inside ``import verl``
+    (the ``verl.plugins`` entry point), before any trainer module can be imported, so each
+    of them binds the wrapped function, in the driver and in the Ray actor that trains.
+    """
+    if not getattr(metric_utils.compute_data_metrics, "fipo_length_metrics", False):
+        metric_utils.compute_data_metrics = with_length_metrics(metric_utils.compute_data_metrics)
+
+
+# ---------------------------------------------------------------------------- run config
+
+
+def with_run_config(init: Callable[..., None]) -> Callable[..., None]:
+    """verl's ``Tracking.__init__`` with fipo's run config added to the ``config`` it logs.
+
+    verl passes its own resolved config to ``wandb.init(config=...)`` (and to the other
+    trackers); it knows nothing of fipo's config. ``fipo train`` writes a JSON object
+    (``{"fipo": <resolved experiment>, "fipo_verl_overrides": [...]}``) and names it in
+    ``FIPO_TRACKING_CONFIG``; its keys are merged into the config here. verl's config has no
+    such keys, so nothing of verl's is replaced. Without the variable the config is unchanged.
+    W&B's own ``WANDB_CONFIG_PATHS`` cannot carry it: wandb 0.31 rejects that variable's
+    value (a string where its settings want a list) and fails ``wandb.init``.
+    """
+
+    @functools.wraps(init)
+    def init_with_run_config(self: Any, project_name: str, experiment_name: str,
+                             default_backend: Any = "console", config: Any = None) -> None:
+        path = os.environ.get(TRACKING_CONFIG_ENV)
+        if path:
+            try:
+                extra = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:  # metadata only: never stop a training run for it
+                _LOGGER.warning("fipo: %s=%s not added to the tracking config: %s", TRACKING_CONFIG_ENV, path, error)
+            else:
+                config = {**(config or {}), **extra}
+        init(self, project_name, experiment_name, default_backend, config=config)
+
+    init_with_run_config.fipo_run_config = True
+    return init_with_run_config
+
+
+def install_run_config() -> None:
+    """Wrap ``Tracking.__init__`` by :func:`with_run_config` (once per process)."""
+    if not getattr(Tracking.__init__, "fipo_run_config", False):
+        Tracking.__init__ = with_run_config(Tracking.__init__)
+
+
+install_length_metrics()
+install_run_config()

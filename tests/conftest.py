@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,3 +16,29 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(autouse=True)
+def no_user_cluster_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own ~/.config/fipo/cluster.yaml out of every test."""
+    monkeypatch.setenv("FIPO_CLUSTER_CONFIG", str(tmp_path_factory.getbasetemp() / "no-cluster-profile.yaml"))
+
+
+@pytest.fixture
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """W&B offline with every file it writes under ``tmp_path/wandb-home``; yields that folder.
+
+    wandb reads the environment once per process, into a singleton that ``wandb.teardown()``
+    drops: each test starts from its own environment.
+    """
+    wandb = pytest.importorskip("wandb")  # the core install has no wandb; verl (the `train` extra) brings it
+    wandb.teardown()
+    for name in list(os.environ):
+        if name.startswith("WANDB_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "wandb-home"
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(home))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    yield home
+    wandb.teardown()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,25 +29,9 @@ COLUMNS = [
 
 
 @pytest.fixture(autouse=True)
-def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """W&B offline, every file it writes under tmp_path, and an API key in sight that must never be written.
-
-    wandb reads the environment once per process, into a singleton that ``wandb.teardown()``
-    drops: each test starts from its own environment.
-    """
-    import wandb
-
-    wandb.teardown()
-    for name in list(os.environ):
-        if name.startswith("WANDB_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "wandb-home"
-    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(home))
-    monkeypatch.setenv("WANDB_MODE", "offline")
+def api_key_in_sight(offline_wandb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B offline (conftest's ``offline_wandb``) with an API key in sight that must never be written."""
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    yield
-    wandb.teardown()
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +142,7 @@ def test_a_run_that_may_still_log_steps_gets_a_linked_eval_run(tmp_path, monkeyp
     assert wandb_records.run_id(training) == training_id and len(linked) == 2
     record = wandb_records.run_record(linked[0])
     assert (record.run_id, record.display_name) == (f"{training_id}-eval", f"exp-{RUN_NAME}-eval")
-    assert record.job_type == "eval"
+    assert record.job_type == "eval" and list(record.tags) == ["fipo", "Qwen2.5-0.5B"]
     assert wandb_records.config(linked[0])["training_run_id"] == training_id
     assert [wandb_records.history(path)[0]["eval/step"] for path in linked] == [2, 4]
 

@@ -23,6 +23,9 @@ STAND_IN = textwrap.dedent(
     import json, os, signal, sys, time
     print("stand-in trainer started with", len(sys.argv) - 1, "overrides", flush=True)
     print("WANDB_RUN_ID=" + os.environ.get("WANDB_RUN_ID", ""), flush=True)
+    if os.environ.get("WANDB_MODE") == "offline":  # where wandb.init keeps an offline run
+        run = "offline-run-20261122_013000-" + os.environ["WANDB_RUN_ID"]
+        os.makedirs(os.path.join(os.environ["WANDB_DIR"], "wandb", run), exist_ok=True)
     with open(os.environ["VERL_FILE_LOGGER_PATH"], "a") as metrics:
         metrics.write(json.dumps({"step": 1, "data": {"response_length/mean": 100.0}}) + "\\n")
     mode = os.environ.get("STAND_IN_MODE", "exit3")
@@ -95,7 +98,8 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     result = fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"command", "overrides", "env", "run_dir"}
+    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch"}
+    assert plan["sbatch"] is None  # the local launcher has no batch script
     assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]
     assert "actor_rollout_ref.actor.policy_loss.gamma=0.99" in plan["overrides"]
     assert "actor_rollout_ref.actor.optim.lr=2e-06" in plan["overrides"]
@@ -160,6 +164,13 @@ def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
     (run_dir,) = runs(project)
     first_id = json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
     assert f"WANDB_RUN_ID={first_id}" in first.stdout
+    # No credentials in this HOME: W&B ran offline, and fipo says how to upload it.
+    assert f"wandb sync {run_dir.absolute() / 'wandb'}/offline-run-*" in first.stderr
+    env = json.loads((run_dir / "env.json").read_text())
+    assert (env["WANDB_MODE"], env["WANDB_JOB_TYPE"], env["WANDB_TAGS"]) == ("offline", "train", "fipo,Qwen2.5-0.5B-Instruct")
+    tracking_config = json.loads((run_dir / "tracking_config.json").read_text())
+    assert tracking_config["fipo"]["name"] == "smoke"
+    assert tracking_config["fipo_verl_overrides"] == json.loads((run_dir / "command.json").read_text())["command"][2:]
 
     again = fipo(project, "train", "smoke", "--resume", run_dir.name, CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="ok")
     assert again.returncode == 0, again.stderr

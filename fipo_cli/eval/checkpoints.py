@@ -58,7 +58,7 @@ def find_run(reference: str, root: Path = experiments.EXPERIMENTS_DIR) -> Path:
             f"--run {reference!r}: expected EXP/RUN",
             hint="for example --run fipo-32b/20261122-013000 (runs are kept in experiments/EXP/runs/)",
         )
-    runs_dir = _runs_dir(experiment_reference, root)
+    runs_dir = experiments.find_runs_dir(experiment_reference, root)
     run_dir = runs_dir / run_name
     if not run_dir.is_dir():
         runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
@@ -67,17 +67,6 @@ def find_run(reference: str, root: Path = experiments.EXPERIMENTS_DIR) -> Path:
             hint=f"runs of this experiment: {', '.join(runs)}" if runs else "this experiment has no runs yet",
         )
     return run_dir
-
-
-def _runs_dir(experiment_reference: str, root: Path) -> Path:
-    try:
-        return experiments.find_experiment(experiment_reference, root).runs
-    except UsageError:
-        # `fipo train --model M` keeps its runs in root/<recipe>/runs/, with no fipo.yaml beside them.
-        recipe_runs = root / experiment_reference / experiments.RUNS_DIR
-        if recipe_runs.is_dir():
-            return recipe_runs
-        raise
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

@@ -83,8 +83,13 @@ class EvalSettings:
 
 def default_out_dir(settings: EvalSettings) -> Path:
     """``evals/<model>/<benchmark>``, the model named by its last path parts."""
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", "/".join(Path(settings.model).parts[-2:])).strip("_") or "model"
-    return Path("evals") / model / settings.benchmark
+    return model_out_dir(settings.model, settings.benchmark)
+
+
+def model_out_dir(model: str, benchmark: str) -> Path:
+    """:func:`default_out_dir` from the model and benchmark alone (``fipo eval --slurm`` needs it before any settings)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", "/".join(Path(model).parts[-2:])).strip("_") or "model"
+    return Path("evals") / name / benchmark
 
 
 def check_directory(out_dir: Path, settings: EvalSettings) -> None:

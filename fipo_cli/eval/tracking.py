@@ -28,11 +28,11 @@ Instead every metric is charted against the custom step metric ``eval/step``
 (``define_metric``), which holds the checkpoint's training step. The rows are appended to
 the training run's own W&B run once the training run has succeeded. A run that is running,
 failed or was cancelled gets a linked eval run instead (id ``<training id>-eval``, job type
-``eval``, the training run's id in its config): a running trainer would be a second writer
-to the same W&B run, and verl logs with an explicit step, so rows appended before a resume
-would push the run's step past the steps the resumed training still has to log, and W&B
-drops every step lower than the current one. Evaluations of one run can thus land in both
-runs: those made before it succeeded in the linked one.
+``eval``, the training run's group and tags, its id in the config): a running trainer would
+be a second writer to the same W&B run, and verl logs with an explicit step, so rows
+appended before a resume would push the run's step past the steps the resumed training
+still has to log, and W&B drops every step lower than the current one. Evaluations of one
+run can thus land in both runs: those made before it succeeded in the linked one.
 
 wandb is imported inside the functions: ``fipo --help`` never imports it.
 """
@@ -51,7 +51,7 @@ from fipo_cli.errors import FipoError
 from fipo_cli.eval.pipeline import Scores
 from fipo_cli.eval.samples import Sample
 from fipo_cli.runs import read_status
-from fipo_cli.train import CONFIG_FILE, wandb_mode
+from fipo_cli.train import CONFIG_FILE, wandb_mode, wandb_tags
 
 #: The custom x-axis of checkpoint evaluations: the checkpoint's training step.
 STEP_METRIC = "eval/step"
@@ -187,10 +187,12 @@ def log_run_checkpoint(
             "id": status.wandb_run_id[: MAX_RUN_ID - len(LINKED_SUFFIX)] + LINKED_SUFFIX,
             "name": name + LINKED_SUFFIX,
             "job_type": "eval",
+            "group": tracking.group,
+            "tags": wandb_tags(experiment),
             "config": {"training_run_id": status.wandb_run_id, "training_run_dir": str(run_dir.absolute())},
         }
     lock = run_dir / "wandb" / LOCK_FILE
-    with _exclusive(lock), _wandb_run(
+    with _exclusive(lock), wandb_run(
         project=tracking.project, entity=tracking.entity, mode=mode, directory=run_dir, **init
     ) as run:
         # The glob covers metrics this evaluation adds later too; eval/step itself is
@@ -224,7 +226,7 @@ def log_model_eval(
     if mode == "disabled":
         return None
     model = "/".join(Path(str(settings.get("model", "model"))).parts[-2:])
-    with _wandb_run(
+    with wandb_run(
         project=project, entity=entity, mode=mode, directory=Path(out_dir), name=f"{benchmark}-{model}",
         job_type="eval", config=dict(settings),
     ) as run:
@@ -238,7 +240,7 @@ def _row(benchmark: str, scores: Scores, samples: Sequence[Sample]) -> dict[str,
 
 
 @contextlib.contextmanager
-def _wandb_run(*, directory: Path, settings: Mapping[str, Any] | None = None, **init: Any) -> Iterator[Any]:
+def wandb_run(*, directory: Path, settings: Mapping[str, Any] | None = None, **init: Any) -> Iterator[Any]:
     """A started W&B run, finished on exit; wandb's own failures (no credentials, no network) as FipoError.
 
     ``resume="allow"``: the run is created when it does not exist yet and continued when it does.

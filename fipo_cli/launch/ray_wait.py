@@ -1,0 +1,131 @@
+"""Wait, inside a SLURM job, until every node of the allocation has joined the Ray cluster.
+
+``python -m fipo_cli.launch.ray_wait --address HOST:PORT --gpus-per-node G [--timeout S] NODE...``
+exits 0 once Ray reports all nodes alive with G GPUs each, or 1 after the timeout with a
+message that names the nodes that did not join (their ``ray start`` output is in the job log).
+With ``--head-pid``, it gives up at once when that process (the head's ``srun``) has exited:
+a head that failed to start (a port in use, a bad option) is not waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The alive Ray nodes: their host names and GPUs."""
+
+    gpus_by_host: dict[str, float]
+
+    def missing(self, nodes: Sequence[str]) -> list[str]:
+        """Nodes of the allocation with no alive Ray node; SLURM's node names may be short host names."""
+        hosts = {host.split(".")[0] for host in self.gpus_by_host}
+        return [node for node in nodes if node.split(".")[0] not in hosts]
+
+    @property
+    def gpus(self) -> float:
+        return sum(self.gpus_by_host.values())
+
+
+def _joined() -> Joined:
+    import ray
+
+    gpus: dict[str, float] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            host = node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?")
+            gpus[host] = gpus.get(host, 0.0) + node.get("Resources", {}).get("GPU", 0.0)
+    return Joined(gpus)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A child that exited but was not reaped yet is a zombie: gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _connect(address: str, deadline: float, head_pid: int | None) -> None:
+    import ray
+
+    # ray.init retries on its own for a while; a short timeout keeps the head check responsive.
+    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", "5")
+    while True:
+        if not _alive(head_pid):
+            raise TimeoutError(f"the Ray head (process {head_pid}) exited before it answered at {address}; "
+                               "its output is above in the job log")
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            return
+        except (ConnectionError, RuntimeError) as error:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Ray head answered at {address}: {error}") from error
+            time.sleep(_POLL_S)
+
+
+def wait_for_cluster(
+    address: str, nodes: Sequence[str], gpus_per_node: int, timeout_s: float, head_pid: int | None = None
+) -> str | None:
+    """None once all ``nodes`` are in with their GPUs; otherwise, after ``timeout_s``, what is missing."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        _connect(address, deadline, head_pid)
+    except TimeoutError as error:
+        return str(error)
+    try:
+        needed = gpus_per_node * len(nodes)
+        while True:
+            joined = _joined()
+            missing = joined.missing(nodes)
+            if not missing and joined.gpus >= needed:
+                return None
+            if time.monotonic() > deadline:
+                have = ", ".join(f"{host} ({gpus:g} GPUs)" for host, gpus in sorted(joined.gpus_by_host.items()))
+                lacking = f"nodes that did not join: {', '.join(missing)}" if missing else f"{joined.gpus:g} of {needed} GPUs"
+                return f"the Ray cluster is incomplete after {timeout_s:g} s: {lacking}; joined: {have or 'none'}"
+            time.sleep(_POLL_S)
+    finally:
+        ray.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fipo_cli.launch.ray_wait", description=__doc__)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--gpus-per-node", type=int, required=True)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--head-pid", type=int, help="give up when this process (the head's srun) has exited")
+    parser.add_argument("nodes", nargs="+")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = time.monotonic()
+    problem = wait_for_cluster(args.address, args.nodes, args.gpus_per_node, args.timeout, args.head_pid)
+    if problem:
+        print(f"fipo: {problem}", file=sys.stderr)
+        return 1
+    print(f"fipo: Ray cluster ready in {time.monotonic() - started:.1f} s: {len(args.nodes)} node(s) × "
+          f"{args.gpus_per_node} GPUs at {args.address}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

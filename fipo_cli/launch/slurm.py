@@ -1,0 +1,242 @@
+"""The SLURM launcher: render a run's batch script, submit it, ask SLURM where jobs stand, cancel them.
+
+One template (``templates/slurm/train.sbatch.j2``) serves a single run and a sweep's job
+array: the script holds the list of run directories and each array task takes its own
+(``SLURM_ARRAY_TASK_ID``). Inside the job, ``python -m fipo_cli.launch.task RUN_DIR`` reads
+the run's resolved config and starts the trainer, so a requeued job starts the same run again.
+
+Nothing here imports torch, verl or ray: this runs on login nodes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fipo_cli import __version__
+from fipo_cli.config import ClusterConfig
+from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.runs import SECRET_NAMES, RunState
+
+TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
+EVAL_TEMPLATE = "slurm/eval.sbatch.j2"
+
+#: SLURM's job states (squeue, sacct and scontrol share them) as fipo's run states.
+SLURM_STATES: dict[str, RunState] = {
+    **dict.fromkeys(("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"), "pending"),
+    **dict.fromkeys(("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING", "SUSPENDED", "STOPPED"), "running"),
+    "COMPLETED": "succeeded",
+    **dict.fromkeys(("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "SPECIAL_EXIT"), "failed"),
+    **dict.fromkeys(("CANCELLED", "REVOKED", "PREEMPTED"), "cancelled"),
+    **dict.fromkeys(("TIMEOUT", "DEADLINE"), "timeout"),
+}
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """What one batch script runs: one run, or one array task per run."""
+
+    job_name: str
+    run_dirs: Sequence[Path]
+    cluster: ClusterConfig
+    output: Path
+    """SLURM's ``--output`` pattern (``%j``, ``%A``, ``%a`` allowed)."""
+    description: str
+    command: str
+    """The fipo command that rendered it, named in the script's header."""
+    array: bool = False
+    max_parallel: int | None = None
+
+
+def _sbatch_value(value: object) -> str:
+    """A value for an ``#SBATCH`` line: sbatch reads these itself (no shell), honouring double quotes."""
+    text = str(value)
+    if any(char in text for char in '"\n\r'):
+        raise UsageError(
+            f"{text!r} cannot go on an #SBATCH line: it contains a double quote or a line break",
+            hint="check the cluster keys (partition, account, qos, constraint, extra_sbatch) and the paths",
+        )
+    return f'"{text}"' if any(char.isspace() or char in "'$`\\#" for char in text) else text
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("fipo_cli") / "templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        # Bash's ${#array[@]} would open a Jinja comment.
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    env.filters["sbatch"] = _sbatch_value
+    return env
+
+
+def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = None) -> str:
+    """The batch script of ``job``; paths are made absolute (the job's working directory may differ)."""
+    python = python or sys.executable
+    ray = Path(python).with_name("ray")
+    return _environment().get_template(TRAIN_TEMPLATE).render(
+        fipo_version=__version__,
+        description=job.description,
+        command=job.command,
+        forwarded_secrets=sorted(SECRET_NAMES),
+        job_name=job.job_name,
+        cluster=job.cluster,
+        output=Path(job.output).absolute(),
+        workdir=(workdir or Path.cwd()).absolute(),
+        array=job.array,
+        max_parallel=job.max_parallel,
+        run_dirs=[Path(run_dir).absolute() for run_dir in job.run_dirs],
+        python=python,
+        ray=ray if ray.exists() else "ray",
+    )
+
+
+def render_eval(*, job_name: str, cluster: ClusterConfig, gpus: int, output: Path, argv: Sequence[str],
+                workdir: Path | None = None) -> str:
+    """The batch script of ``fipo eval`` on one node: ``argv`` is the command to run there."""
+    return _environment().get_template(EVAL_TEMPLATE).render(
+        fipo_version=__version__,
+        job_name=job_name,
+        cluster=cluster,
+        gpus=gpus,
+        output=Path(output).absolute(),
+        workdir=(workdir or Path.cwd()).absolute(),
+        forwarded_secrets=sorted(SECRET_NAMES),
+        argv=list(argv),
+    )
+
+
+def check_syntax(script: str) -> None:
+    """``bash -n``: a rendered script that does not parse is fipo's bug, caught before sbatch sees it."""
+    result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FipoError(f"the rendered batch script does not parse: {result.stderr.strip()}")
+
+
+def _tool(name: str) -> str:
+    where = shutil.which(name)
+    if where is None:
+        raise FipoError(
+            f"{name} is not on PATH: the slurm launcher needs SLURM's client tools",
+            hint="run fipo on the cluster's login node, or use --launcher local",
+        )
+    return where
+
+
+#: Known sbatch refusals and what to do about them (matched case-insensitively).
+_SBATCH_HINTS = (
+    ("invalid partition", "list partitions with `sinfo -s`; set cluster.partition (experiment or ~/.config/fipo/cluster.yaml)"),
+    ("invalid account", "list your accounts with `sacctmgr show assoc user=$USER format=account`; set cluster.account"),
+    ("invalid qos", "list QoS names with `sacctmgr show qos format=name`; set cluster.qos"),
+    ("time limit", "lower cluster.time_limit to the partition's limit (`sinfo -o '%P %l'`)"),
+    ("requested node configuration is not available", "fewer nodes or GPUs per node, or another partition"),
+    ("invalid generic resource", "check cluster.gpus_per_node against the nodes' GPUs (`sinfo -o '%P %G'`)"),
+)
+
+
+def submit(script: Path) -> str:
+    """``sbatch --parsable SCRIPT``: the job id. sbatch's refusal reaches the user verbatim, with a hint."""
+    result = subprocess.run([_tool("sbatch"), "--parsable", str(script)], capture_output=True, text=True)
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip()
+        hint = next((fix for needle, fix in _SBATCH_HINTS if needle in said.lower()), None)
+        raise FipoError(f"sbatch refused {script}:\n{said}", hint=hint or "the script is kept there: fix the cluster keys and run again")
+    # --parsable prints "JOBID" or "JOBID;CLUSTER".
+    return result.stdout.strip().split(";")[0]
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: RunState
+    slurm_state: str
+    exit_code: int | None = None
+
+
+def _run_query(argv: list[str]) -> str | None:
+    """A query's output, or None when the tool is missing or refuses (accounting off, job purged)."""
+    if shutil.which(argv[0]) is None:
+        return None
+    result = subprocess.run(argv, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def _job_state(slurm_state: str, exit_code: str | None = None) -> JobState | None:
+    word = slurm_state.split()[0].rstrip("+") if slurm_state.strip() else ""  # "CANCELLED by 0", "CANCELLED+"
+    if word not in SLURM_STATES:
+        return None
+    code = None
+    if exit_code and ":" in exit_code:
+        status, signal = exit_code.split(":", 1)
+        code = int(status) if status.isdigit() and signal in ("0", "") else (128 + int(signal) if signal.isdigit() else None)
+    return JobState(SLURM_STATES[word], word, code)
+
+
+def squeue_states() -> dict[str, JobState]:
+    """Every job of this user that slurmctld still remembers, array tasks one per line."""
+    out = _run_query(["squeue", "--noheader", "--array", "--states=all", f"--user={getpass.getuser()}", "--format=%i|%T"])
+    states = {}
+    for line in (out or "").splitlines():
+        job_id, _, slurm_state = line.strip().partition("|")
+        parsed = _job_state(slurm_state)
+        if parsed:
+            states[job_id] = parsed
+    return states
+
+
+def sacct_states(job_ids: Collection[str]) -> dict[str, JobState]:
+    """Jobs from SLURM's accounting database; empty when accounting is off."""
+    out = _run_query(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,ExitCode",
+                      f"--jobs={','.join(job_ids)}"])
+    states = {}
+    for line in (out or "").splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and (parsed := _job_state(parts[1], parts[2])):
+            states[parts[0]] = parsed
+    return states
+
+
+def scontrol_states(job_ids: Collection[str]) -> dict[str, JobState]:
+    """Jobs slurmctld still holds (``MinJobAge``), one ``scontrol show job`` each."""
+    states = {}
+    for job_id in job_ids:
+        out = _run_query(["scontrol", "--oneliner", "show", "job", job_id])
+        fields = dict(item.split("=", 1) for item in (out or "").split() if "=" in item)
+        if "JobState" in fields and (parsed := _job_state(fields["JobState"], fields.get("ExitCode"))):
+            states[job_id] = parsed
+    return states
+
+
+def job_states(job_ids: Collection[str]) -> dict[str, JobState]:
+    """Where each job stands: squeue first, then accounting (sacct), then ``scontrol show job``."""
+    wanted = set(job_ids)
+    if not wanted:
+        return {}
+    states = {job_id: state for job_id, state in squeue_states().items() if job_id in wanted}
+    for query in (sacct_states, scontrol_states):
+        missing = wanted - states.keys()
+        if not missing:
+            break
+        states |= {job_id: state for job_id, state in query(sorted(missing)).items() if job_id in missing}
+    return states
+
+
+def cancel(job_ids: Collection[str]) -> None:
+    """``scancel`` the jobs; its refusal reaches the user verbatim."""
+    if not job_ids:
+        return
+    result = subprocess.run([_tool("scancel"), *job_ids], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FipoError(f"scancel {' '.join(job_ids)} failed:\n{(result.stderr or result.stdout).strip()}")

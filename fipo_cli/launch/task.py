@@ -1,0 +1,55 @@
+"""Inside a SLURM job: run one run's trainer from its directory.
+
+``python -m fipo_cli.launch.task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
+its trainer command as ``fipo train`` does, and runs it on this node (the Ray head), with the
+output in the run's ``train.log`` and the job log. A requeued job runs this again: the same
+W&B run id, and verl resumes from the run's last checkpoint (``trainer.resume_mode=auto``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def slurm_job_id(env: Mapping[str, str]) -> str | None:
+    """The job's id as squeue writes it: ``123``, or ``123_4`` for task 4 of array job 123."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
+def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
+    from fipo_cli import config, train
+    from fipo_cli.experiments import CONFIG_FILE, ExperimentDir
+    from fipo_cli.runs import read_status
+
+    run_dir = run_dir.absolute()
+    experiment_path = run_dir.parent.parent
+    experiment = config.load(run_dir / train.CONFIG_FILE)
+    plan = train.plan_run(experiment, ExperimentDir(experiment_path, experiment_path / CONFIG_FILE), run_dir.name,
+                          inherited=env)
+    status = read_status(run_dir)
+    status.job_id = slurm_job_id(env) or status.job_id
+    status.restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
+    return train.execute_run(plan, status, env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from fipo_cli.errors import FipoError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m fipo_cli.launch.task RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        return run_task(Path(args[0]), dict(os.environ))
+    except FipoError as error:
+        print(f"fipo: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""``fipo logs``: print a run's trainer log or SLURM job log, and follow it while the run goes on."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from fipo_cli.errors import UsageError
+from fipo_cli.registry import RunEntry
+from fipo_cli.runs import FINAL_STATES, read_status
+
+TRAINER_LOG = "train.log"
+_POLL_S = 0.5
+
+
+def log_path(entry: RunEntry, job_log: bool) -> Path:
+    if not job_log:
+        return entry.run_dir / TRAINER_LOG
+    if entry.status is None or not entry.status.scheduler_log:
+        raise UsageError(f"{entry.reference} has no SLURM job log (launcher: "
+                         f"{entry.status.launcher if entry.status else 'unknown'})", hint="drop --job")
+    return Path(entry.status.scheduler_log)
+
+
+def print_log(entry: RunEntry, *, job_log: bool = False, follow: bool = False, out: BinaryIO | None = None) -> int:
+    """Copy the log to ``out`` (stdout); with ``follow``, keep copying until the run reaches a final state.
+
+    Returns the exit code for ``fipo logs``: 0, or 130 when interrupted.
+    """
+    out = out or sys.stdout.buffer
+    path = log_path(entry, job_log)
+    if not path.exists() and not follow:
+        state = entry.state
+        print(f"{entry.reference} is {state}: {path} does not exist yet"
+              + (" (follow it with -f)" if state not in FINAL_STATES else ""), file=sys.stderr)
+        return 0
+    offset = 0
+    try:
+        while True:
+            finished = read_status(entry.run_dir).state in FINAL_STATES if follow else True
+            offset = _copy_from(path, offset, out)
+            if finished:
+                return 0
+            time.sleep(_POLL_S)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _copy_from(path: Path, offset: int, out: BinaryIO) -> int:
+    """Write what ``path`` holds past ``offset``; the new offset (0 while the file does not exist)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            while chunk := file.read(1 << 16):
+                out.write(chunk)
+                offset += len(chunk)
+    except FileNotFoundError:
+        return offset
+    out.flush()
+    return offset

@@ -1,0 +1,114 @@
+"""Drawing :class:`fipo_cli.report.figures.Chart` objects as PNG files with matplotlib (Agg, no display).
+
+A chart is a grid of panels, at most four side by side, with the legend under the grid.
+Every run has its colour from :func:`fipo_cli.report.figures.colours` in every chart. The
+figure size is fixed by the number of panels and legend entries (:func:`figure_inches`), so
+a PNG is ``DPI`` × that size in pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import secrets
+from pathlib import Path
+
+from fipo_cli.report.figures import Chart, Line
+
+DPI = 100
+PANEL_INCHES = (4.0, 3.0)
+MAX_COLUMNS = 4
+TITLE_INCHES = 0.5
+LEGEND_ROW_INCHES = 0.3
+#: Figure width, in panels, per legend column (a legend label with its parameters and fit is long).
+PANELS_PER_LEGEND_COLUMN = 2
+REFERENCE_COLOUR = "#555555"
+
+
+def grid(chart: Chart) -> tuple[int, int]:
+    """(rows, columns) of the chart's panels."""
+    columns = min(MAX_COLUMNS, len(chart.panels))
+    return math.ceil(len(chart.panels) / columns), columns
+
+
+def legend_entries(chart: Chart) -> list[Line]:
+    """The runs the legend names, each once, in the order they are first drawn.
+
+    Fits share their run's colour and reference lines carry their label on the panel.
+    """
+    seen: dict[str, Line] = {}
+    for panel in chart.panels:
+        for line in panel.lines:
+            if line.run is not None and line.style != "fit":
+                seen.setdefault(line.label, line)
+    return list(seen.values())
+
+
+def legend_columns(chart: Chart) -> int:
+    return max(1, grid(chart)[1] // PANELS_PER_LEGEND_COLUMN)
+
+
+def figure_inches(chart: Chart) -> tuple[float, float]:
+    """(width, height): the panels, the title above them and one row per legend row below."""
+    rows, columns = grid(chart)
+    legend_rows = math.ceil(len(legend_entries(chart)) / legend_columns(chart))
+    width = max(columns, 2) * PANEL_INCHES[0]  # two panels wide at least, so a legend label fits
+    return width, rows * PANEL_INCHES[1] + TITLE_INCHES + legend_rows * LEGEND_ROW_INCHES
+
+
+def render(chart: Chart, colours: dict[str, str]) -> bytes:
+    """The chart as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows, columns = grid(chart)
+    figure = Figure(figsize=figure_inches(chart), dpi=DPI, layout="constrained")
+    figure.suptitle(chart.title)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    handles = {}
+    for index, panel in enumerate(chart.panels):
+        ax = axes[index // columns][index % columns]
+        for line in panel.lines:
+            drawn = _draw(ax, line, colours.get(line.run, REFERENCE_COLOUR))
+            if line.run is not None and line.style != "fit":
+                handles.setdefault(line.label, drawn)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(panel.xlabel, fontsize=9)
+        ax.set_ylabel(panel.ylabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+    for index in range(len(chart.panels), rows * columns):
+        axes[index // columns][index % columns].set_axis_off()
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=legend_columns(chart),
+                  fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _draw(ax, line: Line, colour: str):
+    if line.style == "points":
+        return ax.scatter(line.xs, line.ys, color=colour, s=18, label=line.label)
+    if line.style == "fit":
+        return ax.plot(line.xs, line.ys, color=colour, linestyle="--", linewidth=1.2)[0]
+    if line.style == "reference":
+        ax.annotate(line.label, xy=(1.0, line.ys[0]), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                    fontsize=7, color=colour)
+        return ax.axhline(line.ys[0], color=colour, linestyle=":", linewidth=1.0)
+    marker = "o" if len(line.xs) <= 20 else None  # a few checkpoints show as dots; hundreds of steps as a line
+    return ax.plot(line.xs, line.ys, color=colour, linewidth=1.3, marker=marker, markersize=3, label=line.label)[0]
+
+
+def write_png(path: Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically: a temporary file beside it, then a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

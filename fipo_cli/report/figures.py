@@ -1,0 +1,221 @@
+"""What each chart of `fipo report` shows (FIPO.md §4), independent of how it is drawn.
+
+The charts, by file name:
+
+    length_percentiles      (a) response length min, p25, median, mean, p75, p90, max per step (Fig. 3 a–e)
+    accuracy_vs_length_B    (b) avg@n against mean response length, linear fit per run (Fig. 3 f)
+    eval_B                  (c) avg@n and cons@n per checkpoint step, with reference lines on AIME 2024 (Fig. 1)
+    stability               (d) dual-clip fraction, policy KL, gradient norm, mean length (Fig. 2)
+    advantage_reward        (e) length-weighted mean advantage and mean reward (Fig. 4)
+
+B is a benchmark that ``fipo eval --run`` evaluated. In (b) the length is the mean length of
+the evaluation's own samples, so that accuracy and length describe the same responses.
+Accuracies are in percent, as in the paper. A chart, or a panel of one, whose metric no
+run has is left out, and :class:`Figures` says which metric was missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fipo_cli.report.data import RunData, StepRange
+
+#: AIME 2024 avg@32 (Pass@1, %) of the paper's reference points (FIPO.md §3).
+AIME24_REFERENCES = (("DAPO", 50.0), ("DeepSeek-R1-Zero-32B", 47.0), ("o1-mini", 56.0))
+REFERENCE_BENCHMARK = "aime24"
+#: matplotlib's tab10: one colour per run, the same in every chart.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+#: (panel name, metric, title) of the history charts.
+LENGTH_PANELS = (
+    ("min", "response_length/min", "min"),
+    ("p25", "response_length/p25", "25th percentile"),
+    ("median", "response_length/median", "median"),
+    ("mean", "response_length/mean", "mean"),
+    ("p75", "response_length/p75", "75th percentile"),
+    ("p90", "response_length/p90", "90th percentile"),
+    ("max", "response_length/max", "max"),
+)
+STABILITY_PANELS = (
+    ("dual_clip_fraction", "actor/pg_clipfrac_lower", "dual-clip fraction"),
+    ("policy_kl", "actor/ppo_kl", "policy KL"),
+    ("grad_norm", "actor/grad_norm", "gradient norm"),
+    ("mean_length", "response_length/mean", "mean response length (tokens)"),
+)
+ADVANTAGE_PANELS = (
+    ("length_weighted_advantage", "critic/advantages/length_weighted_mean", "length-weighted mean advantage"),
+    ("mean_reward", "critic/rewards/mean", "mean reward"),
+)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One series of a panel: a run's values (``run`` is its ref), a run's fit, or a reference level."""
+
+    label: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    run: str | None = None
+    style: str = "line"
+    """``line``, ``points`` (no connecting line), ``fit`` (dashed) or ``reference`` (grey, dotted)."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    """The file name without ``.png``, and the W&B key under ``report/``."""
+    title: str
+    panels: tuple[Panel, ...]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The least-squares line avg@n (%) = intercept + slope · length / 1000 of one run on one benchmark."""
+
+    run: str
+    benchmark: str
+    points: int
+    slope: float
+    """Percentage points of avg@n per 1,000 tokens of mean response length."""
+    intercept: float
+    r2: float | None
+    """Coefficient of determination; None when every accuracy is the same (nothing to explain)."""
+
+
+@dataclass
+class Figures:
+    charts: list[Chart] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """One line per chart or panel left out, naming the metric that was missing."""
+    notes: list[str] = field(default_factory=list)
+    """Runs missing from a chart that other runs are in."""
+    fits: list[Fit] = field(default_factory=list)
+
+
+def colours(runs: Sequence[RunData]) -> dict[str, str]:
+    """Each run's colour, by its position in the report (the palette repeats after ten runs)."""
+    return {run.ref: PALETTE[index % len(PALETTE)] for index, run in enumerate(runs)}
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float | None]:
+    """Least squares y = a + b·x: (b, a, R²). Needs two distinct x; R² is None when every y is the same."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("a linear fit needs at least two distinct x values")
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+    intercept = mean_y - slope * mean_x
+    total = sum((y - mean_y) ** 2 for y in ys)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return slope, intercept, (1.0 - residual / total) if total > 0 else None
+
+
+def build(runs: Sequence[RunData], steps: StepRange) -> Figures:
+    """Every chart the runs have data for, cropped to ``steps``, and why the others are missing."""
+    figures = Figures()
+    _history_chart(figures, "length_percentiles", "Response length per training step (tokens)", LENGTH_PANELS,
+                   runs, steps)
+    for benchmark in sorted({benchmark for run in runs for benchmark in run.evals}):
+        _accuracy_vs_length(figures, benchmark, runs, steps)
+        _eval_chart(figures, benchmark, runs, steps)
+    if not any(run.evals for run in runs):
+        figures.skipped.append(
+            "skipped accuracy_vs_length and eval charts: no `fipo eval` results in these runs "
+            "(missing RUN/eval/BENCH/step_N/results.json; run `fipo eval aime24 --run EXP/RUN --step all`)"
+        )
+    _history_chart(figures, "stability", "Stability diagnostics", STABILITY_PANELS, runs, steps)
+    _history_chart(figures, "advantage_reward", "Advantage and reward", ADVANTAGE_PANELS, runs, steps)
+    return figures
+
+
+def _history_chart(figures: Figures, name: str, title: str, definitions: Sequence[tuple[str, str, str]],
+                   runs: Sequence[RunData], steps: StepRange) -> None:
+    panels, missing = [], []
+    for panel_name, key, panel_title in definitions:
+        if all(key not in run.metrics for run in runs):
+            missing.append((key, panel_title))
+            continue
+        lines = []
+        for run in runs:
+            xs, ys = run.series(key, steps)
+            if xs:
+                lines.append(Line(run.label, tuple(xs), tuple(ys), run=run.ref))
+            elif key not in run.metrics:
+                figures.notes.append(f"{name}.png, {panel_title}: {run.ref} has no metric {key}")
+        if lines:
+            panels.append(Panel(panel_name, panel_title, "training step", panel_title, tuple(lines)))
+        else:
+            figures.skipped.append(f"skipped {name}.png panel {panel_title!r}: no step of {key} in --steps {steps}")
+    if not panels and missing:
+        keys = ", ".join(key for key, _ in missing)
+        figures.skipped.append(f"skipped {name}.png ({title}): missing metric {keys}")
+    elif panels:
+        figures.skipped += [f"skipped {name}.png panel {panel_title!r}: missing metric {key}"
+                            for key, panel_title in missing]
+        figures.charts.append(Chart(name, title, tuple(panels)))
+
+
+def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData], steps: StepRange) -> None:
+    name = f"accuracy_vs_length_{benchmark}"
+    lines = []
+    for run in runs:
+        points = [point for point in run.evals.get(benchmark, []) if point.step in steps]
+        measured = [point for point in points if point.mean_length is not None]
+        if len(measured) < len(points):
+            figures.notes.append(f"{name}.png: {run.ref} has evaluations without response lengths (left out)")
+        if not measured:
+            continue
+        xs = tuple(point.mean_length for point in measured)
+        ys = tuple(100.0 * point.avg for point in measured)
+        label = run.label
+        if len(set(xs)) >= 2:
+            slope, intercept, r2 = linear_fit(xs, ys)
+            figures.fits.append(Fit(run.ref, benchmark, len(xs), 1000.0 * slope, intercept, r2))
+            ends = (min(xs), max(xs))
+            label += f" (slope {1000.0 * slope:+.2f} pp/1k tokens, R² {'–' if r2 is None else f'{r2:.2f}'})"
+            fit = Line(f"{run.ref} fit", ends, tuple(intercept + slope * x for x in ends), run=run.ref, style="fit")
+            lines += [Line(label, xs, ys, run=run.ref, style="points"), fit]
+        else:
+            figures.notes.append(f"{name}.png: {run.ref} has fewer than two distinct lengths, no fit")
+            lines.append(Line(label, xs, ys, run=run.ref, style="points"))
+    if not lines:
+        figures.skipped.append(f"skipped {name}.png: missing metric {benchmark} mean response length "
+                               f"(results.json lengths.mean) in --steps {steps}")
+        return
+    panel = Panel("avg", "avg@n per checkpoint, linear fit per run", "mean response length (tokens)", "avg@n (%)",
+                  tuple(lines))
+    figures.charts.append(Chart(name, f"{benchmark}: accuracy against mean response length", (panel,)))
+
+
+def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps: StepRange) -> None:
+    name = f"eval_{benchmark}"
+    panels = []
+    for panel_name, title in (("avg", "avg@n (Pass@1)"), ("cons", "cons@n (majority vote)")):
+        lines = []
+        for run in runs:
+            points = [point for point in run.evals.get(benchmark, []) if point.step in steps]
+            if points:
+                ys = tuple(100.0 * (point.avg if panel_name == "avg" else point.cons) for point in points)
+                lines.append(Line(run.label, tuple(point.step for point in points), ys, run=run.ref))
+        if lines and panel_name == "avg" and benchmark == REFERENCE_BENCHMARK:
+            ends = (min(min(line.xs) for line in lines), max(max(line.xs) for line in lines))
+            lines += [Line(f"{who} ({value:g})", ends, (value, value), style="reference")
+                      for who, value in AIME24_REFERENCES]
+        if lines:
+            panels.append(Panel(panel_name, f"{benchmark} {title}", "training step", f"{title.split()[0]} (%)",
+                                tuple(lines)))
+    if panels:
+        figures.charts.append(Chart(name, f"{benchmark} accuracy per checkpoint", tuple(panels)))
+    else:
+        figures.skipped.append(f"skipped {name}.png: no {benchmark} evaluation in --steps {steps}")

@@ -1,0 +1,125 @@
+"""`fipo sweep` planning without a scheduler: names, the plan, the dry run, and bad input.
+
+Submitting to a real SLURM is in test_slurm_launch.py; here nothing reaches a scheduler.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fipo_cli import sweep
+
+
+def fipo(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=project, capture_output=True, text=True,
+                          timeout=120, env={**env, "HOME": str(project)})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    assert fipo(root, "init", "exp", "--model", "qwen2.5-32b").returncode == 0
+    return root
+
+
+def dry_run(project: Path, *args: str) -> dict:
+    result = fipo(project, "sweep", "exp", *args, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_grid_plans_one_run_per_point_with_its_overrides_and_the_array_script(project):
+    plan = dry_run(project, "gamma=0.95,0.99", "eps_f_high=choice(0.1,0.2)", "--launcher", "slurm",
+                   "--max-parallel", "3")
+    points = list(itertools.product((0.95, 0.99), (0.1, 0.2)))
+    assert [(r["params"]["gamma"], r["params"]["eps_f_high"]) for r in plan["runs"]] == points
+    for run, (gamma, high) in zip(plan["runs"], points):
+        # The 32B recipe's tau is replaced by the swept gamma, and the bound reaches verl.
+        assert any(o.endswith(f"policy_loss.gamma={gamma}") for o in run["overrides"]), run["overrides"]
+        assert any(o.endswith(f"policy_loss.future_kl_clip_high={high}") for o in run["overrides"])
+        assert run["name"].startswith(plan["sweep"]) and f"gamma{gamma}" in run["name"] and run["action"] == "submit"
+    assert len({r["name"] for r in plan["runs"]}) == 4
+    script = plan["sbatch"]
+    assert "#SBATCH --array=0-3%3" in script and "#SBATCH --nodes=16" in script
+    for run in plan["runs"]:
+        assert f"/runs/{run['name']}" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert not (project / "experiments" / "exp" / "sweeps").exists()
+    assert not (project / "experiments" / "exp" / "runs").exists()
+
+
+def test_the_same_definition_gets_the_same_names_and_another_gets_others(project):
+    first = dry_run(project, "gamma=0.95,0.99")
+    assert dry_run(project, "gamma=0.95,0.99") == first
+    other = dry_run(project, "gamma=0.95,0.98")
+    assert other["sweep"] != first["sweep"]
+    named = dry_run(project, "gamma=0.95,0.99", "--name", "g")
+    assert [r["name"] for r in named["runs"]] == ["g-000-gamma0.95", "g-001-gamma0.99"]
+
+
+def test_random_strategy_draws_seeded_distinct_points(project):
+    args = ("tau=range(16,65,16)", "eps_f_high=0.1,0.2,0.3", "--strategy", "random", "--samples", "5")
+    first = dry_run(project, *args, "--seed", "1")
+    assert dry_run(project, *args, "--seed", "1") == first
+    params = [tuple(r["params"].values()) for r in first["runs"]]
+    assert len(params) == 5 == len(set(params))
+    assert all(tau in (16, 32, 48, 64) and high in (0.1, 0.2, 0.3) for tau, high in params)
+    assert dry_run(project, *args, "--seed", "2")["runs"] != first["runs"]
+
+
+def test_the_plan_table_shows_runs_and_the_gpu_hours_reserved(project):
+    result = fipo(project, "sweep", "exp", "gamma=0.95,0.99", "cluster.time_limit=1-00:00:00", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    # 2 runs × 16 nodes × 8 GPUs × 24 h
+    assert "6,144 GPU-hours" in result.stdout and "gamma0.95" in result.stdout
+
+
+def test_more_than_a_hundred_runs_need_yes(project):
+    result = fipo(project, "sweep", "exp", "trainer.seed=range(0,101)", "--launcher", "slurm")
+    assert result.returncode == 2 and "101 runs, more than 100" in result.stderr and "--yes" in result.stderr
+    assert not (project / "experiments" / "exp" / "sweeps").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["gamma=0.95,,0.99"], "empty value"),
+        (["tau=range(5,1)"], "empty"),
+        (["gama=0.9"], "did you mean 'gamma'"),
+        (["nodes=0,1"], "cluster.nodes=0"),
+        (["gamma=1.5"], "algorithm.gamma"),
+        (["lr=interval(1e-6,1e-5)"], "--strategy random"),
+        (["cluster.nodes=1,2", "--launcher", "slurm"], "cluster.nodes differs between runs"),
+        (["gamma=0.9", "--strategy", "random"], "--samples"),
+        (["gamma=0.9", "--max-parallel", "0"], "--max-parallel 0"),
+    ],
+)
+def test_bad_sweeps_exit_2_with_the_reason_and_write_nothing(project, args, message):
+    result = fipo(project, "sweep", "exp", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "experiments" / "exp" / "sweeps").exists()
+    assert not (project / "experiments" / "exp" / "runs").exists()
+
+
+def test_time_limits_in_every_slurm_form_convert_to_hours():
+    assert sweep.time_limit_hours("90") == 1.5
+    assert sweep.time_limit_hours("12:30:00") == 12.5
+    assert sweep.time_limit_hours("2-06:00:00") == 54
+    assert sweep.time_limit_hours(None) is None
+
+
+def test_run_names_are_safe_and_fit_sixty_four_characters():
+    from fipo_cli.config import SAFE_NAME
+
+    name = sweep.run_name("s" * 60, 7, {"data.train_files": "/a b/c,d", "algorithm.gamma": 0.95})
+    assert len(name) <= 64 and SAFE_NAME.match(name) and "-007" in name
