@@ -18,9 +18,9 @@ from pathlib import Path
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.experiments import EXPERIMENTS_DIR, RUNS_DIR
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, read_status, utc_now, write_status
+from fipo_cli.train import EARLIER_METRICS_FILE, METRICS_FILE
 
 SWEEPS_DIR = "sweeps"
-METRICS_FILE = "metrics.jsonl"
 _TAIL_BYTES = 1 << 16  # verl's file logger writes a few KiB per step
 
 
@@ -153,8 +153,18 @@ def refresh(entries: Iterable[RunEntry]) -> list[RunEntry]:
 
 
 def last_step(run_dir: Path) -> int | None:
-    """The last step in the run's metrics file, read from its end (the file grows to many MiB)."""
-    path = run_dir / METRICS_FILE
+    """The last step in the run's metrics file, read from its end (the file grows to many MiB).
+
+    A requeued run that has not logged again yet shows the last step of its earlier attempts.
+    """
+    for name in (METRICS_FILE, EARLIER_METRICS_FILE):
+        step = _last_step_in(run_dir / name)
+        if step is not None:
+            return step
+    return None
+
+
+def _last_step_in(path: Path) -> int | None:
     try:
         with open(path, "rb") as file:
             size = file.seek(0, os.SEEK_END)

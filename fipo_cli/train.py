@@ -46,6 +46,9 @@ COMMAND_FILE = "command.json"
 ENV_FILE = "env.json"
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.jsonl"
+#: verl's file logger truncates its file when it starts, so a resumed or requeued run first
+#: moves the steps logged so far here (appended; readers let a step's later value win).
+EARLIER_METRICS_FILE = "metrics.earlier.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 SCRIPT_FILE = "job.sbatch"
 SLURM_OUTPUT = "slurm-%j.out"
@@ -281,6 +284,7 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.wandb_run_id = plan.env.get("WANDB_RUN_ID")
     status.wandb_url = wandb_link(plan)
     write_status(plan.run_dir, status)
+    keep_earlier_metrics(plan.run_dir)
     exit_code = run_local(plan.command, env={**inherited, **plan.env}, log_path=plan.run_dir / LOG_FILE)
     if status.launcher == "slurm" and exit_code in INTERRUPTED:
         return exit_code
@@ -289,6 +293,23 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.finished_at = utc_now()
     write_status(plan.run_dir, status)
     return exit_code
+
+
+def keep_earlier_metrics(run_dir: Path) -> None:
+    """Append the metrics a previous attempt logged to :data:`EARLIER_METRICS_FILE`, before verl truncates them.
+
+    A crash between the append and the removal leaves those steps in both files, which
+    readers tolerate (a step's later value wins); it never loses one.
+    """
+    current = run_dir / METRICS_FILE
+    if not current.is_file() or current.stat().st_size == 0:
+        return
+    data = current.read_bytes()
+    with open(run_dir / EARLIER_METRICS_FILE, "ab") as earlier:
+        earlier.write(data if data.endswith(b"\n") else data + b"\n")
+        earlier.flush()
+        os.fsync(earlier.fileno())
+    current.unlink()
 
 
 def wandb_link(plan: TrainPlan) -> str | None:

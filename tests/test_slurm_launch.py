@@ -146,6 +146,8 @@ def test_a_run_starts_ray_on_its_node_trains_and_is_recorded_as_succeeded(projec
 
 def test_a_failing_trainer_is_recorded_as_failed_with_its_exit_code(project):
     job_id = submitted_job(fipo(project, "train", "smoke", STAND_IN_MODE="fail"))
+    followed = fipo(project, "logs", f"smoke/{only_run(project).name}", "-f")  # returns when the run ends
+    assert followed.returncode == 0 and "stand-in joined Ray" in followed.stdout
     (row,) = final_rows(project, "smoke", 1)
     assert row["state"] == "failed" and row["exit_code"] == 3
     wait_for(lambda: slurm_state(job_id) == "FAILED", what="SLURM to see the job fail")

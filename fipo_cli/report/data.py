@@ -25,7 +25,7 @@ from fipo_cli.config import Experiment
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.eval.pipeline import RESULTS_FILE
 from fipo_cli.loss import knobs
-from fipo_cli.train import CONFIG_FILE, METRICS_FILE
+from fipo_cli.train import CONFIG_FILE, EARLIER_METRICS_FILE, METRICS_FILE
 
 Metrics = dict[str, dict[int, float]]
 _STEPS = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
@@ -169,16 +169,29 @@ def load_run(run_dir: Path, *, from_wandb: bool = False) -> RunData:
 def read_metrics(path: Path) -> Metrics:
     """The numeric metrics of verl's file-logger file ``path``, as ``{name: {step: value}}``.
 
+    The steps a run logged before a resume or requeue come first, from the file next to it
+    (:data:`fipo_cli.train.EARLIER_METRICS_FILE`); a step logged again takes its later value.
     Values that are not finite numbers are left out. A last line without its newline is
     left out when it does not parse: the trainer may be writing it. UsageError for a
     missing file, a malformed line or a file without any metric.
     """
-    if not path.is_file():
+    earlier = path.with_name(EARLIER_METRICS_FILE)
+    if not path.is_file() and not earlier.is_file():
         raise UsageError(f"{path}: no metrics file",
                          hint="verl's file logger writes it once the run logs its first step")
+    metrics: Metrics = {}
+    for part in (earlier, path):
+        if part.is_file():
+            _read_metric_lines(part, metrics)
+    if not metrics:
+        raise UsageError(f"{path}: the metrics file is empty (no step with a numeric metric)",
+                         hint="has the run trained a step yet? see its train.log")
+    return metrics
+
+
+def _read_metric_lines(path: Path, metrics: Metrics) -> None:
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    metrics: Metrics = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -194,10 +207,6 @@ def read_metrics(path: Path) -> Metrics:
         for name, value in record["data"].items():
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 metrics.setdefault(name, {})[record["step"]] = float(value)
-    if not metrics:
-        raise UsageError(f"{path}: the metrics file is empty (no step with a numeric metric)",
-                         hint="has the run trained a step yet? see its train.log")
-    return metrics
 
 
 def read_evals(run_dir: Path) -> dict[str, list[EvalPoint]]:

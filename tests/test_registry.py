@@ -1,0 +1,113 @@
+"""The run registry on disk: finding runs, reading their last step, `fipo status`, `fipo logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fipo_cli import registry, train
+from fipo_cli.errors import UsageError
+from fipo_cli.runs import RunStatus, write_status
+
+
+def make_run(root: Path, experiment: str, name: str, *, steps: int = 0, sweep: str | None = None, **status) -> Path:
+    run_dir = root / experiment / "runs" / name
+    run_dir.mkdir(parents=True)
+    write_status(run_dir, RunStatus(**{"state": "succeeded", "launcher": "slurm", "sweep": sweep, **status}))
+    with open(run_dir / "metrics.jsonl", "w") as metrics:
+        for step in range(1, steps + 1):
+            metrics.write(json.dumps({"step": step, "data": {"response_length/mean": 10.0 * step}}) + "\n")
+    return run_dir
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "experiments"
+    make_run(root, "a", "r1", steps=3, job_id="11", started_at="2026-11-22T01:00:00+00:00",
+             finished_at="2026-11-22T02:30:05+00:00", wandb_url="https://wandb.ai/me/fipo/runs/a-r1")
+    make_run(root, "a", "s-000", sweep="s", state="failed", exit_code=3, job_id="12_0", array_index=0)
+    make_run(root, "b", "r1", state="cancelled")
+    (root / "a" / "sweeps" / "s").mkdir(parents=True)
+    (root / "a" / "sweeps" / "s" / "sweep.json").write_text(json.dumps({"runs": ["s-000", "s-001"]}))
+    return root
+
+
+def names(entries) -> list[str]:
+    return [entry.reference for entry in entries]
+
+
+def test_targets_name_all_runs_an_experiment_a_run_or_a_sweep(root):
+    assert names(registry.find_runs(None, root)) == ["a/r1", "a/s-000", "b/r1"]
+    assert names(registry.find_runs("a", root)) == ["a/r1", "a/s-000"]
+    assert names(registry.find_runs("b/r1", root)) == ["b/r1"]
+    assert names(registry.find_runs("s", root)) == ["a/s-000"]  # s-001 was never created
+    assert names(registry.find_runs("a/s", root)) == ["a/s-000"]
+    with pytest.raises(UsageError, match="'nope' is not an experiment, run"):
+        registry.find_runs("nope", root)
+    with pytest.raises(UsageError, match="exists in several experiments"):
+        registry.find_run("r1", root)
+    assert registry.find_run("s-000", root).reference == "a/s-000"
+
+
+def test_the_last_step_comes_from_the_end_of_the_metrics_file(tmp_path):
+    run_dir = make_run(tmp_path, "e", "r", steps=500)
+    with open(run_dir / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"step": 501, "data": {"x": ')  # the trainer is writing this line
+    assert registry.last_step(run_dir) == 500
+    train.keep_earlier_metrics(run_dir)  # what a requeued run does before verl truncates the file
+    assert not (run_dir / "metrics.jsonl").exists()
+    assert registry.last_step(run_dir) == 500
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 501, "data": {"x": 1.0}}) + "\n")
+    assert registry.last_step(run_dir) == 501
+
+
+def test_a_requeued_runs_report_keeps_the_steps_before_the_requeue(tmp_path):
+    from fipo_cli.report.data import read_metrics
+
+    run_dir = make_run(tmp_path, "e", "r", steps=4)
+    train.keep_earlier_metrics(run_dir)
+    # verl resumes from the step-3 checkpoint and logs step 4 again, then 5.
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": step, "data": {"response_length/mean": 1000.0 + step}}) + "\n" for step in (4, 5)))
+    series = read_metrics(run_dir / "metrics.jsonl")["response_length/mean"]
+    assert series == {1: 10.0, 2: 20.0, 3: 30.0, 4: 1004.0, 5: 1005.0}
+
+
+def fipo(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_status_lists_runs_with_job_state_elapsed_step_and_wandb(root):
+    (root / "b" / "runs" / "broken").mkdir()
+    (root / "b" / "runs" / "broken" / "status.json").write_text("{not json")
+    rows = json.loads(fipo(root.parent, "status", "--json").stdout)
+    by_run = {f"{row['experiment']}/{row['run']}": row for row in rows}
+    assert by_run["a/r1"]["elapsed_s"] == 5405 and by_run["a/r1"]["last_step"] == 3
+    assert by_run["a/s-000"]["job_id"] == "12_0" and by_run["a/s-000"]["exit_code"] == 3
+    assert by_run["b/broken"]["state"] == "unreadable" and "status.json" in by_run["b/broken"]["problem"]
+    table = fipo(root.parent, "status", "a").stdout.splitlines()
+    assert table[0].split() == ["RUN", "JOB", "STATE", "ELAPSED", "STEP", "W&B"]
+    assert table[1].split() == ["a/r1", "11", "succeeded", "01:30:05", "3", "https://wandb.ai/me/fipo/runs/a-r1"]
+    assert table[2].split()[:4] == ["a/s-000", "12_0", "failed", "(3)"]
+    assert table[-1] == "2 runs, 1 failed, 1 succeeded"
+
+
+def test_status_of_an_unknown_target_exits_2(root):
+    result = fipo(root.parent, "status", "nope")
+    assert result.returncode == 2 and "'nope' is not an experiment, run (EXP/RUN) or sweep" in result.stderr
+
+
+def test_logs_print_the_trainer_log_and_say_when_there_is_none(root):
+    (root / "a" / "runs" / "r1" / "train.log").write_text("step 1\nstep 2\n")
+    assert fipo(root.parent, "logs", "a/r1").stdout == "step 1\nstep 2\n"
+    missing = fipo(root.parent, "logs", "b/r1")
+    assert missing.returncode == 0 and "b/r1 is cancelled" in missing.stderr and "does not exist" in missing.stderr
+    no_job_log = fipo(root.parent, "logs", "b/r1", "--job")
+    assert no_job_log.returncode == 2 and "has no SLURM job log" in no_job_log.stderr
