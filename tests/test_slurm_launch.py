@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,9 @@ def project(tmp_path: Path) -> Path:
     """
     root = tmp_path / "it's $HOME `x`"
     root.mkdir()
+    # A token left by an earlier local ray.init (HOME is the project): it must not break the job's Ray.
+    (root / ".ray").mkdir()
+    (root / ".ray" / "auth_token").write_text(secrets.token_hex(32))
     assert fipo(root, "init", "smoke", "--model", "qwen2.5-0.5b").returncode == 0
     (root / "stand_in.py").write_text(STAND_IN)
     config_file = root / "experiments" / "smoke" / "fipo.yaml"
