@@ -1,4 +1,4 @@
-"""Training runs: the plan of one run (pure), and carrying it out with the local launcher.
+"""Training runs: the plan of one run (pure), and carrying it out locally or as a SLURM job.
 
 A run lives in ``experiments/EXP/runs/RUN/``:
 
@@ -7,9 +7,15 @@ A run lives in ``experiments/EXP/runs/RUN/``:
     env.json        the variables fipo sets and the relevant inherited ones, secrets masked
     train.log       everything the trainer printed
     metrics.jsonl   verl's file logger (VERL_FILE_LOGGER_PATH): one {"step", "data"} per line
+    metrics.earlier.jsonl   the steps of earlier attempts (before a resume or requeue)
     tracking_config.json   the resolved config and the verl overrides, for W&B's run config
     checkpoints/    verl's checkpoints (trainer.default_local_dir); --resume continues from here
+    job.sbatch      with the slurm launcher: the batch script, and slurm-JOB.out its log
     status.json     the run's state, written atomically
+
+Both launchers run the trainer through :func:`execute_run`: the local one in this process,
+the slurm one inside the job (``fipo_cli.launch.task``), after the batch script has started
+Ray on the job's nodes.
 """
 
 from __future__ import annotations
