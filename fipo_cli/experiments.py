@@ -85,6 +85,34 @@ def find_runs_dir(reference: str, root: Path = EXPERIMENTS_DIR) -> Path:
         raise
 
 
+def run_names(runs_dir: Path) -> list[str]:
+    """The runs in a ``runs/`` directory, sorted; empty when it does not exist."""
+    return sorted(path.name for path in runs_dir.iterdir() if path.is_dir()) if runs_dir.is_dir() else []
+
+
+def find_run(reference: str, root: Path = EXPERIMENTS_DIR, *, label: str = "") -> Path:
+    """The run directory named by ``EXP/RUN``: ``EXP`` as :func:`find_runs_dir` finds it (a name under
+    ``root``, a path or a recipe's runs), ``RUN`` a directory in its ``runs/``.
+
+    ``label`` starts the messages (``"--run "``), naming the option the reference came from.
+    """
+    experiment_reference, _, run_name = reference.rstrip("/").rpartition("/")
+    if not experiment_reference or not run_name:
+        raise UsageError(
+            f"{label}{reference!r}: expected EXP/RUN",
+            hint=f"for example {label}fipo-32b/20261122-013000 (runs are kept in experiments/EXP/runs/)",
+        )
+    runs_dir = find_runs_dir(experiment_reference, root)
+    run_dir = runs_dir / run_name
+    if not run_dir.is_dir():
+        runs = run_names(runs_dir)
+        raise UsageError(
+            f"{label}{reference!r}: no run {run_name!r} in {runs_dir}",
+            hint=f"runs of this experiment: {', '.join(runs)}" if runs else "this experiment has no runs yet",
+        )
+    return run_dir
+
+
 def recipe_experiment_dir(model: str, algorithm: str, root: Path = EXPERIMENTS_DIR) -> ExperimentDir:
     """Where runs trained straight from a recipe (``fipo train --model M``) are kept."""
     recipe = recipes.recipe_path(model, algorithm)

@@ -10,14 +10,14 @@ from typing import BinaryIO
 from fipo_cli.errors import UsageError
 from fipo_cli.registry import RunEntry
 from fipo_cli.runs import FINAL_STATES, read_status
+from fipo_cli.train import LOG_FILE
 
-TRAINER_LOG = "train.log"
 _POLL_S = 0.5
 
 
 def log_path(entry: RunEntry, job_log: bool) -> Path:
     if not job_log:
-        return entry.run_dir / TRAINER_LOG
+        return entry.run_dir / LOG_FILE
     if entry.status is None or not entry.status.scheduler_log:
         raise UsageError(f"{entry.reference} has no SLURM job log (launcher: "
                          f"{entry.status.launcher if entry.status else 'unknown'})", hint="drop --job")

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fipo_cli.errors import FipoError, UsageError
+from fipo_cli import experiments
 from fipo_cli.experiments import EXPERIMENTS_DIR, RUNS_DIR
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, read_status, utc_now, write_status
 from fipo_cli.train import EARLIER_METRICS_FILE, METRICS_FILE
@@ -106,14 +107,14 @@ def _sweep_runs(experiment_dir: Path, sweep: str) -> list[RunEntry]:
 def find_run(reference: str, root: Path = EXPERIMENTS_DIR) -> RunEntry:
     """One run: ``EXP/RUN``, or a run name that only one experiment has."""
     root = Path(root)
-    experiment, _, name = reference.rpartition("/")
-    candidates = [root / experiment / RUNS_DIR / name] if experiment else sorted(root.glob(f"*/{RUNS_DIR}/{name}"))
-    found = [path for path in candidates if (path / STATUS_FILE).is_file()]
+    if "/" in reference.rstrip("/"):
+        return run_entry(experiments.find_run(reference, root))
+    found = sorted(path.parent for path in root.glob(f"*/{RUNS_DIR}/{reference}/{STATUS_FILE}"))
     if len(found) == 1:
         return run_entry(found[0])
     if found:
         raise UsageError(f"run {reference!r} exists in several experiments",
-                         hint="name it as EXP/RUN: " + ", ".join(f"{p.parent.parent.name}/{name}" for p in found))
+                         hint="name it as EXP/RUN: " + ", ".join(f"{p.parent.parent.name}/{reference}" for p in found))
     raise UsageError(f"no run {reference!r} under {root}", hint="list runs with `fipo status`")
 
 

@@ -146,22 +146,23 @@ def _status_problem(data: Any) -> str | None:
     return None
 
 
-def new_run_name(runs_dir: Path, now: datetime | None = None) -> str:
+def new_run_name(runs_dir: Path, now: datetime | None = None, *, prefix: str = "", extension: str = "") -> str:
     """A name for a new run in ``runs_dir``: its start time in UTC, ``20261122-013000``.
 
     Names sort by time (UTC, so runs started from different time zones sort together), are
     safe as file names and SLURM job names, and are unique in ``runs_dir``: ``-2``, ``-3``, …
     is appended when the name is taken. A naive ``now`` is taken as local time. Two processes
     can still pick the same name at the same moment; :func:`create_run_dir` claims one safely.
+    Other time-named files use ``prefix`` and ``extension`` (``eval-20261122-013000.sbatch``).
     """
-    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_RUN_NAME_FORMAT)
+    stamp = prefix + (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_RUN_NAME_FORMAT)
     runs_dir = Path(runs_dir)
     name = stamp
     suffix = 2
-    while (runs_dir / name).exists():
+    while (runs_dir / f"{name}{extension}").exists():
         name = f"{stamp}-{suffix}"
         suffix += 1
-    return name
+    return f"{name}{extension}"
 
 
 def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:

@@ -24,7 +24,7 @@ from fipo_cli.config import SAFE_NAME, TIME_LIMIT
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.launch import slurm
-from fipo_cli.runs import FINAL_STATES, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
+from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
 
 MANIFEST = "sweep.json"
 LOGS_DIR = "logs"
@@ -168,7 +168,7 @@ def _check_one_shape(runs: Sequence[SweepRun]) -> None:
 
 def _decide(runs: Sequence[SweepRun], retry_failed: bool) -> list[SweepRun]:
     """Submit what never reached SLURM; skip what is queued, running or done; failed ones on request."""
-    existing = [registry.run_entry(run.plan.run_dir) for run in runs if (run.plan.run_dir / "status.json").is_file()]
+    existing = [registry.run_entry(run.plan.run_dir) for run in runs if (run.plan.run_dir / STATUS_FILE).is_file()]
     registry.refresh(existing)
     states = {entry.name: entry.state for entry in existing}
     decided = []
@@ -243,7 +243,7 @@ def _create_runs(plan: SweepPlan, launcher: str, inherited: Mapping[str, str]) -
     for run in plan.to_submit:
         run.plan.run_dir.mkdir(parents=True, exist_ok=True)
         train.record_run(run.plan, inherited)
-        previous = read_status(run.plan.run_dir) if (run.plan.run_dir / "status.json").is_file() else None
+        previous = read_status(run.plan.run_dir) if (run.plan.run_dir / STATUS_FILE).is_file() else None
         write_status(run.plan.run_dir, RunStatus(
             state="created", launcher=launcher, sweep=plan.name,
             created_at=previous.created_at if previous else utc_now(),

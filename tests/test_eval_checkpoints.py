@@ -25,7 +25,8 @@ import pytest
 import wandb_records
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.eval import checkpoints
-from fipo_cli.eval.checkpoints import checkpoint_steps, find_run, hf_model_for, run_max_tokens, select_steps
+from fipo_cli.eval.checkpoints import checkpoint_steps, hf_model_for, run_max_tokens, select_steps
+from fipo_cli.experiments import find_run
 from fipo_cli.experiments import init_experiment
 
 WORLD_SIZE = 2

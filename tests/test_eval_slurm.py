@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fipo_run import run_fipo
 from slurm_env import require_slurm
 
 from fipo_cli.config import ClusterConfig
@@ -40,13 +41,11 @@ def bash_n(script: str) -> None:
 
 
 def fipo(project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("FIPO_DEBUG",) and not k.startswith("WANDB_")}
-    env = {
-        **base, "HOME": str(project), "FIPO_CLUSTER_CONFIG": str(project / "no-such-profile.yaml"),
-        "WANDB_API_KEY": SECRET, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-    }
-    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], check=False, cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return run_fipo(
+        project, *args, timeout=timeout, unset=("WANDB_*",),
+        FIPO_CLUSTER_CONFIG=str(project / "no-such-profile.yaml"), WANDB_API_KEY=SECRET, WANDB_MODE="disabled",
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    )
 
 
 # ----------------------------------------------------------------------------- the script, no SLURM needed

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fipo_run import run_fipo
 
 from fipo_cli import registry, train
 from fipo_cli.errors import UsageError
@@ -79,9 +78,7 @@ def test_a_requeued_runs_report_keeps_the_steps_before_the_requeue(tmp_path):
 
 
 def fipo(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return run_fipo(cwd, *args, timeout=60, NO_COLOR="1")
 
 
 def test_status_lists_runs_with_job_state_elapsed_step_and_wandb(root):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fipo_run import run_fipo
 
 pytest.importorskip("matplotlib")  # the `report` extra
 
@@ -32,9 +31,7 @@ EXPECTED_CHARTS = ["length_percentiles", "accuracy_vs_length_aime24", "eval_aime
 
 
 def fipo(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "FIPO_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "report", *args], cwd=project, capture_output=True,
-                          text=True, timeout=300, env={**base, "HOME": str(project), **env})
+    return run_fipo(project, "report", *args, unset=("WANDB_*",), **env)
 
 
 def make_run(project: Path, experiment: str, run: str, *, algo: str = "fipo", gamma: float | None = None,

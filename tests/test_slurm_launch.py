@@ -10,7 +10,6 @@ exits with a code chosen by the test.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fipo_run import run_fipo
 from slurm_env import require_slurm
 
 pytestmark = pytest.mark.slurm
@@ -47,12 +47,7 @@ STAND_IN = textwrap.dedent(
 
 
 def fipo(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
-    return subprocess.run(
-        [sys.executable, "-m", "fipo_cli", *args],
-        cwd=project, capture_output=True, text=True, timeout=120,
-        env={**base, "HOME": str(project), "WANDB_MODE": "offline", **env},
-    )
+    return run_fipo(project, *args, timeout=120, **{"WANDB_MODE": "offline", **env})
 
 
 def slurm_state(job_id: str) -> str:

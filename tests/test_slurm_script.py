@@ -6,13 +6,13 @@ The scripts run for real in test_slurm_launch.py; here they are checked as text 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fipo_run import run_fipo
 
 from fipo_cli import config
 from fipo_cli.errors import ConfigError, UsageError
@@ -58,12 +58,10 @@ def test_sbatch_lines_carry_the_cluster_profile_and_refuse_what_sbatch_cannot_re
 
 def test_no_secret_value_reaches_the_script_or_the_run_directory(tmp_path):
     secret = "wandb-secret-value-123"
-    env = {k: v for k, v in os.environ.items() if k != "FIPO_DEBUG"}
-    env.update(HOME=str(tmp_path), WANDB_API_KEY=secret, HF_TOKEN=secret, FIPO_CLUSTER_CONFIG=str(tmp_path / "none"))
 
     def fipo(*args):
-        return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=120)
+        return run_fipo(tmp_path, *args, timeout=120, WANDB_API_KEY=secret, HF_TOKEN=secret,
+                        FIPO_CLUSTER_CONFIG=str(tmp_path / "none"))
 
     assert fipo("init", "exp", "--model", "qwen2.5-32b").returncode == 0
     result = fipo("train", "exp", "--launcher", "slurm", "--dry-run", "--json")

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fipo_run import run_fipo
 
 from fipo_cli import sweep
 
 
 def fipo(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=project, capture_output=True, text=True,
-                          timeout=120, env={**env, "HOME": str(project)})
+    return run_fipo(project, *args, timeout=120)
 
 
 @pytest.fixture(scope="module")

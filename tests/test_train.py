@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fipo_run import run_fipo
 
 STAND_IN = textwrap.dedent(
     """
@@ -39,11 +40,7 @@ STAND_IN = textwrap.dedent(
 
 
 def fipo(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "CUDA_VISIBLE_DEVICES", "FIPO_DEBUG")}
-    return subprocess.run(
-        [sys.executable, "-m", "fipo_cli", *args],
-        cwd=project, capture_output=True, text=True, timeout=300, env={**base, "HOME": str(project), **env},
-    )
+    return run_fipo(project, *args, unset=("CUDA_VISIBLE_DEVICES",), **env)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fipo_cli import config, experiments
+from fipo_cli import config
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.train import CHECKPOINT_DIR, CONFIG_FILE
 
@@ -47,26 +47,6 @@ FSDP_CONFIG = "fsdp_config.json"
 #: tokenizer only, or verl's full model when ``hf_model`` is among its ``save_contents``).
 MERGED_DIR = "huggingface_merged"
 MERGER_TAIL_LINES = 20
-
-
-def find_run(reference: str, root: Path = experiments.EXPERIMENTS_DIR) -> Path:
-    """The run directory named by ``EXP/RUN``: ``EXP`` as :func:`fipo_cli.experiments.find_experiment`
-    finds it (a name under ``root`` or a path), ``RUN`` a directory in its ``runs/``."""
-    experiment_reference, _, run_name = reference.rstrip("/").rpartition("/")
-    if not experiment_reference or not run_name:
-        raise UsageError(
-            f"--run {reference!r}: expected EXP/RUN",
-            hint="for example --run fipo-32b/20261122-013000 (runs are kept in experiments/EXP/runs/)",
-        )
-    runs_dir = experiments.find_runs_dir(experiment_reference, root)
-    run_dir = runs_dir / run_name
-    if not run_dir.is_dir():
-        runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-        raise UsageError(
-            f"--run {reference!r}: no run {run_name!r} in {runs_dir}",
-            hint=f"runs of this experiment: {', '.join(runs)}" if runs else "this experiment has no runs yet",
-        )
-    return run_dir
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

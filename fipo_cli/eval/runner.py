@@ -111,8 +111,9 @@ def evaluate_checkpoints(
     also writes ``curve.json``. Returns whether every W&B log succeeded.
     """
     from fipo_cli.eval import checkpoints, tracking
+    from fipo_cli.experiments import find_run
 
-    run_dir = checkpoints.find_run(run)
+    run_dir = find_run(run, label="--run ")
     base = out or run_dir / "eval" / problems.name
     curve = []
     logged = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from fipo_cli import config
@@ -25,7 +25,6 @@ from fipo_cli.errors import ConfigError, UsageError
 JOB_LOG = "slurm-%j.out"
 SCRIPT_PREFIX = "eval-"
 SCRIPT_SUFFIX = ".sbatch"
-_STAMP = "%Y%m%d-%H%M%S"
 
 
 @dataclass(frozen=True)
@@ -207,9 +206,10 @@ def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig
     if options.run is None:
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN")
     from fipo_cli.eval import checkpoints
+    from fipo_cli.experiments import find_run
     from fipo_cli.train import CONFIG_FILE
 
-    run_dir = checkpoints.find_run(options.run)
+    run_dir = find_run(options.run, label="--run ")
     steps = checkpoints.select_steps(run_dir, options.step)  # no checkpoint: the same error as a local run
     directory = out or run_dir / "eval" / source.name
     config_file = run_dir / CONFIG_FILE
@@ -226,13 +226,9 @@ def plan(options: EvalOptions, out: Path | None) -> EvalJob:
 
 def script_path(directory: Path, now: datetime | None = None) -> Path:
     """``DIR/eval-<UTC time>.sbatch``, with ``-2``, ``-3``, … when that name is taken."""
-    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_STAMP)
-    path = Path(directory) / f"{SCRIPT_PREFIX}{stamp}{SCRIPT_SUFFIX}"
-    suffix = 2
-    while path.exists():
-        path = Path(directory) / f"{SCRIPT_PREFIX}{stamp}-{suffix}{SCRIPT_SUFFIX}"
-        suffix += 1
-    return path
+    from fipo_cli.runs import new_run_name
+
+    return Path(directory) / new_run_name(Path(directory), now, prefix=SCRIPT_PREFIX, extension=SCRIPT_SUFFIX)
 
 
 def submit(job: EvalJob, now: datetime | None = None) -> tuple[str, Path]:

@@ -83,19 +83,29 @@ def _environment():
     return env
 
 
+def _render(template: str, *, job_name: str, cluster: ClusterConfig, output: Path, workdir: Path | None,
+            **context: object) -> str:
+    """A job template with what every job has (``slurm/_job_options.j2``); paths made absolute,
+    since the job's working directory may differ."""
+    return _environment().get_template(template).render(
+        fipo_version=__version__,
+        forwarded_secrets=sorted(SECRET_NAMES),
+        job_name=job_name,
+        cluster=cluster,
+        output=Path(output).absolute(),
+        workdir=(workdir or Path.cwd()).absolute(),
+        **context,
+    )
+
+
 def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = None) -> str:
-    """The batch script of ``job``; paths are made absolute (the job's working directory may differ)."""
+    """The batch script of ``job``."""
     python = python or sys.executable
     ray = Path(python).with_name("ray")
-    return _environment().get_template(TRAIN_TEMPLATE).render(
-        fipo_version=__version__,
+    return _render(
+        TRAIN_TEMPLATE, job_name=job.job_name, cluster=job.cluster, output=job.output, workdir=workdir,
         description=job.description,
         command=job.command,
-        forwarded_secrets=sorted(SECRET_NAMES),
-        job_name=job.job_name,
-        cluster=job.cluster,
-        output=Path(job.output).absolute(),
-        workdir=(workdir or Path.cwd()).absolute(),
         array=job.array,
         max_parallel=job.max_parallel,
         run_dirs=[Path(run_dir).absolute() for run_dir in job.run_dirs],
@@ -107,16 +117,8 @@ def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = N
 def render_eval(*, job_name: str, cluster: ClusterConfig, gpus: int, output: Path, argv: Sequence[str],
                 workdir: Path | None = None) -> str:
     """The batch script of ``fipo eval`` on one node: ``argv`` is the command to run there."""
-    return _environment().get_template(EVAL_TEMPLATE).render(
-        fipo_version=__version__,
-        job_name=job_name,
-        cluster=cluster,
-        gpus=gpus,
-        output=Path(output).absolute(),
-        workdir=(workdir or Path.cwd()).absolute(),
-        forwarded_secrets=sorted(SECRET_NAMES),
-        argv=list(argv),
-    )
+    return _render(EVAL_TEMPLATE, job_name=job_name, cluster=cluster, output=output, workdir=workdir,
+                   gpus=gpus, argv=list(argv))
 
 
 def check_syntax(script: str) -> None:

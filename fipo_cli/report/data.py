@@ -128,30 +128,17 @@ def _resolve_one(reference: str, root: Path) -> list[tuple[Path, bool]]:
     try:
         runs_dir = experiments.find_runs_dir(reference, root)
     except UsageError as not_an_experiment:
-        experiment_reference, _, run_name = reference.rstrip("/").rpartition("/")
-        if not experiment_reference:
+        if "/" not in reference.rstrip("/"):
             raise UsageError(
                 f"{reference!r} is neither an experiment nor a run (EXP/RUN): {not_an_experiment.message}",
                 hint=not_an_experiment.hint,
             ) from None
-        runs_dir = experiments.find_runs_dir(experiment_reference, root)
-        run_dir = runs_dir / run_name
-        if not run_dir.is_dir():
-            runs = _run_names(runs_dir)
-            raise UsageError(
-                f"{reference!r}: no run {run_name!r} in {runs_dir}",
-                hint=f"runs of this experiment: {', '.join(runs)}" if runs else "this experiment has no runs yet",
-            ) from None
-        return [(run_dir, True)]
-    runs = _run_names(runs_dir)
+        return [(experiments.find_run(reference, root), True)]
+    runs = experiments.run_names(runs_dir)
     if not runs:
         raise UsageError(f"experiment {reference!r} has no runs ({runs_dir} is empty)",
                          hint=f"train one with `fipo train {reference}`")
     return [(runs_dir / name, False) for name in runs]
-
-
-def _run_names(runs_dir: Path) -> list[str]:
-    return sorted(path.name for path in runs_dir.iterdir() if path.is_dir()) if runs_dir.is_dir() else []
 
 
 def load_run(run_dir: Path, *, from_wandb: bool = False) -> RunData:
