@@ -292,7 +292,7 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     write_status(plan.run_dir, status)
     keep_earlier_metrics(plan.run_dir)
     exit_code = run_local(plan.command, env={**inherited, **plan.env}, log_path=plan.run_dir / LOG_FILE)
-    if status.launcher == "slurm" and exit_code in INTERRUPTED:
+    if status.launcher == "slurm" and exit_code > 128:  # stopped by a signal: SLURM records why
         return exit_code
     status.state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
     status.exit_code = exit_code
