@@ -155,7 +155,6 @@ def _json_lines(path: Path, text: str) -> list[Any]:
 def _hub_records(hub_id: str, option: str) -> Iterator[dict[str, Any]]:
     """The rows of the ``train`` split (or the only split) of a Hub dataset, cached the usual way."""
     import datasets
-    import httpx
 
     offline = datasets.config.HF_HUB_OFFLINE
     hint = (
@@ -167,7 +166,7 @@ def _hub_records(hub_id: str, option: str) -> Iterator[dict[str, Any]]:
         _require_hub(hub_id, hint + "; if it is in the Hugging Face cache already, set HF_HUB_OFFLINE=1")
     try:
         splits = datasets.load_dataset(hub_id)
-    except (OSError, httpx.HTTPError) as error:
+    except (OSError, *_http_errors()) as error:
         where = "the Hugging Face cache (offline mode is on)" if offline else "the Hugging Face Hub"
         raise FipoError(f"cannot load {hub_id!r} from {where}: {error}", hint=hint) from error
     if "train" in splits:
@@ -180,14 +179,27 @@ def _hub_records(hub_id: str, option: str) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
+def _http_errors() -> tuple[type[Exception], ...]:
+    """The HTTP errors the Hub client can raise: huggingface_hub 1.x speaks through httpx, 2.x through
+    httpx2 (transformers 5.16+, the vLLM CPU environment, brings 2.x)."""
+    import importlib
+
+    errors = []
+    for client in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(client).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
 def _require_hub(hub_id: str, hint: str) -> None:
     import datasets
-    import httpx
     from huggingface_hub import get_session
 
     try:
         get_session().head(datasets.config.HF_ENDPOINT, timeout=10)
-    except httpx.HTTPError as error:
+    except _http_errors() as error:
         raise FipoError(
             f"cannot reach the Hugging Face Hub at {datasets.config.HF_ENDPOINT} to download {hub_id!r}: {error}",
             hint=hint,

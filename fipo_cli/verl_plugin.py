@@ -31,6 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+if os.environ.get("VERL_PLATFORM") == "cpu":
+    # First, before any verl module can ask verl for its platform.
+    from fipo_cli import verl_cpu
+
+    verl_cpu.install()
+
 import torch
 from verl.trainer.ppo import metric_utils
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss

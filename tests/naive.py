@@ -36,7 +36,7 @@ def naive_fipo_loss(old, new, adv, mask, *, gamma, low, high, clipped, safety, e
     fkl = naive_future_kl(delta.detach(), participates, gamma)
     f = torch.exp(fkl)
     f = f.clamp(min=low, max=high) if clipped else f.clamp(max=10.0)
-    f = torch.where((adv < 0) & (r.detach() > safety), f.clamp(max=1.0), f)  # safety cap
+    f = torch.where((adv < 0) & (r.detach() > safety), f.clamp(0.8, 1.0), f)  # safety: into [0.8, 1.0]
     a = adv * f  # Ã = Â·f, f is a constant
     pg1 = -a * r
     pg2 = -a * r.clamp(1 - eps_low, 1 + eps_high)

@@ -14,6 +14,7 @@ import torch
 
 from fipo_cli.loss.future_kl import future_kl, indicator_positive_, influence_weights
 from fipo_cli.loss.knobs import FutureKLSettings
+from fipo_cli.loss.masked_stats import MaskedStats, ratio_distribution
 
 #: Δlogp is clamped to this range before exp(), as verl's own losses do.
 LOG_RATIO_LIMIT = 20.0
@@ -42,41 +43,6 @@ class FipoLossTerms:
     metrics: dict[str, torch.Tensor]
 
 
-class _MaskedStats:
-    """Means, fractions and extremes over the valid tokens.
-
-    Every temporary goes through one scratch buffer: on CPU a fresh (B, L) tensor costs
-    more than the arithmetic done in it.
-    """
-
-    def __init__(self, maskf: torch.Tensor) -> None:
-        self.maskf = maskf
-        self.flat_mask = maskf.reshape(-1)
-        self.denominator = self.flat_mask.sum() + 1e-8  # verl_F.masked_mean's denominator
-        self.scratch = torch.empty_like(maskf)
-
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.dot(values.reshape(-1), self.flat_mask) / self.denominator
-
-    def positive(self, left: torch.Tensor | float, right: torch.Tensor | float) -> torch.Tensor:
-        """The scratch buffer holding 1.0 where left − right > 0, else 0.0 (valid until the next call)."""
-        if isinstance(left, torch.Tensor):
-            torch.sub(left, right, out=self.scratch)
-        else:  # a bound minus a tensor
-            torch.sub(right, left, out=self.scratch).neg_()
-        return indicator_positive_(self.scratch)
-
-    def fraction_greater(self, left: torch.Tensor | float, right: torch.Tensor | float) -> torch.Tensor:
-        """Fraction of valid tokens where left > right."""
-        return self.mean(self.positive(left, right))
-
-    def extremes(self, values: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The valid mean lies within [min, max], so it can fill the invalid slots; (0, 0) if none.
-        torch.sub(values, mean, out=self.scratch).mul_(self.maskf).add_(mean)
-        low, high = torch.aminmax(self.scratch)
-        return low, high
-
-
 def fipo_loss_terms(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -98,15 +64,31 @@ def fipo_loss_terms(
         rollout_is_weights: optional (B, L) rollout-correction weights, multiplied into
             the per-token loss as verl's vanilla loss does.
 
-    Everything is computed in float32 whatever the input dtype.
+    Everything is computed in float32 whatever the input dtype, with autocast off: verl calls
+    the loss inside ``torch.autocast(bf16)``, which would run the Future-KL matmul in bf16.
     """
-    # Masks are 0/1 floats built in place: see indicator_positive_ for why.
-    maskf = response_mask.float()
+    with torch.autocast(device_type=log_prob.device.type, enabled=False):
+        return _fipo_loss_terms(old_log_prob, log_prob, advantages, response_mask, settings, clip, rollout_is_weights)
+
+
+def _fipo_loss_terms(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    settings: FutureKLSettings,
+    clip: PPOClip,
+    rollout_is_weights: torch.Tensor | None,
+) -> FipoLossTerms:
+    valid = response_mask.bool()
+    stats = MaskedStats(valid)
+    maskf = stats.maskf
     delta = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = torch.exp(delta)
     adv = advantages.float()
 
     with torch.no_grad():
+        # Masks are 0/1 floats built in place: see indicator_positive_ for why.
         # M_t = 1 if r_t ≤ c, i.e. unless Δlogp_t > log c.
         participates = indicator_positive_(delta - math.log(clip.dual)).neg_().add_(1.0).mul_(maskf)
         fkl = future_kl(delta, participates, settings)
@@ -125,7 +107,6 @@ def fipo_loss_terms(
         per_token_loss = per_token_loss * rollout_is_weights
 
     with torch.no_grad():
-        stats = _MaskedStats(maskf)
         # The dual clip fires where Â < 0 and r > c.
         dual_clipped = stats.positive(ratio, clip.dual).mul_(negative).mul_(maskf)
         dual_clip_fraction = dual_clipped.sum() / stats.denominator
@@ -134,25 +115,24 @@ def fipo_loss_terms(
         # PPO's clip is active where −Ã·clip(r) > −Ã·r, i.e. Ã·(r − clip(r)) > 0.
         clipped_ratio = torch.clamp(ratio, 1.0 - clip.low, 1.0 + clip.high, out=stats.scratch)
         ppo_clip_fraction = stats.mean(indicator_positive_(clipped_ratio.sub_(ratio).mul_(neg_weighted_adv)))
-        weight_mean, raw_weight_mean = stats.mean(weight), stats.mean(raw_weight)
-        weight_min, weight_max = stats.extremes(weight, weight_mean)
-        raw_weight_min, raw_weight_max = stats.extremes(raw_weight, raw_weight_mean)
+        weight_min, weight_max = stats.extremes(weight)
+        raw_weight_min, raw_weight_max = stats.extremes(raw_weight)
         answered = maskf.sum(dim=-1) > 0
         metrics = {
             "actor/pg_clipfrac": ppo_clip_fraction,
             "actor/ppo_kl": -stats.mean(delta),
             "actor/pg_clipfrac_lower": dual_clip_fraction,
-            "actor/fipo_influence_weight_mean": weight_mean,
+            "actor/fipo_influence_weight_mean": stats.mean(weight),
             "actor/fipo_influence_weight_min": weight_min,
             "actor/fipo_influence_weight_max": weight_max,
-            "actor/fipo_influence_weight_raw_mean": raw_weight_mean,
+            "actor/fipo_influence_weight_raw_mean": stats.mean(raw_weight),
             "actor/fipo_influence_weight_raw_min": raw_weight_min,
             "actor/fipo_influence_weight_raw_max": raw_weight_max,
-            # weight ≥ bound − 1e-7 ⇔ not (bound − 1e-7 > weight); alike for the lower bound
-            "actor/fipo_clipfrac_upper": 1.0 - stats.fraction_greater(settings.clip_high - 1e-7, weight),
-            "actor/fipo_clipfrac_lower": 1.0 - stats.fraction_greater(weight, settings.clip_low + 1e-7),
+            "actor/fipo_clipfrac_upper": stats.fraction_at_least(weight, settings.clip_high - 1e-7),
+            "actor/fipo_clipfrac_lower": stats.fraction_at_most(weight, settings.clip_low + 1e-7),
             "actor/fipo_future_kl_mean": stats.mean(fkl),
             "actor/fipo_dropped_seq_frac": (dropped & answered).sum() / answered.sum().clamp(min=1),
+            **{f"actor/fipo_{name}": value for name, value in ratio_distribution(ratio.detach(), valid, adv).items()},
         }
     return FipoLossTerms(per_token_loss=per_token_loss, loss_mask=loss_mask, metrics=metrics)
 

@@ -25,6 +25,10 @@ from fipo_cli.loss.knobs import FutureKLSettings
 #: three levels (32 768 → 512 → 8 block sums).
 BLOCK = 64
 
+#: Where Â < 0 and r > safety_thresh, the official loss clamps the weight into this range,
+#: after the bounds: it lowers weights above 1 and raises those below 0.8 (FIPO.md §1, Safety).
+SAFETY_LOW, SAFETY_HIGH = 0.8, 1.0
+
 #: exp() of a Future-KL above this saturates; only the raw-weight metrics can see it,
 #: since every clipped weight is ≤ 10.
 MAX_LOG_WEIGHT = 20.0
@@ -148,7 +152,7 @@ def influence_weights(
     ratio: torch.Tensor,
     settings: FutureKLSettings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Influence weights f_t, raw and clipped, with the safety cap.
+    """Influence weights f_t, raw and clipped, with the safety clamp.
 
     Args:
         future_kl_values: (B, L) float32 FutureKL.
@@ -158,13 +162,17 @@ def influence_weights(
 
     Returns:
         ``(raw, clipped)``, both (B, L) float32 without gradient: raw = exp(FutureKL)
-        (saturating at e^20), clipped = clip(raw, lower, upper), then capped at 1 where
-        Â < 0 and r > safety_thresh.
+        (saturating at e^20); clipped = clip(raw, lower, upper), then, where Â < 0 and
+        r > safety_thresh, clamped into [SAFETY_LOW, SAFETY_HIGH] as the official loss does.
     """
     raw = future_kl_values.clamp(max=MAX_LOG_WEIGHT).exp_()
     unsafe = indicator_positive_(ratio - settings.safety_thresh).mul_(indicator_positive_(-advantages))
-    # The cap at 1 is a per-token upper bound (upper − (upper − cap)·unsafe); every bound is
-    # ≥ the lower one, so clipping at the lower bound and then at it gives clip(raw, lower, it).
-    cap = min(1.0, settings.clip_high)
-    upper = unsafe.mul_(cap - settings.clip_high).add_(settings.clip_high)
-    return raw, raw.clamp(min=settings.clip_low).clamp_(max=upper)
+    # clamp(clamp(x, lo, hi), a, b) = clamp(x, clamp(lo, a, b), clamp(hi, a, b)): on risky tokens the
+    # bounds become max(lo, 0.8) (lo ≤ 1 always) and 1.0 (hi ≥ 1 always).
+    safe_low = min(max(settings.clip_low, SAFETY_LOW), SAFETY_HIGH)
+    safe_high = min(max(settings.clip_high, SAFETY_LOW), SAFETY_HIGH)
+    weight = raw.clamp(min=settings.clip_low)
+    if safe_low > settings.clip_low:  # not for the paper's recipes (lo = 1.0 or 0.8): only then pay for it
+        torch.maximum(weight, unsafe * safe_low, out=weight)
+    upper = unsafe.mul_(safe_high - settings.clip_high).add_(settings.clip_high)
+    return raw, weight.clamp_(max=upper)

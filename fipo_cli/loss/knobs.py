@@ -12,20 +12,24 @@ fipo's names (used by recipes, ``fipo train`` aliases and sweeps)
                               at 1 (default 10.0)
 
 the official FIPO launcher's names (so its overrides run unchanged)
-    ``future_kl_clip_ratio``      r: with ``future_kl_clip_high_only`` true (the default when r is
-                                  given) f ∈ [1, 1 + r], i.e. ε_f,low = 0, ε_f,high = r; false gives
-                                  f ∈ [1 − r, 1 + r]; r = 0 switches influence clipping off
-                                  (f = min(exp(FutureKL), 10)). Cannot be combined with the
+    ``future_kl_clip_ratio``      r: f ∈ [1 − r, 1 + r], or [1, 1 + r] with ``future_kl_clip_high_only``
+                                  true, as in the official loss; r = 0 switches influence clipping
+                                  off (f = min(exp(FutureKL), 10)). Cannot be combined with the
                                   ``future_kl_clip_low/high`` pair.
     ``future_kl_clip_high_only``  see above; only meaningful together with ``future_kl_clip_ratio``
+    ``chunk_size``                block size of the paper's O(L²) chunked sum; accepted and
+                                  validated, unused (the recurrence here needs no chunks, and the
+                                  official loss's result does not depend on it either)
+
+fipo's extensions under the official launcher's names: the official loss accepts these three and
+ignores them; fipo gives them a meaning, and warns when one is set to anything but its default
+(:func:`extension_warnings`)
     ``future_kl_start``           ``include_current`` (default: the sum starts at token t) or
                                   ``exclude_current`` (it starts at t + 1, same discount γ^(k−t))
     ``future_kl_window``          −1 (default): no hard window; W ≥ 1: only the W tokens from the
                                   start position on are summed
     ``future_kl_average``         false (default); true divides the discounted sum by the
                                   discounted count of the tokens it summed (a discounted mean)
-    ``chunk_size``                block size of the paper's O(L²) chunked sum; accepted and
-                                  validated, unused (the recurrence here needs no chunks)
 """
 
 from __future__ import annotations
@@ -229,7 +233,7 @@ def _resolve_clip(problems: list[str], values: dict[str, Any]) -> tuple[float, f
             "use one vocabulary, not both"
         )
     r = _epsilon(problems, "future_kl_clip_ratio", ratio)
-    only_high = True if high_only is None else _boolean(problems, "future_kl_clip_high_only", high_only)
+    only_high = False if high_only is None else _boolean(problems, "future_kl_clip_high_only", high_only)
     if r is None:
         return 1.0, 1.0, True
     if r == 0.0:
@@ -245,6 +249,23 @@ def _epsilon(problems: list[str], name: str, value: Any) -> float | None:
         problems.append(f"{name}={value!r}: must be ≥ 0")
         return None
     return eps
+
+
+#: The knobs the official loss accepts and ignores, which fipo gives a meaning (see the module's doc).
+EXTENSIONS = ("future_kl_start", "future_kl_window", "future_kl_average")
+
+
+def extension_warnings(values: Mapping[str, Any]) -> list[str]:
+    """One warning per knob of :data:`EXTENSIONS` set to a value other than its default.
+
+    ``values`` uses canonical knob names; knobs it lacks are at their defaults.
+    """
+    return [
+        f"{name}={values[name]!r} changes fipo's loss, but the official FIPO loss ignores {name}: "
+        "results will differ from a run of the official code with the same settings"
+        for name in EXTENSIONS
+        if name in values and values[name] != KNOB_DEFAULTS[name]
+    ]
 
 
 def summary(settings: FutureKLSettings) -> dict[str, Any]:
