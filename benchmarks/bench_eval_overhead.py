@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +24,12 @@ from pathlib import Path
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from tiny_model import build_tiny_model  # noqa: E402
 
 from fipo_cli.eval import pipeline  # noqa: E402
 from fipo_cli.eval.engines import make_engine  # noqa: E402
 from fipo_cli.eval.engines.base import render_prompt, sample_seed  # noqa: E402
 from fipo_cli.eval.problems import load_benchmark  # noqa: E402
+from fipo_cli.tiny_model import build_tiny_model  # noqa: E402
 
 
 def main() -> None:

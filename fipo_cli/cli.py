@@ -61,6 +61,8 @@ def knobs(
     (alias eps_f_low, 0.0), future_kl_clip_high (alias eps_f_high, 0.2), safety_thresh (10.0).
     The official launcher's: future_kl_clip_ratio, future_kl_clip_high_only, future_kl_start
     (include_current | exclude_current), future_kl_window (-1 or ≥ 1), future_kl_average, chunk_size.
+    The official loss ignores future_kl_start, future_kl_window and future_kl_average; fipo's loss
+    does not, and warns when one of them is set to anything but its default.
     """
     from fipo_cli.loss import knobs as knob_rules
     from fipo_cli.overrides import parse_assignments
@@ -69,8 +71,12 @@ def knobs(
     values = knob_rules.canonical_assignments(parse_assignments(assignments or []))
     resolved = knob_rules.summary(knob_rules.resolve(values))
     overrides = policy_loss_overrides(values)
+    # On stderr also with --json: stdout stays one JSON object, and the user still sees them.
+    warnings = knob_rules.extension_warnings(values)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
-        typer.echo(json.dumps({"settings": resolved, "overrides": overrides}))
+        typer.echo(json.dumps({"settings": resolved, "overrides": overrides, "warnings": warnings}))
         return
     from rich.console import Console
     from rich.table import Table

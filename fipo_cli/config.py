@@ -21,11 +21,13 @@ from typing import Any, Literal
 
 import yaml
 
+from fipo_cli import local_assets
 from fipo_cli.errors import ConfigError, UsageError, unknown_key_problem
 from fipo_cli.loss import knobs
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$|^\d+$")
+REWARD_FUNCTION = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Short names accepted by ``fipo train``/``fipo sweep`` for the keys swept most.
 ALIASES: dict[str, str] = {
@@ -99,6 +101,13 @@ class AlgorithmConfig:
     overlong_buffer: bool = True
     overlong_buffer_len: int = field(default=4096, metadata=positive())
     overlong_penalty_factor: float = field(default=1.0, metadata=at_least(0.0))
+    # fipo's extensions of the Future-KL sum (the official loss ignores these; see `fipo knobs --help`).
+    future_kl_start: Literal["include_current", "exclude_current"] = "include_current"
+    future_kl_window: int = -1
+    future_kl_average: bool = False
+    reward_function: str | None = None
+    """``MODULE:FUNCTION`` or ``FILE.py:FUNCTION`` that verl's reward manager calls for a response's
+    score instead of its rule verifier; unset: verl's default (the "Answer:" verifier for DAPO's data)."""
 
     def fipo_knobs(self) -> dict[str, Any]:
         """The FIPO loss knobs in :mod:`fipo_cli.loss.knobs`' names."""
@@ -108,6 +117,9 @@ class AlgorithmConfig:
             "future_kl_clip_low": self.future_kl_clip_low,
             "future_kl_clip_high": self.future_kl_clip_high,
             "safety_thresh": self.safety_thresh,
+            "future_kl_start": self.future_kl_start,
+            "future_kl_window": self.future_kl_window,
+            "future_kl_average": self.future_kl_average,
         }
 
 
@@ -128,6 +140,9 @@ class RolloutConfig:
 
 @dataclass
 class TrainerConfig:
+    device: Literal["cuda", "cpu"] = "cuda"
+    """Where verl trains: ``cuda`` (GPUs), or ``cpu`` (no accelerator: gloo, vLLM's CPU build; tiny models).
+    On CPU, ``cluster.gpus_per_node`` counts the CPU worker processes per node."""
     mini_batch_size: int = field(default=32, metadata=positive())
     lr: float = field(default=1e-6, metadata=positive())
     lr_warmup_steps: int = field(default=10, metadata=at_least(0))
@@ -199,6 +214,10 @@ class Experiment:
     def max_tokens(self) -> int:
         """Prompt plus response: the launcher's token budget per GPU and per vLLM batch."""
         return self.data.max_prompt_length + self.data.max_response_length
+
+    def asset_paths(self) -> list[str]:
+        """Every model or data path the run reads (``builtin:`` ones are built before it starts)."""
+        return [self.model.path, *self.data.train_files, *self.data.val_files]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -355,6 +374,24 @@ def _cross_checks(experiment: Experiment, problems: _Problems) -> None:
             "trainer.mini_batch_size",
             f"trainer.mini_batch_size={trainer.mini_batch_size}: must divide data.train_batch_size "
             f"({data.train_batch_size})",
+        )
+    reward_function = algorithm.reward_function
+    if problems.clean("algorithm.reward_function") and reward_function is not None and not REWARD_FUNCTION.match(reward_function):
+        problems.add(
+            "algorithm.reward_function",
+            f"algorithm.reward_function={reward_function!r}: use MODULE:FUNCTION (e.g. fipo_cli.toy_task:compute_score) "
+            "or FILE.py:FUNCTION",
+        )
+    for key, paths in (("model.path", [experiment.model.path]), ("data.train_files", data.train_files),
+                       ("data.val_files", data.val_files)):
+        for path in paths:
+            builtin_problem = local_assets.problem(path)
+            if builtin_problem and problems.clean(key):
+                problems.add(key, f"{key}: {builtin_problem}")
+    if problems.clean("trainer.device", "rollout.engine") and trainer.device == "cpu" and experiment.rollout.engine != "vllm":
+        problems.add(
+            "rollout.engine",
+            f"rollout.engine={experiment.rollout.engine!r}: trainer.device cpu rolls out with vLLM's CPU build; set rollout.engine: vllm",
         )
     time_limit = experiment.cluster.time_limit
     if problems.clean("cluster.time_limit") and time_limit is not None and not TIME_LIMIT.match(time_limit):

@@ -202,7 +202,7 @@ def prepare(
     for (role, source), path, result in zip(planned, paths, converted):
         existed = path.exists()
         if not dry_run:
-            _write_parquet_atomically(path, result.rows)
+            write_parquet_atomically(path, [row.record() for row in result.rows])
         files.append(
             PreparedFile(
                 name=source.name,
@@ -333,12 +333,13 @@ def _ground_truth(value: Any) -> str | None:
     return text or None
 
 
-def _write_parquet_atomically(path: Path, rows: Sequence[_Row]) -> None:
+def write_parquet_atomically(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Write verl rows (the columns of this module's docstring) to ``path``, replacing it atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([row.record() for row in rows], schema=_schema())
+    table = pa.Table.from_pylist(list(records), schema=_schema())
     # Same directory, so os.replace is an atomic rename; a named file (not mkstemp) so the
     # result gets the usual permissions.
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -10,6 +10,8 @@ A run lives in ``experiments/EXP/runs/RUN/``:
     metrics.earlier.jsonl   the steps of earlier attempts (before a resume or requeue)
     tracking_config.json   the resolved config and the verl overrides, for W&B's run config
     checkpoints/    verl's checkpoints (trainer.default_local_dir); --resume continues from here
+    hydra/          verl's Hydra files (its resolved config, main_ppo.log)
+    ray.log         with the local launcher: the output of the run's private Ray head
     job.sbatch      with the slurm launcher: the batch script, and slurm-JOB.out its log
     status.json     the run's state, written atomically
 
@@ -29,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import config, experiments, verl_overrides
+from fipo_cli import config, experiments, local_assets, verl_overrides
 from fipo_cli.config import Experiment
 from fipo_cli.errors import UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.launch import slurm
+from fipo_cli.loss import knobs
 from fipo_cli.runs import (
     FINAL_STATES,
     RunStatus,
@@ -56,6 +59,8 @@ METRICS_FILE = "metrics.jsonl"
 #: moves the steps logged so far here (appended; readers let a step's later value win).
 EARLIER_METRICS_FILE = "metrics.earlier.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+HYDRA_DIR = "hydra"
+RAY_LOG_FILE = "ray.log"
 SCRIPT_FILE = "job.sbatch"
 SLURM_OUTPUT = "slurm-%j.out"
 TRACKING_CONFIG_FILE = "tracking_config.json"
@@ -137,6 +142,12 @@ class TrainPlan:
     def run_dir(self) -> Path:
         return self.experiment_dir.runs / self.run_name
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know before training: FIPO knobs the official loss would ignore."""
+        algorithm = self.experiment.algorithm
+        return knobs.extension_warnings(algorithm.fipo_knobs()) if algorithm.name == "fipo" else []
+
     def recorded_env(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """fipo's variables plus the relevant inherited ones, with secrets masked."""
         relevant = {k: v for k, v in inherited.items() if k.startswith(RECORDED_PREFIXES)}
@@ -148,6 +159,7 @@ class TrainPlan:
             "overrides": self.overrides,
             "env": self.recorded_env(inherited),
             "run_dir": str(self.run_dir.absolute()),
+            "warnings": self.warnings,
         }
 
 
@@ -163,16 +175,11 @@ def plan_run(
     inherited = os.environ if inherited is None else inherited
     run_dir = (experiment_dir.runs / run_name).absolute()
     mode = wandb_mode(experiment.tracking.mode, inherited)
-    overrides = verl_overrides.experiment_overrides(
-        experiment,
-        experiment_name=experiment.tracking.run_name or f"{experiment.name}-{run_name}",
-        checkpoint_dir=run_dir / CHECKPOINT_DIR,
-        wandb=mode != "disabled",
-    )
     env = {
         "VERL_FILE_LOGGER_PATH": str(run_dir / METRICS_FILE),
         "PYTHONUNBUFFERED": "1",  # the trainer's output reaches the log as it is printed
         "HYDRA_FULL_ERROR": "1",
+        **verl_overrides.device_env(experiment.trainer.device),
     }
     if mode != "disabled":
         env |= {
@@ -189,6 +196,14 @@ def plan_run(
             env["WANDB_ENTITY"] = experiment.tracking.entity
         if experiment.tracking.group:
             env["WANDB_RUN_GROUP"] = experiment.tracking.group
+    overrides = verl_overrides.experiment_overrides(
+        experiment,
+        experiment_name=experiment.tracking.run_name or f"{experiment.name}-{run_name}",
+        checkpoint_dir=run_dir / CHECKPOINT_DIR,
+        hydra_dir=run_dir / HYDRA_DIR,
+        wandb=mode != "disabled",
+        worker_env=env,
+    )
     return TrainPlan(
         experiment=experiment,
         experiment_dir=experiment_dir,
@@ -249,7 +264,8 @@ def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> 
             f"cluster.nodes={cluster.nodes}: the local launcher runs on this machine only",
             hint="use `--launcher slurm`, or set nodes=1",
         )
-    require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
+    if plan.experiment.trainer.device == "cuda":
+        require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
     previous = read_status(plan.run_dir) if plan.resume else None
     plan = prepare_run(plan, inherited)
     status = RunStatus(
@@ -278,12 +294,10 @@ def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
 def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]) -> int:
     """Run the trainer of a prepared run on this machine, recording its state before and after.
 
-    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.launch.task``. A SLURM
-    run stopped by a signal keeps its state: SLURM knows why (cancel, time limit, preemption
-    and requeue) and ``fipo status`` asks it.
+    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.launch.task``. Built-in
+    assets the run names (``builtin:``) are built first. A SLURM run stopped by a signal keeps its
+    state: SLURM knows why (cancel, time limit, preemption and requeue) and ``fipo status`` asks it.
     """
-    from fipo_cli.launch.local import run_local
-
     status.state = "running"
     status.started_at = utc_now()
     status.finished_at = status.exit_code = None
@@ -291,7 +305,14 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.wandb_url = wandb_link(plan)
     write_status(plan.run_dir, status)
     keep_earlier_metrics(plan.run_dir)
-    exit_code = run_local(plan.command, env={**inherited, **plan.env}, log_path=plan.run_dir / LOG_FILE)
+    try:
+        local_assets.ensure(plan.experiment.asset_paths(), env=inherited)
+        exit_code = _run_trainer(plan, status.launcher, inherited)
+    except BaseException as error:
+        status.state = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+        status.finished_at = utc_now()
+        write_status(plan.run_dir, status)
+        raise
     if status.launcher == "slurm" and exit_code > 128:  # stopped by a signal: SLURM records why
         return exit_code
     status.state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
@@ -299,6 +320,44 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.finished_at = utc_now()
     write_status(plan.run_dir, status)
     return exit_code
+
+
+def _run_trainer(plan: TrainPlan, launcher: str, inherited: Mapping[str, str]) -> int:
+    """The trainer's exit code. A local run gets a Ray head of its own; in a SLURM job the batch
+    script has started the job's Ray cluster, which ``RAY_ADDRESS`` names."""
+    from fipo_cli.launch.local import run_local
+
+    env = {**inherited, **plan.env}
+    log_path = plan.run_dir / LOG_FILE
+    if launcher != "local":
+        return run_local(plan.command, env=env, log_path=log_path)
+    from fipo_cli.launch.ray_head import head_cpus, private_ray_head
+
+    device = plan.experiment.trainer.device
+    with private_ray_head(gpus=plan.experiment.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
+                          log_path=plan.run_dir / RAY_LOG_FILE) as ray_env:
+        return run_local(plan.command, env={**env, **ray_env}, log_path=log_path)
+
+
+#: A line that names an exception: where a trainer's error ends.
+_ERROR_LINE = re.compile(r"\b[\w.]*(Error|Exception|Interrupt)\b")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOG_TAIL_BYTES = 256 * 1024
+
+
+def error_excerpt(log_path: Path, count: int = 12) -> list[str]:
+    """The last lines of the trainer's log up to the last line that names an exception (the
+    error verl or Ray ended with), or simply its last lines; [] without a log."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = [line.rstrip() for line in _ANSI_ESCAPE.sub("", tail).replace("\r", "\n").splitlines() if line.strip()]
+    errors = [number for number, line in enumerate(lines) if _ERROR_LINE.search(line)]
+    end = errors[-1] + 1 if errors else len(lines)
+    return lines[max(0, end - count):end]
 
 
 def keep_earlier_metrics(run_dir: Path) -> None:

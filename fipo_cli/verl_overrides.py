@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fipo_cli import local_assets
 from fipo_cli.errors import ConfigError, FipoError
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
@@ -22,10 +23,59 @@ TRAINER_MODULE = "verl.trainer.main_ppo"
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
 OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
+#: Environment variables for the job's every Ray worker: verl passes this runtime env to ``ray.init``.
+WORKER_ENV = "+ray_kwargs.ray_init.runtime_env.env_vars"
+
+#: The environment of ``trainer.device: cpu``, in the driver and every Ray worker (reference verl-cpu.md).
+CPU_ENV = {
+    # verl's platform: fipo's CPU platform, which fipo's verl plugin registers when it sees this.
+    "VERL_PLATFORM": "cpu",
+    # verl registers its FSDP engine for cuda and npu only; the cuda one runs on CPU tensors as well.
+    "VERL_ENGINE_DEVICE": "cuda",
+    # The rollout's KV cache, in GiB. Without it vLLM's CPU backend asks for gpu_memory_utilization
+    # of the machine's memory minus what its worker already holds, which a small share makes negative.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+def device_env(device: str) -> dict[str, str]:
+    """The variables verl and vLLM read to train on ``device`` (none for cuda: their defaults)."""
+    return dict(CPU_ENV) if device == "cpu" else {}
+
+
+def _cpu_settings(experiment: Any) -> dict[str, Any]:
+    """What verl 0.9.1 needs to train on CPU that a setting reaches (reference verl-cpu.md)."""
+    return {
+        # FSDP1 insists on GPUs to sync module states; FSDP2 runs on CPU with gloo.
+        f"{ACTOR}.strategy": "fsdp2",
+        "actor_rollout_ref.ref.strategy": "fsdp2",
+        # verl's default attention is flash-attention 2; torch's sdpa runs on CPU.
+        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+        f"{ACTOR}.use_torch_compile": False,
+        "actor_rollout_ref.ref.use_torch_compile": False,
+        # vLLM's CPU backend has no sleep mode, no CUDA graphs, and no fast bf16 on most CPUs.
+        f"+{ROLLOUT}.enable_sleep_mode": False,
+        f"{ROLLOUT}.free_cache_engine": False,
+        f"{ROLLOUT}.enforce_eager": True,
+        f"{ROLLOUT}.dtype": "float32",
+        f"{ROLLOUT}.max_model_len": experiment.max_tokens,
+        # One process each where verl would start eight: a CPU machine has few cores to spare.
+        f"{ROLLOUT}.agent.num_workers": 1,
+        "reward.num_workers": 1,
+        "data.dataloader_num_workers": 0,
+        # TransferQueue starts 8 storage actors (~540 MB each) by default; with 2 cores the run stalls.
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
+    }
+
+
+class QuotedString(str):
+    """A string that stays a string in hydra's grammar even when it reads as a number or a bool."""
 
 
 def hydra_value(value: Any) -> str:
     """A Python value written in hydra's override grammar."""
+    if isinstance(value, QuotedString):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -53,14 +103,26 @@ def policy_loss_overrides(knob_values: Mapping[str, Any]) -> list[str]:
     return _lines(_fipo_loss(knob_values))
 
 
-def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_dir: Path, wandb: bool) -> list[str]:
+def experiment_overrides(
+    experiment: Any,
+    *,
+    experiment_name: str,
+    checkpoint_dir: Path,
+    hydra_dir: Path,
+    wandb: bool,
+    worker_env: Mapping[str, str],
+) -> list[str]:
     """verl overrides for one training run of an experiment (a :class:`fipo_cli.config.Experiment`).
 
     Args:
         experiment: the validated experiment.
         experiment_name: the run's name in verl and W&B.
         checkpoint_dir: where verl saves and, on resume, finds its checkpoints.
+        hydra_dir: where verl's Hydra writes its own files (else ``outputs/`` in the working directory).
         wandb: whether the W&B logger is on.
+        worker_env: variables every Ray worker needs (the trainer's logging, W&B run and device):
+            the Ray cluster may have started before the trainer (a SLURM job), so they travel in
+            the job's runtime env rather than in Ray's own environment.
     """
     model, data, algorithm = experiment.model, experiment.data, experiment.algorithm
     rollout, trainer, cluster = experiment.rollout, experiment.trainer, experiment.cluster
@@ -83,7 +145,7 @@ def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_di
         "algorithm.filter_groups.enable": algorithm.dynamic_sampling,
         "algorithm.filter_groups.metric": algorithm.dynamic_sampling_metric,
         "algorithm.filter_groups.max_num_gen_batches": algorithm.max_num_gen_batches,
-        "actor_rollout_ref.model.path": model.path,
+        "actor_rollout_ref.model.path": _absolute(model.path) if local_assets.is_builtin(model.path) else model.path,
         "actor_rollout_ref.model.enable_gradient_checkpointing": model.gradient_checkpointing,
         "actor_rollout_ref.model.use_remove_padding": model.remove_padding,
         f"{ACTOR}.optim.lr": trainer.lr,
@@ -138,16 +200,33 @@ def experiment_overrides(experiment: Any, *, experiment_name: str, checkpoint_di
         "trainer.total_training_steps": trainer.total_training_steps,
         "trainer.resume_mode": "auto",
         "trainer.default_local_dir": str(checkpoint_dir),
+        "trainer.device": trainer.device,
+        "hydra.run.dir": str(hydra_dir),
+        # Ray takes only string values; hydra would read "1" as an int.
+        **{f"{WORKER_ENV}.{name}": QuotedString(value) for name, value in worker_env.items()},
     }
+    if algorithm.reward_function is not None:
+        path, name = reward_function_location(algorithm.reward_function)
+        settings["reward.custom_reward_function.path"] = path
+        settings["reward.custom_reward_function.name"] = name
     if model.max_position_embeddings is not None:
         settings["+actor_rollout_ref.model.override_config.max_position_embeddings"] = model.max_position_embeddings
+    if trainer.device == "cpu":
+        settings.update(_cpu_settings(experiment))
     if is_fipo:
         settings.update(_fipo_loss(algorithm.fipo_knobs()))
     return _lines(settings)
 
 
+def reward_function_location(spec: str) -> tuple[str, str]:
+    """``MODULE:FUNCTION`` or ``FILE.py:FUNCTION`` as verl's ``custom_reward_function`` (path, name):
+    a module as ``pkg://MODULE`` (imported in the reward worker), a file by its absolute path."""
+    where, _, name = spec.rpartition(":")
+    return (_absolute(where) if where.endswith(".py") else f"pkg://{where}"), name
+
+
 def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().absolute())
+    return str(Path(local_assets.resolve(path)).expanduser().absolute())
 
 
 def trainer_command(entrypoint: Sequence[str], overrides: Sequence[str]) -> list[str]:

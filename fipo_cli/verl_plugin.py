@@ -107,8 +107,9 @@ def compute_policy_loss_future_kl(
         rollout_is_weights: optional (B, L) rollout-correction weights.
 
     Returns:
-        The scalar loss aggregated by verl's ``agg_loss`` over the FIPO loss mask, and
-        the metrics as Python floats (one device sync for all of them).
+        The scalar loss aggregated by verl's ``agg_loss`` over the FIPO loss mask (0, with a
+        zero gradient, when that mask keeps no token), and the metrics as Python floats (one
+        device sync for all of them).
     """
     if config is None:
         raise ValueError(f"the {LOSS_NAME!r} policy loss needs the actor config")
@@ -117,15 +118,22 @@ def compute_policy_loss_future_kl(
     if clip.dual <= 1.0:
         raise ValueError(f"clip_ratio_c={clip.dual!r}: the dual-clip ratio must be > 1")
     terms = fipo_loss_terms(old_log_prob, log_prob, advantages, response_mask, settings, clip, rollout_is_weights)
-    global_batch_info = config.get("global_batch_info") or {}
-    loss = agg_loss(
-        loss_mat=terms.per_token_loss,
-        loss_mask=terms.loss_mask,
-        loss_agg_mode=loss_agg_mode,
-        **global_batch_info,
-    )
     names = list(terms.metrics)
-    values = torch.stack([terms.metrics[name] for name in names]).tolist()
+    # The kept-token count rides along with the metrics: one device sync for all of them.
+    *values, kept_tokens = torch.stack([*(terms.metrics[name] for name in names), terms.loss_mask.sum()]).tolist()
+    if kept_tokens == 0:
+        # Every token masked, or every response dropped by the sequence filter: verl's agg_loss would
+        # divide 0 by a token (or sequence) count of 0 and return NaN, and backward would spread NaN
+        # gradients. The loss of no token is 0; computed from the per-token loss it keeps the graph,
+        # so backward runs as usual and gives a zero gradient.
+        loss = (terms.per_token_loss * terms.loss_mask).sum()
+    else:
+        loss = agg_loss(
+            loss_mat=terms.per_token_loss,
+            loss_mask=terms.loss_mask,
+            loss_agg_mode=loss_agg_mode,
+            **(config.get("global_batch_info") or {}),
+        )
     return loss, dict(zip(names, values, strict=True))
 
 

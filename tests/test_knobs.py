@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from fipo_run import run_fipo
 
 from fipo_cli.errors import ConfigError
 from fipo_cli.loss import knobs
@@ -38,7 +40,8 @@ def test_gamma_one_means_no_decay():
     "official, bounds",
     [
         ({"future_kl_clip_ratio": 0.2, "future_kl_clip_high_only": True}, (1.0, 1.2, True)),
-        ({"future_kl_clip_ratio": 0.2}, (1.0, 1.2, True)),
+        # As in the official loss: without future_kl_clip_high_only the bounds are symmetric.
+        ({"future_kl_clip_ratio": 0.2}, (0.8, 1.2, True)),
         ({"future_kl_clip_ratio": 0.2, "future_kl_clip_high_only": False}, (0.8, 1.2, True)),
         ({"future_kl_clip_ratio": 0.0}, (0.0, 10.0, False)),
     ],
@@ -105,3 +108,49 @@ def test_aliases_and_unknown_names():
         knobs.canonical_assignments({"decay_rat": 3, "tau": 2, "decay_rate": 4})
     message = str(caught.value)
     assert "did you mean 'decay_rate'" in message and "decay_rate is set twice" in message
+
+
+EXTENSION_VALUES = {"future_kl_start": "exclude_current", "future_kl_window": 8, "future_kl_average": True}
+
+
+@pytest.mark.parametrize("name", EXTENSION_VALUES)
+def test_a_changed_extension_knob_gets_one_warning_naming_it(name):
+    warnings = knobs.extension_warnings({name: EXTENSION_VALUES[name], "decay_rate": 16.0})
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{name}={EXTENSION_VALUES[name]!r} ")
+    assert "official FIPO loss ignores" in warnings[0]
+
+
+def test_extension_knobs_at_their_defaults_give_no_warning():
+    assert len(knobs.extension_warnings(EXTENSION_VALUES)) == 3
+    assert knobs.extension_warnings({}) == []
+    assert knobs.extension_warnings(knobs.knob_values({})) == []
+    # The official launcher sets all three, to their defaults, and other knobs never warn.
+    launcher = {"future_kl_start": "include_current", "future_kl_window": -1, "future_kl_average": False,
+                "decay_rate": 8.0, "future_kl_clip_ratio": 0.0, "safety_thresh": 3.0, "chunk_size": 64}
+    assert knobs.extension_warnings(launcher) == []
+
+
+def test_fipo_knobs_prints_each_extension_warning_once(tmp_path):
+    result = run_fipo(tmp_path, "knobs", "future_kl_window=8", "future_kl_average=true", "tau=16")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: future_kl_window=8 ") and warnings[1].startswith("warning: future_kl_average=True ")
+    assert "warning" not in result.stdout
+
+    as_json = run_fipo(tmp_path, "knobs", "future_kl_start=exclude_current", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    payload = json.loads(as_json.stdout)  # stdout stays one JSON object
+    assert payload["warnings"] == knobs.extension_warnings({"future_kl_start": "exclude_current"})
+    assert [line for line in as_json.stderr.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {payload['warnings'][0]}"
+    ]
+
+
+def test_fipo_knobs_with_the_official_launchers_values_warns_about_nothing(tmp_path):
+    result = run_fipo(tmp_path, "knobs", "future_kl_start=include_current", "future_kl_window=-1",
+                      "future_kl_average=false", "future_kl_clip_ratio=0.2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == []
+    assert "warning" not in result.stderr

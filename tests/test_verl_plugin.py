@@ -237,3 +237,38 @@ def test_through_verls_ppo_loss_with_its_hydra_actor_config():
     assert packed_log_probs.grad.abs().sum() > 0
     assert {"actor/pg_loss", "actor/ppo_kl", "actor/pg_clipfrac_lower", "actor/fipo_influence_weight_mean",
             "actor/fipo_clipfrac_upper", "actor/fipo_dropped_seq_frac"} <= set(metrics)
+
+
+def test_bf16_autocast_changes_neither_the_loss_nor_its_gradient():
+    # verl runs the actor's forward, the policy loss included, inside torch.autocast(bf16).
+    old, new, adv, mask = batch(2, length=300)
+    # No influence clipping: every weight is exp(FutureKL) itself, so a bf16 Future-KL would show.
+    config = dict_config(future_kl_clip_ratio=0.0, decay_rate=64.0)
+    loss_fn = get_policy_loss_fn("future_kl")
+
+    plain_new = new.clone().requires_grad_(True)
+    plain_loss, plain_metrics = loss_fn(old, plain_new, adv, mask, "token-mean", config, None)
+    plain_loss.backward()
+    cast_new = new.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast_loss, cast_metrics = loss_fn(old, cast_new, adv, mask, "token-mean", config, None)
+    cast_loss.backward()
+
+    assert cast_loss.dtype == torch.float32
+    assert cast_loss.item() == plain_loss.item()
+    assert torch.equal(cast_new.grad, plain_new.grad)
+    assert cast_metrics == plain_metrics
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-sum"])
+def test_every_response_dropped_gives_zero_loss_and_zero_gradient_through_verl(loss_agg_mode):
+    old, new, adv, mask = batch(3)
+    new[:, 4] = old[:, 4] + 3.0  # with token 3: two dual-clip firings (Â < 0, r ≈ 20 > c) in every response
+    adv = -adv.abs() - 0.1
+    config = dict_config()  # global_batch_info {}: verl counts the tokens (or sequences) of this call
+    learner = new.clone().requires_grad_(True)
+    loss, metrics = get_policy_loss_fn("future_kl")(old, learner, adv, mask, loss_agg_mode, config, None)
+    assert metrics["actor/fipo_dropped_seq_frac"] == 1.0
+    assert loss.item() == 0.0  # verl's agg_loss alone gives 0/0 = NaN here
+    loss.backward()
+    assert torch.equal(learner.grad, torch.zeros_like(learner))

@@ -118,6 +118,8 @@ def _fipo_loss_terms(
         weight_min, weight_max = stats.extremes(weight)
         raw_weight_min, raw_weight_max = stats.extremes(raw_weight)
         answered = maskf.sum(dim=-1) > 0
+        # Last user of the scratch buffer: it overwrites it.
+        ratios = ratio_distribution(ratio.detach(), valid, adv, scratch=stats.scratch)
         metrics = {
             "actor/pg_clipfrac": ppo_clip_fraction,
             "actor/ppo_kl": -stats.mean(delta),
@@ -132,7 +134,7 @@ def _fipo_loss_terms(
             "actor/fipo_clipfrac_lower": stats.fraction_at_most(weight, settings.clip_low + 1e-7),
             "actor/fipo_future_kl_mean": stats.mean(fkl),
             "actor/fipo_dropped_seq_frac": (dropped & answered).sum() / answered.sum().clamp(min=1),
-            **{f"actor/fipo_{name}": value for name, value in ratio_distribution(ratio.detach(), valid, adv).items()},
+            **{f"actor/fipo_{name}": value for name, value in ratios.items()},
         }
     return FipoLossTerms(per_token_loss=per_token_loss, loss_mask=loss_mask, metrics=metrics)
 

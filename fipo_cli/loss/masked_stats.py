@@ -76,16 +76,16 @@ class MaskedStats:
         return torch.where(any_valid, low, 0.0), torch.where(any_valid, high, 0.0)
 
 
-_INT32_MAX = torch.iinfo(torch.int32).max
-
-
-def ratio_distribution(ratio: torch.Tensor, valid: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+def ratio_distribution(
+    ratio: torch.Tensor, valid: torch.Tensor, advantages: torch.Tensor, *, scratch: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """The importance ratio's distribution over negative- and positive-advantage tokens.
 
     Args:
         ratio: (B, L) float32 r = exp(Δlogp) > 0, finite.
         valid: (B, L) bool, the tokens that count.
         advantages: (B, L) float32 Â; a token is negative where Â < 0, positive where Â > 0.
+        scratch: optional (B, L) float32 buffer to overwrite (saves an allocation).
 
     Returns:
         Scalar float32 tensors: ``neg_is_<name>`` for :data:`NEGATIVE_QUANTILES` and
@@ -94,22 +94,27 @@ def ratio_distribution(ratio: torch.Tensor, valid: torch.Tensor, advantages: tor
         negative-advantage tokens whose ratio lies in each band of :data:`NEGATIVE_RATIO_BANDS`.
         Every statistic of an empty group is 0.
 
-    Both groups come from ONE sort of int32 keys: a positive float32's bit pattern orders as the
-    float does, and torch sorts int32 by radix, 5-10× faster than float32 on CPU. A negative
-    token's key is the bitwise NOT of its bits (negative, in reverse order), a positive token's
-    its bits, any other token's int32's maximum: sorted, the keys hold the negative group by
-    descending ratio, then the positive group by ascending ratio, then the rest.
+    Both groups come from ONE sort of int32 keys: torch sorts int32 by radix, 5-10× faster than
+    float32 on CPU. The key is the bit pattern of sign(Â)·r, or of +0.0 for the other tokens. Read
+    as int32, a positive float's bits order as the float does, and a negative float −r's bits are
+    INT32_MIN + bits(r), which order as r does. Sorted, the keys hold the negative group by ascending
+    ratio (keys < 0), then the other tokens (key 0), then the positive group by ascending ratio; the
+    group sizes are where 0 falls in the sorted keys, and a sorted key's ratio is |its float|.
     """
-    bits = ratio.reshape(-1).view(torch.int32)
-    advantages = advantages.reshape(-1)
-    negative = valid.reshape(-1) & (advantages < 0)
-    positive = valid.reshape(-1) & (advantages > 0)
-    keys = torch.where(negative, ~bits, bits).masked_fill_(~(negative | positive), _INT32_MAX)
-    ordered = keys.sort().values
-    n_negative, n_positive = negative.sum(), positive.sum()
+    # sign(Â)·r on valid tokens, else 0, built in place in one buffer: no (B, L) allocation besides
+    # the sort's. A where, not a product with the mask, so that no value of a masked token can leak in.
+    signed = torch.sign(advantages, out=scratch) if scratch is not None else torch.sign(advantages)
+    # No key is −0.0 (bits INT32_MIN, which would sort among the negatives): sign(−0.0) is +0.0.
+    torch.where(valid, signed.mul_(ratio), signed.new_zeros(()), out=signed)
+    ordered = signed.reshape(-1).view(torch.int32).sort().values
+    total = ordered.numel()
+    device = ratio.device
+    zero = torch.zeros(1, dtype=torch.int32, device=device)
+    n_negative = torch.searchsorted(ordered, zero).squeeze(0)
+    first_positive = torch.searchsorted(ordered, zero, right=True).squeeze(0)
+    n_positive = total - first_positive
 
     # Every order statistic needed, as positions in ``ordered``, gathered by one indexing.
-    device = ratio.device
     quantiles = torch.tensor([*NEGATIVE_QUANTILES.values(), *POSITIVE_QUANTILES.values()], device=device)
     is_negative = torch.arange(len(quantiles), device=device) < len(NEGATIVE_QUANTILES)
     size = torch.where(is_negative, n_negative, n_positive)
@@ -117,17 +122,16 @@ def ratio_distribution(ratio: torch.Tensor, valid: torch.Tensor, advantages: tor
     position = quantiles * top
     below = position.floor().long()
     ranks = torch.stack([below, torch.minimum(below + 1, top)])
-    # The rank-th smallest ratio of the negative group is at n_negative − 1 − rank, of the positive at n_negative + rank.
-    at = torch.where(is_negative, n_negative - 1 - ranks, n_negative + ranks).clamp_(0, max(ordered.numel() - 1, 0))
-    found = ordered[at] if ordered.numel() else torch.zeros_like(at, dtype=torch.int32)
-    low, high = torch.where(is_negative, ~found, found).view(torch.float32)
+    at = torch.where(is_negative, ranks, first_positive + ranks).clamp_(0, max(total - 1, 0))
+    found = ordered[at] if total else torch.zeros_like(at, dtype=torch.int32)
+    low, high = found.view(torch.float32).abs()
     values = torch.where(size > 0, low + (high - low) * (position - below), 0.0)
     names = [f"neg_is_{name}" for name in NEGATIVE_QUANTILES] + [f"pos_is_{name}" for name in POSITIVE_QUANTILES]
     stats = dict(zip(names, values.unbind()))
 
-    # A negative token has r ≥ b exactly where its key ≤ ~bits(b).
+    # A negative token has r ≥ b exactly where its key ≥ the key of −b.
     bounds = torch.tensor(list(NEGATIVE_RATIO_BANDS.values()), dtype=torch.float32, device=device)
-    at_least = torch.searchsorted(ordered, ~bounds.view(torch.int32), right=True)
-    shares = (at_least[:, 0] - at_least[:, 1]) / n_negative.clamp(min=1)
+    below_bound = torch.searchsorted(ordered, (-bounds).view(torch.int32))
+    shares = (below_bound[:, 1] - below_bound[:, 0]) / n_negative.clamp(min=1)
     stats.update(zip((f"neg_ratio_{name}" for name in NEGATIVE_RATIO_BANDS), shares.float().unbind()))
     return stats

@@ -1,7 +1,8 @@
 """The recipes shipped with fipo: one commented YAML file per model and algorithm.
 
 ``qwen2.5-32b`` (paper Table 2) and ``qwen2.5-math-7b`` (Table 3) reproduce the paper;
-``qwen2.5-0.5b`` is a single-GPU smoke run whose values are fipo's own.
+``qwen2.5-0.5b`` is a single-GPU smoke run whose values are fipo's own; ``tiny`` trains a tiny
+locally built model on a toy task on CPU, with nothing to download.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from fipo_cli.errors import UsageError
 
-MODELS = ("qwen2.5-32b", "qwen2.5-math-7b", "qwen2.5-0.5b")
+MODELS = ("qwen2.5-32b", "qwen2.5-math-7b", "qwen2.5-0.5b", "tiny")
 ALGORITHMS = ("fipo", "dapo")
 
 

@@ -1,4 +1,5 @@
-"""A tiny Qwen2 model built offline, for the tests and the benchmarks (no model hub)."""
+"""A tiny Qwen2 model and tokenizer built offline: the model of the ``tiny`` recipe, the tests and
+the benchmarks (no model hub, no download)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,137 @@
+"""A private Ray head for one local run: started before the trainer, stopped after it.
+
+verl's trainer connects to it through ``RAY_ADDRESS`` instead of starting Ray itself, so the run
+gets the resources it needs (logical GPUs for CPU worker slots; Ray counts no GPU on a CPU
+machine), its own ports and temp dir (two runs on one machine do not meet), and an end that does
+not depend on how the trainer ended: after a crash, a Ctrl-C or a kill, fipo stops the head and
+with it every Ray worker it started. The head's output goes to the run's ``ray.log``.
+
+Inside a SLURM job the batch script starts the job's Ray cluster instead (the same options).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from fipo_cli.errors import FipoError
+
+#: Logical CPUs a CPU-mode head offers: verl's resource pools ask several per worker bundle, and
+#: TransferQueue's actors one each. They are scheduling slots, not cores.
+CPU_MODE_CPUS = 16
+_PORTS = 6
+_STOP_GRACE_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def head_cpus(device: str) -> int | None:
+    """The ``--num-cpus`` of a head for ``device``: None lets Ray count the cores."""
+    return max(CPU_MODE_CPUS, os.cpu_count() or 1) if device == "cpu" else None
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _stop_with_parent() -> None:
+    """In the head's process: get SIGTERM when fipo dies, even by SIGKILL (Linux), so no head outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def private_ray_head(
+    *, gpus: int, cpus: int | None, env: Mapping[str, str], log_path: Path, timeout_s: float = 120.0
+) -> Iterator[dict[str, str]]:
+    """Run a Ray head on this machine for the duration of the block.
+
+    Args:
+        gpus: the GPUs it offers (logical ones on CPU).
+        cpus: the CPUs it offers; None lets Ray count them.
+        env: its environment (the trainer's).
+        log_path: where its output goes (appended).
+        timeout_s: how long to wait for it to answer.
+
+    Yields:
+        The variables that point a Ray client at it (``RAY_ADDRESS``, ``RAY_AUTH_MODE``).
+
+    Raises:
+        FipoError: the head did not start or did not answer in time (its log says why).
+    """
+    gcs, client, agent, agent_grpc, runtime_env_agent, metrics = _free_ports(_PORTS)
+    address = f"127.0.0.1:{gcs}"
+    # Ray's socket paths must stay under ~100 characters: a short temp dir, not the run's.
+    temp_dir = tempfile.mkdtemp(prefix="ray-fipo-")
+    ray = Path(sys.executable).with_name("ray")
+    command = [
+        str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--disable-usage-stats",
+        "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-gpus={gpus}",
+        *([f"--num-cpus={cpus}"] if cpus is not None else []), f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+    ]
+    # One auth mode for the head and its clients (a stray ~/.ray/auth_token turns it on for the head only).
+    client_env = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "disabled")}
+    head_env = {**env, "RAY_AUTH_MODE": client_env["RAY_AUTH_MODE"], "RAY_USAGE_STATS_ENABLED": "0"}
+    head_env.pop("RAY_ADDRESS", None)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            head = subprocess.Popen(command, env=head_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_stop_with_parent)
+        except OSError as error:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise FipoError(f"cannot start Ray ({command[0]}): {error.strerror or error}",
+                            hint="install the training dependencies: fipo doctor names what is missing") from error
+    try:
+        _wait_until_ready(address, gpus, head, head_env, log_path, timeout_s)
+        yield client_env
+    finally:
+        _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_until_ready(address: str, gpus: int, head: subprocess.Popen, env: Mapping[str, str], log_path: Path,
+                      timeout_s: float) -> None:
+    waited = subprocess.run(
+        [sys.executable, "-m", "fipo_cli.launch.ray_wait", "--address", address, "--gpus-per-node", str(gpus),
+         "--timeout", str(timeout_s), "--head-pid", str(head.pid), socket.gethostname()],
+        env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True,
+    )
+    if waited.returncode != 0:
+        raise FipoError(f"the run's Ray head did not come up: {waited.stderr.strip() or waited.stdout.strip()}",
+                        hint=f"Ray's own output is in {log_path}")
+
+
+def _stop(head: subprocess.Popen) -> None:
+    """SIGTERM to the head's process group (``ray start --block`` then stops its node); SIGKILL if it lingers."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(head.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            head.wait(timeout=_STOP_GRACE_S)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    head.wait()
