@@ -1,6 +1,6 @@
 """The overhead of `fipo eval` over calling vLLM directly on the same prompts (CPU backend, tiny model).
 
-Run by hand with the vLLM environment's python (`bash .ci/vllm-env.sh DIR` builds one):
+Run by hand with a python that has vLLM (`bash scripts/install-cpu.sh DIR` builds one on CPU):
 
     VLLM_ENABLE_V1_MULTIPROCESSING=0 DIR/bin/python benchmarks/bench_eval_overhead.py
 

@@ -103,13 +103,20 @@ def init(
     """Create experiments/NAME/fipo.yaml from a recipe, with a comment naming each value's source."""
     from fipo_cli.experiments import init_experiment
 
+    from fipo_cli import config, local_assets
+
     path = init_experiment(name, model, algo, force=force)
+    experiment = config.load(path)
+    steps = [] if all(map(local_assets.is_builtin, experiment.asset_paths()[1:])) else [
+        ("fipo data prepare", "the training and validation parquet files")
+    ]
+    steps += [(f"fipo doctor {name}", "preflight checks"), (f"fipo train {name} --dry-run", "the exact verl command"),
+              (f"fipo train {name}", "train")]
+    width = max(len(command) for command, _ in steps)
     typer.echo(f"created {path}")
     typer.echo("next:")
-    typer.echo("  fipo data prepare                 # the training and validation parquet files")
-    typer.echo(f"  fipo doctor {name}                # preflight checks")
-    typer.echo(f"  fipo train {name} --dry-run       # the exact verl command")
-    typer.echo(f"  fipo train {name}                 # train")
+    for command, why in steps:
+        typer.echo(f"  {command.ljust(width)}  # {why}")
 
 
 @app.command()
@@ -140,6 +147,7 @@ def train(
         values["cluster.launcher"] = launcher
     plan = training.plan_training(experiment, model, algo, values, resume)
     on_slurm = plan.experiment.cluster.launcher == "slurm"
+    _warn(plan.warnings)
     if dry_run:
         checked = training.check_with_verl(plan)
         script = training.slurm_script(plan) if on_slurm else None
@@ -161,10 +169,8 @@ def train(
         typer.echo(f"  follow it:   fipo logs {reference} -f")
         typer.echo(f"  status:      fipo status {plan.experiment_dir.path.name}")
         return
-    exit_code, run_dir = training.run_locally(plan)
-    sync = training.wandb_sync_command(run_dir)
-    if sync:
-        typer.echo(f"W&B ran offline; to upload the run: {sync}", err=True)
+    exit_code, plan = training.run_locally(plan)
+    typer.echo("\n".join(training.outcome_report(plan, exit_code)), err=True)
     raise typer.Exit(exit_code)
 
 
@@ -200,6 +206,7 @@ def sweep(
         experiment, axes, strategy=strategy, samples=samples, seed=seed, max_parallel=max_parallel, name=name,
         launcher=launcher, retry_failed=retry_failed,
     )
+    _warn(plan.warnings)
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
@@ -582,6 +589,11 @@ def report_charts(
         typer.echo(f"W&B: run {report.wandb_run}" if report.wandb_run else "W&B: tracking disabled", err=True)
     if report.wandb_sync:
         typer.echo(f"W&B ran offline; to upload the report: {report.wandb_sync}", err=True)
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
 
 
 def _report(error: FipoError) -> None:

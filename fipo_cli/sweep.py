@@ -69,6 +69,11 @@ class SweepPlan:
     def to_submit(self) -> list[SweepRun]:
         return [run for run in self.runs if run.action == "submit"]
 
+    @property
+    def warnings(self) -> list[str]:
+        """The runs' warnings, each once."""
+        return list(dict.fromkeys(warning for run in self.runs for warning in run.plan.warnings))
+
     def gpu_hours(self) -> float | None:
         """The GPU-hours the runs to submit reserve at most (their time limit); None without one."""
         cluster = self.runs[0].plan.experiment.cluster
@@ -154,15 +159,20 @@ def plan_sweep(
 
 def _check_one_shape(runs: Sequence[SweepRun]) -> None:
     """A job array's tasks share one allocation shape and one launcher."""
-    first = runs[0].plan.experiment.cluster
+    first = runs[0].plan.experiment
     for run in runs[1:]:
-        other = run.plan.experiment.cluster
-        for key in ("launcher", "nodes", "gpus_per_node", "partition", "account", "qos", "time_limit", "constraint"):
-            if getattr(other, key) != getattr(first, key):
+        other = run.plan.experiment
+        for section, key in (
+            *(("cluster", key) for key in ("launcher", "nodes", "gpus_per_node", "partition", "account", "qos",
+                                           "time_limit", "constraint")),
+            ("trainer", "device"),
+        ):
+            mine, theirs = getattr(getattr(first, section), key), getattr(getattr(other, section), key)
+            if theirs != mine:
                 raise UsageError(
-                    f"cluster.{key} differs between runs ({getattr(first, key)!r} and {getattr(other, key)!r}): "
+                    f"{section}.{key} differs between runs ({mine!r} and {theirs!r}): "
                     "a sweep's runs share one job array, and so one allocation shape",
-                    hint=f"sweep cluster.{key} as separate sweeps",
+                    hint=f"sweep {section}.{key} as separate sweeps",
                 )
 
 
@@ -191,6 +201,7 @@ def array_job(plan: SweepPlan) -> slurm.BatchJob:
         job_name=f"fipo-{plan.name}",
         run_dirs=[run.plan.run_dir for run in runs],
         cluster=runs[0].plan.experiment.cluster,
+        device=runs[0].plan.experiment.trainer.device,
         output=plan.directory / LOGS_DIR / "%A_%a.out",
         description=f"sweep {plan.name} of experiment {plan.experiment_dir.path.name}: {len(runs)} runs",
         command="sweep",
@@ -211,6 +222,7 @@ def array_script(plan: SweepPlan) -> str | None:
 def to_json(plan: SweepPlan) -> dict[str, Any]:
     return {
         "sweep": plan.name,
+        "warnings": plan.warnings,
         "experiment": plan.experiment_dir.path.name,
         "launcher": plan.launcher,
         "gpu_hours": plan.gpu_hours(),
@@ -276,10 +288,7 @@ def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
 
 def run_locally(plan: SweepPlan, inherited: Mapping[str, str], say) -> int:
     """The runs one after another on this machine; stops at the first Ctrl-C. The worst exit code."""
-    from fipo_cli.launch.local import require_gpus
-
-    cluster = plan.runs[0].plan.experiment.cluster
-    require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
+    train.require_local_resources(plan.runs[0].plan.experiment)
     _write_manifest(plan, None)
     _create_runs(plan, "local", inherited)
     worst = 0

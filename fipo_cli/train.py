@@ -249,23 +249,28 @@ def resumed_experiment(experiment_dir: ExperimentDir, run_name: str, assignments
     return config.load(run_dir / CONFIG_FILE, assignments)
 
 
-def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, Path]:
-    """Create (or reuse, on resume) the run directory, run the trainer here, record how it ended.
-
-    Returns the trainer's exit code and the run directory (a new run takes the next free
-    name when another fipo claimed the planned one first).
-    """
+def require_local_resources(experiment: Experiment) -> None:
+    """Stop before anything is written when this machine cannot run the experiment locally."""
     from fipo_cli.launch.local import require_gpus
 
-    inherited = dict(os.environ if inherited is None else inherited)
-    cluster = plan.experiment.cluster
+    cluster = experiment.cluster
     if cluster.nodes > 1:
         raise UsageError(
             f"cluster.nodes={cluster.nodes}: the local launcher runs on this machine only",
             hint="use `--launcher slurm`, or set nodes=1",
         )
-    if plan.experiment.trainer.device == "cuda":
+    if experiment.trainer.device == "cuda":
         require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
+
+
+def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, TrainPlan]:
+    """Create (or reuse, on resume) the run directory, run the trainer here, record how it ended.
+
+    Returns the trainer's exit code and the plan of the run directory claimed (a new run takes
+    the next free name when another fipo claimed the planned one first).
+    """
+    inherited = dict(os.environ if inherited is None else inherited)
+    require_local_resources(plan.experiment)
     previous = read_status(plan.run_dir) if plan.resume else None
     plan = prepare_run(plan, inherited)
     status = RunStatus(
@@ -274,7 +279,7 @@ def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> 
         created_at=previous.created_at if previous else utc_now(),
         resumed_from=plan.run_name if plan.resume else None,
     )
-    return execute_run(plan, status, inherited), plan.run_dir
+    return execute_run(plan, status, inherited), plan
 
 
 def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
@@ -360,6 +365,45 @@ def error_excerpt(log_path: Path, count: int = 12) -> list[str]:
     return lines[max(0, end - count):end]
 
 
+def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
+    """What fipo says after a local run, after the trainer's own output: how it ended and where
+    everything is; for a failure, the end of the error from the trainer's log."""
+    from fipo_cli.eval.checkpoints import checkpoint_steps
+    from fipo_cli.registry import last_step
+
+    run_dir, reference = plan.run_dir, f"{plan.experiment_dir.path.name}/{plan.run_name}"
+    log = run_dir / LOG_FILE
+    if exit_code == 0:
+        steps = checkpoint_steps(run_dir)
+        lines = [
+            f"fipo: run {reference} succeeded (last step {last_step(run_dir)})",
+            f"  directory:   {run_dir}",
+            f"  log:         {log}",
+            f"  metrics:     {run_dir / METRICS_FILE}",
+            f"  checkpoints: {run_dir / CHECKPOINT_DIR}"
+            + (f" (steps {', '.join(map(str, steps))})" if steps else " (none saved)"),
+        ]
+        sync = wandb_sync_command(run_dir)
+        if sync:
+            lines.append(f"  W&B:         offline; to upload the run: {sync}")
+        elif plan.env.get("WANDB_RUN_ID"):
+            lines.append(f"  W&B:         {wandb_link(plan)}")
+        lines.append(f"  next:        fipo eval aime24 --run {reference}   ·   fipo report {plan.experiment_dir.path.name}")
+        return lines
+    if exit_code in INTERRUPTED:
+        return [
+            f"fipo: run {reference} was stopped (exit code {exit_code}) and is recorded as cancelled",
+            f"  continue it: fipo train {plan.experiment_dir.path.name} --resume {plan.run_name}",
+        ]
+    return [
+        f"fipo: training failed: run {reference} exited with code {exit_code} and is recorded as failed",
+        f"  directory: {run_dir}",
+        f"  log:       {log}",
+        "  the error, as the log ends:",
+        *(f"    {line}" for line in error_excerpt(log)),
+    ]
+
+
 def keep_earlier_metrics(run_dir: Path) -> None:
     """Append the metrics a previous attempt logged to :data:`EARLIER_METRICS_FILE`, before verl truncates them.
 
@@ -395,6 +439,7 @@ def batch_job(plan: TrainPlan) -> slurm.BatchJob:
         job_name=f"fipo-{plan.experiment.name}-{plan.run_name}",
         run_dirs=[plan.run_dir],
         cluster=plan.experiment.cluster,
+        device=plan.experiment.trainer.device,
         output=plan.run_dir / SLURM_OUTPUT,
         description=f"run {plan.run_name} of experiment {plan.experiment.name}",
         command="train",

@@ -7,18 +7,18 @@
 - vllm: a script run twice with the vLLM environment's python (one replica in-process, then two
   replica processes), compared with each other.
 
-The vLLM environment is separate (`.ci/vllm-env.sh`): the vLLM tests run when FIPO_VLLM_PYTHON
-names its python, skip otherwise, and fail instead of skipping when FIPO_REQUIRE_VLLM=1.
+The vLLM tests run with the python FIPO_VLLM_PYTHON names (CI: its one environment, built by
+scripts/install-cpu.sh), skip without it, and fail instead of skipping when FIPO_REQUIRE_VLLM=1.
 Network: 127.0.0.1 only; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -104,8 +104,8 @@ def test_make_engine_rejects_bad_names_and_paths(tmp_path):
         make_engine("transformers", "org/model", tensor_parallel_size=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_make_engine_without_vllm_says_how_to_get_it(tmp_path):
+def test_make_engine_without_vllm_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what import machinery sees when vllm is not installed
     with pytest.raises(FipoError) as caught:
         make_engine("vllm", str(tmp_path))
     assert "pip install 'fipo[eval]'" in caught.value.hint and "transformers" in caught.value.hint

@@ -1,4 +1,5 @@
-"""The separate vLLM environment (.ci/vllm-env.sh) as the tests use it."""
+"""The vLLM environment as the tests use it: FIPO_VLLM_PYTHON, the python of an environment with
+vLLM (on CPU: the CPU training set of scripts/install-cpu.sh, which CI uses for every test)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def vllm_python() -> str:
     """The vLLM environment's python, or skip (fail under FIPO_REQUIRE_VLLM=1)."""
     python = os.environ.get("FIPO_VLLM_PYTHON")
     if not python:
-        message = "FIPO_VLLM_PYTHON is not set (create the environment with .ci/vllm-env.sh VENV_DIR)"
+        message = "FIPO_VLLM_PYTHON is not set (scripts/install-cpu.sh VENV_DIR builds an environment with vLLM's CPU build)"
         if os.environ.get("FIPO_REQUIRE_VLLM") == "1":
             pytest.fail(f"FIPO_REQUIRE_VLLM=1 but {message}")
         pytest.skip(message)

@@ -23,6 +23,7 @@ from pathlib import Path
 from fipo_cli import __version__
 from fipo_cli.config import ClusterConfig
 from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.launch.ray_head import head_cpus
 from fipo_cli.runs import SECRET_NAMES, RunState
 
 TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
@@ -46,6 +47,8 @@ class BatchJob:
     job_name: str
     run_dirs: Sequence[Path]
     cluster: ClusterConfig
+    device: str
+    """``trainer.device``: on ``cpu`` the job asks SLURM for no GPU and Ray offers logical ones."""
     output: Path
     """SLURM's ``--output`` pattern (``%j``, ``%A``, ``%a`` allowed)."""
     description: str
@@ -109,6 +112,8 @@ def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = N
         array=job.array,
         max_parallel=job.max_parallel,
         run_dirs=[Path(run_dir).absolute() for run_dir in job.run_dirs],
+        device=job.device,
+        ray_cpus=head_cpus(job.device),
         python=python,
         ray=ray if ray.exists() else "ray",
     )

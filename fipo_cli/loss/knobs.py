@@ -8,8 +8,8 @@ fipo's names (used by recipes, ``fipo train`` aliases and sweeps)
     ``gamma``                 γ itself; when set it wins over ``decay_rate``
     ``future_kl_clip_low``    ε_f,low: influence weights are clipped at 1 − ε_f,low (default 0.0)
     ``future_kl_clip_high``   ε_f,high: influence weights are clipped at 1 + ε_f,high (default 0.2)
-    ``safety_thresh``         ratio above which a negative-advantage token's weight is capped
-                              at 1 (default 10.0)
+    ``safety_thresh``         ratio above which a negative-advantage token's weight is clamped
+                              into [0.8, 1.0] after the bounds (default 10.0)
 
 the official FIPO launcher's names (so its overrides run unchanged)
     ``future_kl_clip_ratio``      r: f ∈ [1 − r, 1 + r], or [1, 1 + r] with ``future_kl_clip_high_only``

@@ -12,7 +12,7 @@ import torch
 from fipo_cli.loss.future_kl import indicator_positive_
 
 #: Quantiles of the importance ratio over negative-advantage tokens, as the official FIPO loss
-#: logs them (``neg_is_*``): the tail that the dual clip and the safety cap act on.
+#: logs them (``neg_is_*``): the tail that the dual clip and the safety clamp act on.
 NEGATIVE_QUANTILES = {"max": 1.0, "p75": 0.75, "p995": 0.995, "p999": 0.999}
 #: The same over positive-advantage tokens (``pos_is_*``).
 POSITIVE_QUANTILES = {
