@@ -371,7 +371,7 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
     from fipo_cli.eval.checkpoints import checkpoint_steps
     from fipo_cli.registry import last_step
 
-    run_dir, reference = plan.run_dir, f"{plan.experiment_dir.path.name}/{plan.run_name}"
+    run_dir, reference = plan.run_dir.absolute(), f"{plan.experiment_dir.path.name}/{plan.run_name}"
     log = run_dir / LOG_FILE
     if exit_code == 0:
         steps = checkpoint_steps(run_dir)

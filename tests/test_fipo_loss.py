@@ -163,7 +163,7 @@ def risky_batch():
         (FutureKLSettings(gamma=1.0, clip_low=0.9, clip_high=1.2, safety_thresh=3.0), 0.9),
     ],
 )
-def test_safety_clamps_risky_weights_into_point8_to_1(settings, risky_low_weight):
+def test_safety_clamps_risky_weights_into_0_8_to_1_after_the_bounds(settings, risky_low_weight):
     old, new, adv, mask = risky_batch()
     ratio = torch.exp(new - old)
     fkl = torch.tensor([[-16.125, -18.125, -9.125], [4.0, 2.0, 1.0]])

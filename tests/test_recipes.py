@@ -78,7 +78,8 @@ TABLE_2_FIPO_32B = {
 def overrides_of(model: str, algo: str) -> dict[str, str]:
     experiment = config.load(recipes.recipe_path(model, algo))
     lines = verl_overrides.experiment_overrides(
-        experiment, experiment_name="run", checkpoint_dir=Path("/ckpt"), wandb=True
+        experiment, experiment_name="run", checkpoint_dir=Path("/ckpt"), hydra_dir=Path("/hydra"), wandb=True,
+        worker_env={},
     )
     return dict(line.split("=", 1) for line in lines)
 
@@ -105,7 +106,9 @@ def test_dapo_baseline_differs_from_fipo_exactly_where_table_2_says():
     changed = {key for key in fipo.keys() & dapo.keys() if fipo[key] != dapo[key]}
     assert changed == {f"{LOSS}.loss_mode", f"{ACTOR}.ppo_mini_batch_size"}
     assert (dapo[f"{LOSS}.loss_mode"], dapo[f"{ACTOR}.ppo_mini_batch_size"]) == ("vanilla", "32")
-    fipo_only = {f"{LOSS}.{knob}" for knob in ("decay_rate", "gamma", "future_kl_clip_low", "future_kl_clip_high", "safety_thresh")}
+    fipo_only = {f"{LOSS}.{knob}" for knob in ("decay_rate", "gamma", "future_kl_clip_low", "future_kl_clip_high",
+                                                 "safety_thresh", "future_kl_start", "future_kl_window",
+                                                 "future_kl_average")}
     assert fipo.keys() - dapo.keys() == fipo_only
     assert dapo.keys() <= fipo.keys()
 
@@ -123,6 +126,19 @@ def test_math_7b_recipes_follow_table_3():
     assert fipo["actor_rollout_ref.model.path"] == "Qwen/Qwen2.5-Math-7B"
 
 
+def test_tiny_recipe_trains_on_cpu_with_nothing_to_download():
+    experiment = config.load(recipes.recipe_path("tiny"))
+    assert experiment.trainer.device == "cpu" and experiment.cluster.launcher == "local"
+    assert all(path.startswith("builtin:") for path in experiment.asset_paths())
+    assert experiment.algorithm.reward_function == "fipo_cli.toy_task:compute_score"
+    # More than one mini-batch per step: later updates are off-policy, so Future-KL is not trivially 0.
+    assert experiment.data.train_batch_size // experiment.trainer.mini_batch_size >= 2
+    overrides = overrides_of("tiny", "fipo")
+    assert overrides["trainer.device"] == "cpu"
+    assert overrides[f"{ACTOR}.strategy"] == "fsdp2"
+    assert overrides["reward.custom_reward_function.path"] == "'pkg://fipo_cli.toy_task'"
+
+
 def test_smoke_recipe_fits_one_gpu():
     experiment = config.load(recipes.recipe_path("qwen2.5-0.5b"))
     assert (experiment.cluster.launcher, experiment.cluster.total_gpus) == ("local", 1)
@@ -134,7 +150,9 @@ def test_every_recipe_composes_in_the_installed_verl(model, algo):
     pytest.importorskip("verl")
     experiment = config.load(recipes.recipe_path(model, algo))
     overrides = verl_overrides.experiment_overrides(
-        experiment, experiment_name="check", checkpoint_dir=Path("/tmp/with space/ckpt"), wandb=True
+        experiment, experiment_name="check", checkpoint_dir=Path("/tmp/with space/ckpt"),
+        hydra_dir=Path("/tmp/with space/hydra"), wandb=True,
+        worker_env={"VERL_FILE_LOGGER_PATH": "/tmp/with space/metrics.jsonl", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     verl_overrides.check_compose(overrides)
 

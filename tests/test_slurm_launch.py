@@ -73,13 +73,13 @@ def status_rows(project: Path, target: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def final_rows(project: Path, target: str, count: int) -> list[dict]:
+def final_rows(project: Path, target: str, count: int, timeout: float = 150.0) -> list[dict]:
     """Poll `fipo status --json` (which refreshes from SLURM) until ``count`` runs are finished."""
     def finished():
         rows = status_rows(project, target)
         done = [r for r in rows if r["state"] in ("succeeded", "failed", "cancelled", "timeout")]
         return rows if len(done) == count else None
-    return wait_for(finished, what=f"{count} runs of {target} to finish")
+    return wait_for(finished, timeout=timeout, what=f"{count} runs of {target} to finish")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -223,3 +223,35 @@ def test_sbatch_refusals_reach_the_user_verbatim_and_leave_nothing_behind(projec
     assert "invalid partition" in result.stderr.lower() and "sinfo" in result.stderr
     assert not (project / "experiments" / "smoke" / "runs").exists() or not any(
         (project / "experiments" / "smoke" / "runs").iterdir())
+
+
+@pytest.mark.verl
+@pytest.mark.training
+def test_a_real_job_trains_the_tiny_recipe_with_verls_trainer(tmp_path):
+    """verl's own trainer inside the batch script's Ray cluster: the job's Ray starts before the
+    trainer, so what verl's workers need (the metrics file, the W&B run, the CPU platform) must
+    reach them through the trainer's runtime env; and the run lives under a directory whose name
+    needs quoting everywhere (batch script, Hydra overrides, Ray's env)."""
+    pytest.importorskip("verl")
+    pytest.importorskip("vllm")
+    wandb_records = pytest.importorskip("wandb_records")
+    root = tmp_path / "it's $HOME `x`"
+    root.mkdir()
+    cache = str(tmp_path.parent / "fipo-cache")
+    assert fipo(root, "init", "tiny", "--model", "tiny").returncode == 0
+    job_id = submitted_job(fipo(root, "train", "tiny", "--launcher", "slurm", "trainer.total_training_steps=2",
+                                "trainer.save_freq=2", FIPO_CACHE_DIR=cache))
+    (row,) = final_rows(root, "tiny", 1, timeout=900)
+    (run_dir,) = (root / "experiments" / "tiny" / "runs").iterdir()
+    assert row["state"] == "succeeded", (run_dir / "train.log").read_text()[-3000:]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    (wandb_file,) = wandb_records.run_files(run_dir / "wandb")
+    assert wandb_records.run_id(wandb_file) == json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
+    job_log = fipo(root, "logs", f"tiny/{run_dir.name}", "--job").stdout
+    assert "1 node(s) × 1 GPUs" in job_log  # logical GPUs: trainer.device is cpu
+    assert "#SBATCH --gpus-per-node" not in (run_dir / "job.sbatch").read_text()
+    wait_for(lambda: slurm_state(job_id) == "COMPLETED", what="SLURM to see the job complete")
+    leftovers = subprocess.run(["pgrep", "-f", f"ray-fipo-{job_id}"], capture_output=True, text=True).stdout
+    assert leftovers == ""

@@ -17,15 +17,16 @@ from fipo_run import run_fipo
 from fipo_cli import config
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.launch import slurm
+from fipo_cli.launch.ray_head import head_cpus
 
 NASTY = "it's $HOME `touch pwned` \"q\" ; rm -rf x"
 
 
-def render(tmp_path: Path, **cluster) -> str:
+def render(tmp_path: Path, device: str = "cuda", **cluster) -> str:
     job = slurm.BatchJob(
         job_name="fipo-exp-run", run_dirs=[tmp_path / NASTY / "runs" / "a", tmp_path / "b"],
-        cluster=config.ClusterConfig(launcher="slurm", **cluster), output=tmp_path / "logs" / "%A_%a.out",
-        description="test", command="sweep", array=True, max_parallel=2,
+        cluster=config.ClusterConfig(launcher="slurm", **cluster), device=device,
+        output=tmp_path / "logs" / "%A_%a.out", description="test", command="sweep", array=True, max_parallel=2,
     )
     return slurm.render(job, workdir=tmp_path / "work dir", python=sys.executable)
 
@@ -40,6 +41,15 @@ def test_values_are_quoted_so_that_bash_reads_them_back_verbatim(tmp_path):
     assert printed == [str(tmp_path / NASTY / "runs" / "a"), str(tmp_path / "b")]
     assert not (tmp_path / "pwned").exists()
     assert "#SBATCH --array=0-1%2" in script and "export FROM_SETUP=1" in script
+
+
+def test_a_cpu_job_asks_slurm_for_no_gpu_and_ray_for_logical_ones(tmp_path):
+    gpu = render(tmp_path, gpus_per_node=4)
+    cpu = render(tmp_path, device="cpu", gpus_per_node=4)
+    assert "#SBATCH --gpus-per-node=4" in gpu and "--num-cpus" not in gpu
+    assert "#SBATCH --gpus-per-node" not in cpu
+    assert f'ray_options=(--num-gpus="$gpus_per_node" --num-cpus={head_cpus("cpu")} ' in cpu and "gpus_per_node=4" in cpu
+    subprocess.run(["bash", "-n"], input=cpu, text=True, check=True)
 
 
 def test_sbatch_lines_carry_the_cluster_profile_and_refuse_what_sbatch_cannot_read(tmp_path):

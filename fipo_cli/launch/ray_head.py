@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from fipo_cli.errors import FipoError
 #: Logical CPUs a CPU-mode head offers: verl's resource pools ask several per worker bundle, and
 #: TransferQueue's actors one each. They are scheduling slots, not cores.
 CPU_MODE_CPUS = 16
+#: What ``ray start --block`` prints once the node runs.
+STARTED = b"Ray runtime started."
 _PORTS = 6
+_POLL_S = 0.1
 _STOP_GRACE_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
@@ -91,10 +95,18 @@ def private_ray_head(
     ]
     # One auth mode for the head and its clients (a stray ~/.ray/auth_token turns it on for the head only).
     client_env = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "disabled")}
-    head_env = {**env, "RAY_AUTH_MODE": client_env["RAY_AUTH_MODE"], "RAY_USAGE_STATS_ENABLED": "0"}
+    head_env = {
+        **env,
+        "RAY_AUTH_MODE": client_env["RAY_AUTH_MODE"],
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # On SIGTERM a head first drains for 30 s (for Serve replicas on Kubernetes); this one's
+        # trainer has exited by then: stop at once.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
     head_env.pop("RAY_ADDRESS", None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        log_start = log.tell()
         try:
             head = subprocess.Popen(command, env=head_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=_stop_with_parent)
@@ -103,23 +115,26 @@ def private_ray_head(
             raise FipoError(f"cannot start Ray ({command[0]}): {error.strerror or error}",
                             hint="install the training dependencies: fipo doctor names what is missing") from error
     try:
-        _wait_until_ready(address, gpus, head, head_env, log_path, timeout_s)
+        _wait_until_started(head, log_path, log_start, timeout_s)
         yield client_env
     finally:
         _stop(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_until_ready(address: str, gpus: int, head: subprocess.Popen, env: Mapping[str, str], log_path: Path,
-                      timeout_s: float) -> None:
-    waited = subprocess.run(
-        [sys.executable, "-m", "fipo_cli.launch.ray_wait", "--address", address, "--gpus-per-node", str(gpus),
-         "--timeout", str(timeout_s), "--head-pid", str(head.pid), socket.gethostname()],
-        env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True,
-    )
-    if waited.returncode != 0:
-        raise FipoError(f"the run's Ray head did not come up: {waited.stderr.strip() or waited.stdout.strip()}",
-                        hint=f"Ray's own output is in {log_path}")
+def _wait_until_started(head: subprocess.Popen, log_path: Path, log_start: int, timeout_s: float) -> None:
+    """Until ``ray start --block`` says the node is up (its head and its resources are then registered)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(log_path, "rb") as log:
+            log.seek(log_start)
+            if STARTED in log.read():
+                return
+        if head.poll() is not None:
+            raise FipoError(f"the run's Ray head exited with code {head.returncode} before it started",
+                            hint=f"Ray's own output is in {log_path}")
+        time.sleep(_POLL_S)
+    raise FipoError(f"the run's Ray head did not start within {timeout_s:g} s", hint=f"Ray's own output is in {log_path}")
 
 
 def _stop(head: subprocess.Popen) -> None:
