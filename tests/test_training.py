@@ -138,9 +138,8 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
 
     result = fipo(project, "report", "fipo", "--json")
     assert result.returncode == 0, tail(result)
-    report = json.loads(result.stdout)
-    html = Path(report["html"]).read_text()
-    assert run.name in html and Path(report["html"]).parent.joinpath("length_percentiles.png").is_file()
+    html = project / json.loads(result.stdout)["html"]
+    assert run.name in html.read_text() and (html.parent / "length_percentiles.png").is_file()
 
 
 def test_dapo_trains_the_same_way_and_learns(project: Path, no_ray_left):
