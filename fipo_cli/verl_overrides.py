@@ -7,10 +7,12 @@ verl's ``policy_loss`` section.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
 OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
 #: Environment variables for the job's every Ray worker: verl passes this runtime env to ``ray.init``.
-WORKER_ENV = "+ray_kwargs.ray_init.runtime_env.env_vars"
+RUNTIME_ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"
+#: The run's variables, as one value (see :func:`encode_worker_env`); fipo's verl plugin sets them.
+WORKER_ENV = "FIPO_WORKER_ENV"
 
 #: The environment of ``trainer.device: cpu``, in the driver and every Ray worker (reference verl-cpu.md).
 CPU_ENV = {
@@ -36,6 +40,19 @@ CPU_ENV = {
     # of the machine's memory minus what its worker already holds, which a small share makes negative.
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
+
+
+def encode_worker_env(env: Mapping[str, str]) -> str:
+    """``env`` as base64 of JSON. Ray passes runtime-env values through ``os.path.expandvars``, so a
+    path holding ``$HOME`` would reach the workers as another path; base64 has no ``$`` (nor quotes)."""
+    return base64.urlsafe_b64encode(json.dumps(dict(env), sort_keys=True).encode()).decode()
+
+
+def apply_worker_env(environ: MutableMapping[str, str]) -> None:
+    """In a Ray worker (from fipo's verl plugin, at ``import verl``): set the run's variables."""
+    encoded = environ.get(WORKER_ENV)
+    if encoded:
+        environ.update(json.loads(base64.urlsafe_b64decode(encoded)))
 
 
 def device_env(device: str) -> dict[str, str]:
@@ -68,14 +85,8 @@ def _cpu_settings(experiment: Any) -> dict[str, Any]:
     }
 
 
-class QuotedString(str):
-    """A string that stays a string in hydra's grammar even when it reads as a number or a bool."""
-
-
 def hydra_value(value: Any) -> str:
     """A Python value written in hydra's override grammar."""
-    if isinstance(value, QuotedString):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -122,7 +133,8 @@ def experiment_overrides(
         wandb: whether the W&B logger is on.
         worker_env: variables every Ray worker needs (the trainer's logging, W&B run and device):
             the Ray cluster may have started before the trainer (a SLURM job), so they travel in
-            the job's runtime env rather than in Ray's own environment.
+            the job's runtime env, encoded (:func:`encode_worker_env`), rather than in Ray's own
+            environment.
     """
     model, data, algorithm = experiment.model, experiment.data, experiment.algorithm
     rollout, trainer, cluster = experiment.rollout, experiment.trainer, experiment.cluster
@@ -202,8 +214,7 @@ def experiment_overrides(
         "trainer.default_local_dir": str(checkpoint_dir),
         "trainer.device": trainer.device,
         "hydra.run.dir": str(hydra_dir),
-        # Ray takes only string values; hydra would read "1" as an int.
-        **{f"{WORKER_ENV}.{name}": QuotedString(value) for name, value in worker_env.items()},
+        f"{RUNTIME_ENV_VARS}.{WORKER_ENV}": encode_worker_env(worker_env),
     }
     if algorithm.reward_function is not None:
         path, name = reward_function_location(algorithm.reward_function)

@@ -31,8 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from fipo_cli.verl_overrides import apply_worker_env
+
+# First, before any verl module reads them: the run's variables (a Ray worker gets them from the
+# job's runtime env), then the CPU platform, before any verl module asks verl for its platform.
+apply_worker_env(os.environ)
 if os.environ.get("VERL_PLATFORM") == "cpu":
-    # First, before any verl module can ask verl for its platform.
     from fipo_cli import verl_cpu
 
     verl_cpu.install()
