@@ -11,6 +11,10 @@ into a dataclass named by its ``_target_``; :class:`FutureKLPolicyLossConfig` ad
 knobs to verl's own ``PolicyLossConfig`` and validates them when verl builds it, so a bad
 value stops the run on the driver, before any GPU work.
 
+When it loads, it first sets the run's variables a Ray worker received from ``fipo train``
+(:func:`fipo_cli.verl_overrides.apply_worker_env`) and, with ``VERL_PLATFORM=cpu``, installs fipo's
+CPU mode (:mod:`fipo_cli.verl_cpu`), both before any verl module reads them.
+
 Two more additions, both installed when this module loads (see their functions for why there):
 
 * :func:`with_length_metrics`: verl's per-step data metrics gain the whole-batch
