@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 started=$SECONDS
-python=$(bash scripts/install-cpu.sh .venv | tail -n 1)
+python=$(bash scripts/install-cpu.sh .venv cpu,report | tail -n 1)
 fipo=("$python" -m fipo_cli)
 echo "fipo: training environment ready in $((SECONDS - started)) s: $(dirname "$python")"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,15 @@ def test_bad_input_is_a_usage_error(project, args, message):
     result = fipo(project, *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "experiments" / "fipo-a" / "report").exists()
+
+
+def test_without_matplotlib_report_says_how_to_install_it_and_writes_nothing(project):
+    hide = ("import sys; sys.modules['matplotlib'] = None; sys.argv = ['fipo', 'report', 'fipo-a']; "
+            "from fipo_cli.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", hide], cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "matplotlib, which is not installed" in result.stderr and "pip install 'fipo[report]'" in result.stderr
     assert not (project / "experiments" / "fipo-a" / "report").exists()
 
 

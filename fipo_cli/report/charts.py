@@ -14,6 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
+from fipo_cli.errors import FipoError
 from fipo_cli.report.figures import Chart, Line
 
 DPI = 100
@@ -55,6 +56,15 @@ def figure_inches(chart: Chart) -> tuple[float, float]:
     legend_rows = math.ceil(len(legend_entries(chart)) / legend_columns(chart))
     width = max(columns, 2) * PANEL_INCHES[0]  # two panels wide at least, so a legend label fits
     return width, rows * PANEL_INCHES[1] + TITLE_INCHES + legend_rows * LEGEND_ROW_INCHES
+
+
+def require_matplotlib() -> None:
+    """A clear error, before anything is read or written, when matplotlib (the `report` extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise FipoError("fipo report draws its charts with matplotlib, which is not installed here",
+                        hint="pip install 'fipo[report]' (or matplotlib)")
 
 
 def render(chart: Chart, colours: dict[str, str]) -> bytes:

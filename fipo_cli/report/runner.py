@@ -54,6 +54,7 @@ def make_report(
     by itself must have metrics (UsageError otherwise); a run that only came with its
     experiment and has none (not started, say) is left out with a line in ``skipped``.
     """
+    charts.require_matplotlib()
     runs, left_out = [], []
     for run_dir, named in data.resolve(references):
         try:
@@ -67,10 +68,10 @@ def make_report(
     built = figures.build(runs, steps)
     built.skipped[:0] = left_out
     colours = figures.colours(runs)
+    images = [(chart, charts.render(chart, colours)) for chart in built.charts]
     out = out or runs[0].directory.parent.parent / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, out / HTML_FILE, runs, colours, built)
-    images = [(chart, charts.render(chart, colours)) for chart in built.charts]
     report.files = [charts.write_png(out / f"{chart.name}.png", png) for chart, png in images]
     atomic_write_text(report.html, summary.html_page(runs, colours, built, images, steps))
     if to_wandb:
