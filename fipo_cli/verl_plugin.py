@@ -45,16 +45,17 @@ if os.environ.get("VERL_PLATFORM") == "cpu":
 
     verl_cpu.install()
 
-import torch
-from verl.trainer.ppo import metric_utils
-from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
-from verl.utils.tracking import Tracking
-from verl.workers.config import PolicyLossConfig
+# After the set-up above, on purpose (E402).
+import torch  # noqa: E402
+from verl.trainer.ppo import metric_utils  # noqa: E402
+from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss  # noqa: E402
+from verl.utils.tracking import Tracking  # noqa: E402
+from verl.workers.config import PolicyLossConfig  # noqa: E402
 
-from fipo_cli.length_metrics import length_metrics
-from fipo_cli.loss import knobs
-from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms
-from fipo_cli.train import TRACKING_CONFIG_ENV
+from fipo_cli.length_metrics import length_metrics  # noqa: E402
+from fipo_cli.loss import knobs  # noqa: E402
+from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms  # noqa: E402
+from fipo_cli.train import TRACKING_CONFIG_ENV  # noqa: E402
 
 LOSS_NAME = "future_kl"
 CONFIG_TARGET = f"{__name__}.FutureKLPolicyLossConfig"

@@ -12,11 +12,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fipo_cli.doctor import TRAINER_DEPENDENCIES, TRAINER_PATH_MODULES
 

@@ -88,7 +88,7 @@ def run_local(
             except BaseException:
                 # fipo cannot go on (the log's disk is full, the terminal is gone): stop the
                 # trainer rather than leave it running on the GPUs with nobody reading it.
-                _stop_group(process)
+                stop_group(process)
                 raise
     return 128 - returncode if returncode < 0 else returncode
 
@@ -209,8 +209,8 @@ def _byte_writer(terminal: TextIO) -> Callable[[bytes], None]:
     return write_text
 
 
-def _stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the trainer's process group, then SIGKILL it if the trainer outlives ``grace_s``."""
+def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group ``process`` leads, then SIGKILL it if ``process`` outlives ``grace_s``."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, signum)

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fipo_cli.errors import FipoError
+from fipo_cli.launch.local import stop_group
 
 #: Logical CPUs a CPU-mode head offers: verl's resource pools ask several per worker bundle, and
 #: TransferQueue's actors one each. They are scheduling slots, not cores.
@@ -139,14 +140,5 @@ def _wait_until_started(head: subprocess.Popen, log_path: Path, log_start: int, 
 
 def _stop(head: subprocess.Popen) -> None:
     """SIGTERM to the head's process group (``ray start --block`` then stops its node); SIGKILL if it lingers."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(head.pid, signum)
-        except ProcessLookupError:
-            break
-        try:
-            head.wait(timeout=_STOP_GRACE_S)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    stop_group(head, grace_s=_STOP_GRACE_S)
     head.wait()

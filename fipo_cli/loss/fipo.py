@@ -7,6 +7,7 @@ in which the dual clip fired on more than one token is dropped from the loss mas
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,19 @@ class FipoLossTerms:
     metrics: dict[str, torch.Tensor]
 
 
+def _autocast_off(function):
+    """``function`` run with autocast disabled on its first argument's device: verl calls the loss
+    inside ``torch.autocast(bf16)``, which would run the Future-KL matmul in bf16."""
+
+    @functools.wraps(function)
+    def without_autocast(old_log_prob: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=old_log_prob.device.type, enabled=False):
+            return function(old_log_prob, *args, **kwargs)
+
+    return without_autocast
+
+
+@_autocast_off
 def fipo_loss_terms(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -64,22 +78,8 @@ def fipo_loss_terms(
         rollout_is_weights: optional (B, L) rollout-correction weights, multiplied into
             the per-token loss as verl's vanilla loss does.
 
-    Everything is computed in float32 whatever the input dtype, with autocast off: verl calls
-    the loss inside ``torch.autocast(bf16)``, which would run the Future-KL matmul in bf16.
+    Everything is computed in float32 whatever the input dtype, with autocast off.
     """
-    with torch.autocast(device_type=log_prob.device.type, enabled=False):
-        return _fipo_loss_terms(old_log_prob, log_prob, advantages, response_mask, settings, clip, rollout_is_weights)
-
-
-def _fipo_loss_terms(
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    settings: FutureKLSettings,
-    clip: PPOClip,
-    rollout_is_weights: torch.Tensor | None,
-) -> FipoLossTerms:
     valid = response_mask.bool()
     stats = MaskedStats(valid)
     maskf = stats.maskf
