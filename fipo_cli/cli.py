@@ -101,15 +101,13 @@ def init(
     force: bool = typer.Option(False, "--force", help="Replace an existing experiment's fipo.yaml."),
 ) -> None:
     """Create experiments/NAME/fipo.yaml from a recipe, with a comment naming each value's source."""
+    from fipo_cli import config, local_assets
     from fipo_cli.experiments import init_experiment
 
-    from fipo_cli import config, local_assets
-
     path = init_experiment(name, model, algo, force=force)
-    experiment = config.load(path)
-    steps = [] if all(map(local_assets.is_builtin, experiment.asset_paths()[1:])) else [
-        ("fipo data prepare", "the training and validation parquet files")
-    ]
+    data = config.load(path).data
+    builtin_data = all(map(local_assets.is_builtin, [*data.train_files, *data.val_files]))
+    steps = [] if builtin_data else [("fipo data prepare", "the training and validation parquet files")]
     steps += [(f"fipo doctor {name}", "preflight checks"), (f"fipo train {name} --dry-run", "the exact verl command"),
               (f"fipo train {name}", "train")]
     width = max(len(command) for command, _ in steps)
