@@ -43,6 +43,12 @@ def head_cpus(device: str) -> int | None:
     return max(CPU_MODE_CPUS, os.cpu_count() or 1) if device == "cpu" else None
 
 
+def ray_executable(python: str) -> str:
+    """The ``ray`` command of ``python``'s environment, else whichever ``ray`` is on the PATH."""
+    ray = Path(python).with_name("ray")
+    return str(ray) if ray.exists() else "ray"
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = []
     try:
@@ -85,9 +91,8 @@ def private_ray_head(
     address = f"127.0.0.1:{gcs}"
     # Ray's socket paths must stay under ~100 characters: a short temp dir, not the run's.
     temp_dir = tempfile.mkdtemp(prefix="ray-fipo-")
-    ray = Path(sys.executable).with_name("ray")
     command = [
-        str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--disable-usage-stats",
+        ray_executable(sys.executable), "start", "--head", "--block", "--disable-usage-stats",
         "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-gpus={gpus}",
         *([f"--num-cpus={cpus}"] if cpus is not None else []), f"--temp-dir={temp_dir}",
         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
@@ -119,7 +124,9 @@ def private_ray_head(
         _wait_until_started(head, log_path, log_start, timeout_s)
         yield client_env
     finally:
-        _stop(head)
+        # SIGTERM to the head's process group (``ray start --block`` then stops its node); SIGKILL if it lingers.
+        stop_group(head, grace_s=_STOP_GRACE_S)
+        head.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -137,8 +144,3 @@ def _wait_until_started(head: subprocess.Popen, log_path: Path, log_start: int, 
         time.sleep(_POLL_S)
     raise FipoError(f"the run's Ray head did not start within {timeout_s:g} s", hint=f"Ray's own output is in {log_path}")
 
-
-def _stop(head: subprocess.Popen) -> None:
-    """SIGTERM to the head's process group (``ray start --block`` then stops its node); SIGKILL if it lingers."""
-    stop_group(head, grace_s=_STOP_GRACE_S)
-    head.wait()

@@ -23,7 +23,7 @@ from pathlib import Path
 from fipo_cli import __version__
 from fipo_cli.config import ClusterConfig
 from fipo_cli.errors import FipoError, UsageError
-from fipo_cli.launch.ray_head import head_cpus
+from fipo_cli.launch.ray_head import head_cpus, ray_executable
 from fipo_cli.runs import SECRET_NAMES, RunState
 
 TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
@@ -104,7 +104,6 @@ def _render(template: str, *, job_name: str, cluster: ClusterConfig, output: Pat
 def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = None) -> str:
     """The batch script of ``job``."""
     python = python or sys.executable
-    ray = Path(python).with_name("ray")
     return _render(
         TRAIN_TEMPLATE, job_name=job.job_name, cluster=job.cluster, output=job.output, workdir=workdir,
         description=job.description,
@@ -115,7 +114,7 @@ def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = N
         device=job.device,
         ray_cpus=head_cpus(job.device),
         python=python,
-        ray=ray if ray.exists() else "ray",
+        ray=ray_executable(python),
     )
 
 
