@@ -125,7 +125,7 @@ def train(
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
     algo: str = typer.Option("fipo", "--algo", "-a", help="With --model: fipo (default) or dapo."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (default from the config) or slurm."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (default from the config), slurm or ray."),
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", help="Continue RUN from its last checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
@@ -144,26 +144,33 @@ def train(
     if launcher is not None:
         values["cluster.launcher"] = launcher
     plan = training.plan_training(experiment, model, algo, values, resume)
-    on_slurm = plan.experiment.cluster.launcher == "slurm"
+    launcher = plan.experiment.cluster.launcher
     _warn(plan.warnings)
     if dry_run:
         checked = training.check_with_verl(plan)
-        script = training.slurm_script(plan) if on_slurm else None
+        script = training.slurm_script(plan) if launcher == "slurm" else None
+        ray_job = training.ray_submission(plan, os.environ) if launcher == "ray" else None
         if as_json:
-            typer.echo(json.dumps({**plan.to_json(os.environ), "sbatch": script}))
+            typer.echo(json.dumps({**plan.to_json(os.environ), "sbatch": script,
+                                   "ray_job": ray_job.to_json() if ray_job else None}))
         else:
             typer.echo(training.describe(plan, os.environ))
             if script:
                 typer.echo(f"batch script ({plan.run_dir / training.SCRIPT_FILE}):\n{script}")
+            if ray_job:
+                typer.echo(ray_job.describe())
         if not checked:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
-    if on_slurm:
-        plan, status = training.submit_slurm(plan)
+    if launcher in ("slurm", "ray"):
+        plan, status = (training.submit_slurm if launcher == "slurm" else training.submit_ray)(plan)
         reference = f"{plan.experiment_dir.path.name}/{plan.run_name}"
-        typer.echo(f"submitted run {reference} as SLURM job {status.job_id}")
-        typer.echo(f"  job log:     {status.scheduler_log}")
-        typer.echo(f"  trainer log: {plan.run_dir / training.LOG_FILE}")
+        if launcher == "slurm":
+            typer.echo(f"submitted run {reference} as SLURM job {status.job_id}")
+            typer.echo(f"  job log:     {status.scheduler_log}")
+            typer.echo(f"  trainer log: {plan.run_dir / training.LOG_FILE}")
+        else:
+            typer.echo(f"submitted run {reference} as Ray job {status.job_id} to {status.ray_address}")
         typer.echo(f"  follow it:   fipo logs {reference} -f")
         typer.echo(f"  status:      fipo status {plan.experiment_dir.path.name}")
         return
@@ -182,9 +189,11 @@ def sweep(
     strategy: str = typer.Option("grid", "--strategy", help="grid (cartesian product) or random."),
     samples: Optional[int] = typer.Option(None, "--samples", help="With --strategy random: how many runs."),
     seed: int = typer.Option(0, "--seed", help="With --strategy random: the sampling seed."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="SLURM: at most K array tasks at once (%K)."),
+    max_parallel: Optional[int] = typer.Option(
+        None, "--max-parallel", help="At most K runs at once: SLURM's array throttle (%K); with ray, fipo waits to submit."),
     name: Optional[str] = typer.Option(None, "--name", help="The sweep's name (default: derived from its definition)."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (runs one after another) or slurm (a job array)."),
+    launcher: Optional[str] = typer.Option(
+        None, "--launcher", help="local (runs one after another), slurm (a job array) or ray (a job per run)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Resubmit the runs that failed, timed out or were cancelled."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Launch a sweep of more than 100 runs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (and the array script); write nothing."),
@@ -208,7 +217,7 @@ def sweep(
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
-        typer.echo(json.dumps(sweeps.to_json(plan)))
+        typer.echo(json.dumps(sweeps.to_json(plan, os.environ)))
         return
     from rich.console import Console
     from rich.table import Table
@@ -243,6 +252,10 @@ def sweep(
         return
     if plan.launcher == "local":
         raise typer.Exit(sweeps.run_locally(plan, os.environ, console.print))
+    if plan.launcher == "ray":
+        sweeps.submit_ray(plan, os.environ, lambda line: console.print(line, highlight=False))
+        console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
+        return
     job_id = sweeps.submit(plan, os.environ)
     console.print(f"submitted {len(plan.to_submit)} runs as SLURM job array {job_id} "
                   f"(logs in {plan.directory / sweeps.LOGS_DIR})", highlight=False)
@@ -253,9 +266,9 @@ def sweep(
 def status(
     target: Optional[str] = typer.Argument(None, metavar="[EXP|EXP/RUN|SWEEP]", help="Which runs (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of runs."),
-    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM about unfinished SLURM runs."),
+    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM or the Ray cluster about unfinished runs."),
 ) -> None:
-    """Where runs stand: state (refreshed from squeue, sacct or scontrol), elapsed time, last step, W&B."""
+    """Where runs stand: state (refreshed from squeue, sacct, scontrol or Ray's job API), elapsed time, last step, W&B."""
     from collections import Counter
 
     from fipo_cli import registry
@@ -292,9 +305,9 @@ def cancel(
     target: str = typer.Argument(..., metavar="EXP/RUN|SWEEP|EXP", help="A run, a sweep or all runs of an experiment."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Name the jobs; cancel nothing."),
 ) -> None:
-    """Cancel SLURM runs that are queued or running (scancel) and record them as cancelled."""
+    """Cancel SLURM or Ray runs that are queued or running (scancel, stop_job) and record them as cancelled."""
     from fipo_cli import registry
-    from fipo_cli.launch import slurm
+    from fipo_cli.launch import ray_job, slurm
 
     entries = registry.find_runs(target)
     registry.refresh(entries)
@@ -310,7 +323,9 @@ def cancel(
         typer.echo(f"{'would cancel' if dry_run else 'cancelling'} {entry.reference} (job {entry.status.job_id or '-'})")
     if dry_run:
         return
-    slurm.cancel(sorted({e.status.job_id for e in jobs if e.status.job_id}))
+    slurm.cancel(sorted({e.status.job_id for e in jobs if e.status.job_id and e.status.launcher == "slurm"}))
+    for address in sorted({e.status.ray_address for e in jobs if e.status.launcher == "ray" and e.status.ray_address}):
+        ray_job.stop(address, sorted({e.status.job_id for e in jobs if e.status.ray_address == address and e.status.job_id}))
     for entry in jobs:
         registry.mark_cancelled(entry)
 
@@ -321,7 +336,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the run writes, until it ends."),
     job: bool = typer.Option(False, "--job", help="The SLURM job's log (Ray, set-up) instead of the trainer's."),
 ) -> None:
-    """Print a run's trainer log (train.log), or its SLURM job log with --job."""
+    """Print a run's trainer log (train.log), or its SLURM job log with --job; a Ray job's log from its cluster."""
     from fipo_cli import registry
     from fipo_cli.logs import print_log
 

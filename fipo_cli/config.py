@@ -166,7 +166,7 @@ class TrainerConfig:
 
 @dataclass
 class ClusterConfig:
-    launcher: Literal["local", "slurm"] = "local"
+    launcher: Literal["local", "slurm", "ray"] = "local"
     nodes: int = field(default=1, metadata=positive())
     gpus_per_node: int = field(default=8, metadata=positive())
     partition: str | None = None
@@ -182,6 +182,10 @@ class ClusterConfig:
     """Let SLURM requeue the job after a preemption or node failure; it resumes from the last checkpoint."""
     ray_start_timeout: int = field(default=600, metadata=positive())
     """Seconds the job waits for every node's GPUs to join the Ray cluster before it gives up."""
+    ray_address: str | None = None
+    """The ray launcher's cluster: its dashboard address (``http://HEAD:8265``); else ``RAY_ADDRESS``."""
+    ray_run_root: str | None = None
+    """The ray launcher: where runs write on the cluster (``ROOT/EXP/runs/RUN``); by default the run's own path."""
 
     @property
     def total_gpus(self) -> int:
@@ -468,7 +472,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 #: The keys a user's cluster profile may set: where jobs go, not what they train.
 PROFILE_KEYS = (
     "partition", "account", "qos", "time_limit", "constraint", "gpus_per_node", "setup", "extra_sbatch",
-    "requeue", "ray_start_timeout",
+    "requeue", "ray_start_timeout", "ray_address", "ray_run_root",
 )
 
 

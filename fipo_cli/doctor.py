@@ -75,6 +75,8 @@ def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = No
         checks.append(_wandb_check(experiment, env))
         if experiment.cluster.launcher == "slurm":
             checks.extend(_slurm_checks(env))
+        if experiment.cluster.launcher == "ray":
+            checks.append(_ray_cluster_check(experiment, env))
     return checks
 
 
@@ -92,8 +94,9 @@ def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
 
     device = experiment.trainer.device if experiment is not None else "cuda"
     install = INSTALL[device]
-    # A SLURM job needs the training set on the compute nodes, not necessarily on the login node.
-    missing_outcome: Outcome = "warn" if experiment is not None and experiment.cluster.launcher == "slurm" else "fail"
+    # A SLURM or Ray job needs the training set on the cluster's nodes, not necessarily where fipo submits it.
+    remote = experiment is not None and experiment.cluster.launcher in ("slurm", "ray")
+    missing_outcome: Outcome = "warn" if remote else "fail"
     if importlib.util.find_spec("verl") is None:
         yield Check("verl", missing_outcome, f"not installed here: {install}")
         return
@@ -229,3 +232,18 @@ def _slurm_checks(env: Mapping[str, str]) -> Iterator[Check]:
     for tool in ("sbatch", "squeue"):
         where = shutil.which(tool, path=env.get("PATH"))
         yield Check(tool, "pass" if where else "fail", where or "not found on PATH: run fipo on the cluster's login node")
+
+
+def _ray_cluster_check(experiment: Experiment, env: Mapping[str, str]) -> Check:
+    """The ray launcher's cluster answers on its job API."""
+    from fipo_cli.errors import FipoError
+    from fipo_cli.launch import ray_job
+
+    try:
+        address = ray_job.resolve_address(experiment.cluster.ray_address, env)
+        ray_job.connect(address)
+    except FipoError as error:
+        return Check("Ray cluster", "fail", error.message + (f" ({error.hint})" if error.hint else ""))
+    except ImportError:
+        return Check("Ray cluster", "fail", "the ray package is not installed here: pip install 'ray[default]'")
+    return Check("Ray cluster", "pass", f"{address} answers on Ray's job API")

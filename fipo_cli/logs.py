@@ -1,4 +1,4 @@
-"""``fipo logs``: print a run's trainer log or SLURM job log, and follow it while the run goes on."""
+"""``fipo logs``: print a run's trainer log, SLURM job log or Ray job log, and follow it while the run goes on."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def print_log(entry: RunEntry, *, job_log: bool = False, follow: bool = False, o
     Returns the exit code for ``fipo logs``: 0, or 130 when interrupted.
     """
     out = out or sys.stdout.buffer
+    if entry.status is not None and entry.status.launcher == "ray" and entry.status.job_id and entry.status.ray_address:
+        from fipo_cli.launch import ray_job
+
+        # The job's output is the trainer's, on the cluster: the run directory may not be shared.
+        return ray_job.copy_log(entry.status.ray_address, entry.status.job_id, follow=follow, out=out)
     path = log_path(entry, job_log)
     if not path.exists() and not follow:
         state = entry.state

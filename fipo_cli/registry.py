@@ -119,21 +119,28 @@ def find_run(reference: str, root: Path = EXPERIMENTS_DIR) -> RunEntry:
 
 
 def refresh(entries: Iterable[RunEntry]) -> list[RunEntry]:
-    """Ask SLURM about the SLURM runs that are not finished, and record what changed.
+    """Ask SLURM, or the Ray cluster, about the submitted runs that are not finished, and record what changed.
 
     Returns the entries it updated. Runs that are finished, local or unreadable cost no query;
-    a run SLURM no longer knows (purged, accounting off) keeps its record.
+    a run the scheduler no longer knows (purged, accounting off, a restarted Ray cluster) keeps its record.
     """
-    from fipo_cli.launch import slurm
-
-    open_runs = [e for e in entries if e.status and e.status.launcher == "slurm" and e.status.job_id
+    open_runs = [e for e in entries if e.status and e.status.launcher in ("slurm", "ray") and e.status.job_id
                  and e.status.state not in FINAL_STATES]
     if not open_runs:
         return []
-    states = slurm.job_states({e.status.job_id for e in open_runs})
+    states = {}
+    if any(e.status.launcher == "slurm" for e in open_runs):
+        from fipo_cli.launch import slurm
+
+        states[None] = slurm.job_states({e.status.job_id for e in open_runs if e.status.launcher == "slurm"})
+    for address in {e.status.ray_address for e in open_runs if e.status.launcher == "ray" and e.status.ray_address}:
+        from fipo_cli.launch import ray_job
+
+        states[address] = ray_job.job_states(address, {e.status.job_id for e in open_runs
+                                                        if e.status.ray_address == address})
     changed = []
     for entry in open_runs:
-        seen = states.get(entry.status.job_id)
+        seen = states.get(entry.status.ray_address if entry.status.launcher == "ray" else None, {}).get(entry.status.job_id)
         if seen is None or seen.state == entry.status.state:
             continue
         # The record may have moved on since it was read (the job's own task writes it too).

@@ -88,7 +88,7 @@ class RunStatus:
     started_at: str | None = None
     finished_at: str | None = None
     job_id: str | None = None
-    """The scheduler's job id (``123``, or ``123_4`` for an array task); None for local runs."""
+    """The scheduler's job id (``123``, or ``123_4`` for an array task; a Ray job's submission id); None for local runs."""
     array_index: int | None = None
     sweep: str | None = None
     scheduler_log: str | None = None
@@ -99,6 +99,8 @@ class RunStatus:
     wandb_url: str | None = None
     resumed_from: str | None = None
     """The name of the run this one resumes, if any."""
+    ray_address: str | None = None
+    """The Ray cluster a ray-launched run was submitted to."""
 
 
 def write_status(run_dir: Path, status: RunStatus) -> None:

@@ -23,13 +23,15 @@ from fipo_cli import config, experiments, registry, sweep_space, train
 from fipo_cli.config import SAFE_NAME, TIME_LIMIT
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
-from fipo_cli.launch import slurm
+from fipo_cli.launch import ray_job, slurm
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
 
 MANIFEST = "sweep.json"
 LOGS_DIR = "logs"
 #: More planned runs than this need ``--yes``.
 CONFIRM_ABOVE = 100
+#: How often a ray sweep held by ``--max-parallel`` asks the cluster whether a job ended.
+RAY_POLL_S = 5.0
 Action = Literal["submit", "skip"]
 
 
@@ -219,7 +221,7 @@ def array_script(plan: SweepPlan) -> str | None:
     return script
 
 
-def to_json(plan: SweepPlan) -> dict[str, Any]:
+def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
     return {
         "sweep": plan.name,
         "warnings": plan.warnings,
@@ -232,11 +234,14 @@ def to_json(plan: SweepPlan) -> dict[str, Any]:
             for run in plan.runs
         ],
         "sbatch": array_script(plan),
+        "ray_jobs": [train.ray_submission(run.plan, inherited).to_json() for run in plan.to_submit]
+        if plan.launcher == "ray" else None,
     }
 
 
 def _write_manifest(plan: SweepPlan, submission: dict[str, Any] | None) -> None:
     path = plan.directory / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, {
         "name": plan.name,
@@ -300,3 +305,45 @@ def run_locally(plan: SweepPlan, inherited: Mapping[str, str], say) -> int:
             say("interrupted: the remaining runs stay created; run the sweep again to continue")
             break
     return worst
+
+
+def submit_ray(plan: SweepPlan, inherited: Mapping[str, str], say, poll_s: float = RAY_POLL_S) -> list[str]:
+    """One Ray job per run; with ``--max-parallel K`` fipo stays and submits the next run when fewer
+    than K of the sweep's jobs are queued or running. The submitted jobs' ids.
+
+    The cluster is asked first: an unreachable one leaves nothing behind. On Ctrl-C the runs not
+    submitted stay ``created`` (fipo status shows them) and running the sweep again submits them.
+    """
+    first = plan.to_submit[0].plan
+    client = ray_job.connect(train.ray_submission(first, inherited).address)
+    _write_manifest(plan, None)
+    _create_runs(plan, "ray", inherited)
+    submitted: list[str] = []
+    try:
+        for position, run in enumerate(plan.to_submit, 1):
+            if plan.max_parallel is not None:
+                _wait_for_slot(plan, plan.max_parallel, poll_s)
+            status = train.submit_ray_job(run.plan, client, inherited)
+            submitted.append(status.job_id)
+            say(f"[{position}/{len(plan.to_submit)}] {run.name}: Ray job {status.job_id}")
+    except KeyboardInterrupt:
+        say(f"interrupted: {len(submitted)} of {len(plan.to_submit)} runs submitted; "
+            "run the sweep again to submit the rest")
+        raise
+    finally:
+        if submitted:
+            _write_manifest(plan, {"job_ids": submitted, "runs": [r.name for r in plan.to_submit[:len(submitted)]],
+                                   "submitted_at": utc_now()})
+    return submitted
+
+
+def _wait_for_slot(plan: SweepPlan, max_parallel: int, poll_s: float) -> None:
+    """Until fewer than ``max_parallel`` of the sweep's runs are queued or running on the cluster."""
+    import time
+
+    while True:
+        entries = [registry.run_entry(run.plan.run_dir) for run in plan.runs if (run.plan.run_dir / STATUS_FILE).is_file()]
+        registry.refresh(entries)
+        if sum(entry.state in ("pending", "running") for entry in entries) < max_parallel:
+            return
+        time.sleep(poll_s)

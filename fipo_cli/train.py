@@ -15,9 +15,9 @@ A run lives in ``experiments/EXP/runs/RUN/``:
     job.sbatch      with the slurm launcher: the batch script, and slurm-JOB.out its log
     status.json     the run's state, written atomically
 
-Both launchers run the trainer through :func:`execute_run`: the local one in this process,
+Every launcher runs the trainer through :func:`execute_run`: the local one in this process,
 the slurm one inside the job (``fipo_cli.launch.task``), after the batch script has started
-Ray on the job's nodes.
+Ray on the job's nodes, and the ray one inside a job of a Ray cluster that already runs.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import config, experiments, local_assets, verl_overrides
+from fipo_cli import __version__, config, experiments, local_assets, verl_overrides
 from fipo_cli.config import Experiment
 from fipo_cli.errors import UsageError
 from fipo_cli.experiments import ExperimentDir
-from fipo_cli.launch import slurm
+from fipo_cli.launch import ray_job, slurm
 from fipo_cli.loss import knobs
 from fipo_cli.runs import (
     FINAL_STATES,
@@ -453,18 +453,24 @@ def slurm_script(plan: TrainPlan) -> str:
     return script
 
 
-def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
-    """Create (or reuse, on resume) the run directory, save its batch script there and sbatch it.
-
-    A new run whose submission sbatch refuses is removed again: nothing half-made stays behind.
-    """
-    inherited = dict(os.environ if inherited is None else inherited)
+def _refuse_active(plan: TrainPlan) -> RunStatus | None:
+    """The status of the run a resume continues; a run still queued or running is refused."""
     previous = read_status(plan.run_dir) if plan.resume else None
     if previous is not None and previous.state in ("pending", "running"):
         raise UsageError(
             f"run {plan.run_name} is {previous.state}" + (f" as job {previous.job_id}" if previous.job_id else ""),
             hint=f"wait for it, or stop it first: fipo cancel {plan.experiment_dir.path.name}/{plan.run_name}",
         )
+    return previous
+
+
+def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
+    """Create (or reuse, on resume) the run directory, save its batch script there and sbatch it.
+
+    A new run whose submission sbatch refuses is removed again: nothing half-made stays behind.
+    """
+    inherited = dict(os.environ if inherited is None else inherited)
+    previous = _refuse_active(plan)
     plan = prepare_run(plan, inherited)
     script = plan.run_dir / SCRIPT_FILE
     try:
@@ -485,15 +491,75 @@ def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) ->
     return plan, record_submission(plan.run_dir, job_id, plan.run_dir / SLURM_OUTPUT.replace("%j", job_id))
 
 
-def record_submission(run_dir: Path, job_id: str, scheduler_log: Path, array_index: int | None = None) -> RunStatus:
+def record_submission(run_dir: Path, job_id: str, scheduler_log: Path | None, array_index: int | None = None,
+                      ray_address: str | None = None) -> RunStatus:
     """Mark a run pending as ``job_id``, unless its job already started and said so itself."""
     status = read_status(run_dir)
     if status.state in ("created", *FINAL_STATES):
         status.state = "pending"
         status.exit_code = status.started_at = status.finished_at = None
-    status.job_id, status.array_index, status.scheduler_log = job_id, array_index, str(scheduler_log.absolute())
+    status.job_id, status.array_index, status.ray_address = job_id, array_index, ray_address
+    status.scheduler_log = str(scheduler_log.absolute()) if scheduler_log else None
     write_status(run_dir, status)
     return status
+
+
+def ray_submission(plan: TrainPlan, inherited: Mapping[str, str]) -> ray_job.JobSubmission:
+    """The Ray job of one run (``--launcher ray``)."""
+    experiment = plan.experiment
+    reward = experiment.algorithm.reward_function
+    return ray_job.plan_submission(
+        address=ray_job.resolve_address(experiment.cluster.ray_address, inherited),
+        run_dir=plan.run_dir,
+        reference=f"{plan.experiment_dir.path.name}/{plan.run_name}",
+        run_root=experiment.cluster.ray_run_root,
+        # What the job reads by a path relative to the project: the data, a reward function's
+        # file, a custom entrypoint's script.
+        inputs=[*experiment.asset_paths(), *([reward.partition(":")[0]] if reward else []),
+                *experiment.trainer.entrypoint[1:]],
+        inherited=inherited,
+        fipo_version=__version__,
+    )
+
+
+def submit_ray(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
+    """Create (or reuse, on resume) the run directory and submit it as a job of a running Ray cluster.
+
+    The cluster is asked first, so an unreachable one leaves nothing behind; a new run whose job the
+    cluster refuses is removed again.
+    """
+    inherited = dict(os.environ if inherited is None else inherited)
+    previous = _refuse_active(plan)
+    client = ray_job.connect(ray_submission(plan, inherited).address)
+    plan = prepare_run(plan, inherited)
+    try:
+        write_status(plan.run_dir, RunStatus(
+            state="created",
+            launcher="ray",
+            created_at=previous.created_at if previous else utc_now(),
+            wandb_run_id=plan.env.get("WANDB_RUN_ID"),
+            wandb_url=wandb_link(plan),
+            resumed_from=plan.run_name if plan.resume else None,
+        ))
+        status = submit_ray_job(plan, client, inherited)
+    except BaseException:
+        if not plan.resume:
+            shutil.rmtree(plan.run_dir, ignore_errors=True)
+        raise
+    return plan, status
+
+
+def submit_ray_job(plan: TrainPlan, client, inherited: Mapping[str, str]) -> RunStatus:
+    """Submit a created run as a job through ``client``; its status, pending.
+
+    The job id goes into the record before the record travels, so the job's own task keeps it.
+    """
+    submission = ray_submission(plan, inherited)
+    status = read_status(plan.run_dir)
+    status.job_id, status.ray_address = submission.submission_id, submission.address
+    write_status(plan.run_dir, status)
+    job_id = ray_job.submit(client, submission)
+    return record_submission(plan.run_dir, job_id, None, ray_address=submission.address)
 
 
 def record_run(plan: TrainPlan, inherited: Mapping[str, str]) -> None:

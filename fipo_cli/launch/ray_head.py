@@ -32,7 +32,7 @@ from fipo_cli.launch.local import stop_group
 CPU_MODE_CPUS = 16
 #: What ``ray start --block`` prints once the node runs.
 STARTED = b"Ray runtime started."
-_PORTS = 6
+_PORTS = 7
 _POLL_S = 0.1
 _STOP_GRACE_S = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -70,7 +70,8 @@ def _stop_with_parent() -> None:
 
 @contextlib.contextmanager
 def private_ray_head(
-    *, gpus: int, cpus: int | None, env: Mapping[str, str], log_path: Path, timeout_s: float = 120.0
+    *, gpus: int, cpus: int | None, env: Mapping[str, str], log_path: Path, timeout_s: float = 120.0,
+    dashboard: bool = False,
 ) -> Iterator[dict[str, str]]:
     """Run a Ray head on this machine for the duration of the block.
 
@@ -80,27 +81,31 @@ def private_ray_head(
         env: its environment (the trainer's).
         log_path: where its output goes (appended).
         timeout_s: how long to wait for it to answer.
+        dashboard: also serve Ray's dashboard, and with it the job submission API.
 
     Yields:
-        The variables that point a Ray client at it (``RAY_ADDRESS``, ``RAY_AUTH_MODE``).
+        The variables that point a Ray client at it (``RAY_ADDRESS``, ``RAY_AUTH_MODE``; with
+        ``dashboard``, ``RAY_API_SERVER_ADDRESS``, the job API's ``http://`` address).
 
     Raises:
         FipoError: the head did not start or did not answer in time (its log says why).
     """
-    gcs, client, agent, agent_grpc, runtime_env_agent, metrics = _free_ports(_PORTS)
+    gcs, client, agent, agent_grpc, runtime_env_agent, metrics, dashboard_port = _free_ports(_PORTS)
     address = f"127.0.0.1:{gcs}"
     # Ray's socket paths must stay under ~100 characters: a short temp dir, not the run's.
     temp_dir = tempfile.mkdtemp(prefix="ray-fipo-")
     command = [
         ray_executable(sys.executable), "start", "--head", "--block", "--disable-usage-stats",
-        "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-gpus={gpus}",
+        f"--include-dashboard={str(dashboard).lower()}", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-gpus={gpus}",
         *([f"--num-cpus={cpus}"] if cpus is not None else []), f"--temp-dir={temp_dir}",
         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env_agent}",
         f"--metrics-export-port={metrics}",
+        *([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"] if dashboard else []),
     ]
     # One auth mode for the head and its clients (a stray ~/.ray/auth_token turns it on for the head only).
-    client_env = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "disabled")}
+    client_env = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "disabled"),
+                  **({"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"} if dashboard else {})}
     head_env = {
         **env,
         "RAY_AUTH_MODE": client_env["RAY_AUTH_MODE"],
@@ -110,6 +115,7 @@ def private_ray_head(
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
     head_env.pop("RAY_ADDRESS", None)
+    head_env.pop("RAY_API_SERVER_ADDRESS", None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log_start = log.tell()

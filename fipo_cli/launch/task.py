@@ -1,17 +1,23 @@
-"""Inside a SLURM job: run one run's trainer from its directory.
+"""Inside a SLURM job or a Ray job: run one run's trainer from its directory.
 
 ``python -m fipo_cli.launch.task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
 its trainer command as ``fipo train`` does, and runs it on this node (the Ray head), with the
 output in the run's ``train.log`` and the job log. A requeued job runs this again: the same
 W&B run id, and verl resumes from the run's last checkpoint (``trainer.resume_mode=auto``).
+
+A Ray job adds ``--record DIR``: the run's record as the job's working directory carries it,
+copied into RUN_DIR first when the cluster does not see the run directory fipo wrote.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+USAGE = "usage: python -m fipo_cli.launch.task [--record DIR] RUN_DIR"
 
 
 def slurm_job_id(env: Mapping[str, str]) -> str | None:
@@ -19,6 +25,18 @@ def slurm_job_id(env: Mapping[str, str]) -> str | None:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID")
+
+
+def place_record(record: Path, run_dir: Path) -> None:
+    """Copy the run's record into ``run_dir`` unless it holds one (the cluster shares fipo's filesystem)."""
+    from fipo_cli.train import CONFIG_FILE
+
+    if (run_dir / CONFIG_FILE).is_file():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for item in record.iterdir():
+        if item.is_file():
+            shutil.copy2(item, run_dir / item.name)
 
 
 def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
@@ -41,14 +59,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fipo_cli.errors import FipoError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    record = None
+    if args[:1] == ["--record"] and len(args) == 3:
+        record, args = Path(args[1]), args[2:]
     if len(args) != 1:
-        print("usage: python -m fipo_cli.launch.task RUN_DIR", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     try:
+        if record is not None:
+            place_record(record, Path(args[0]))
         return run_task(Path(args[0]), dict(os.environ))
     except FipoError as error:
         print(f"fipo: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        print(f"fipo: cannot prepare the run directory {args[0]}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

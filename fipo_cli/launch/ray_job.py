@@ -1,0 +1,293 @@
+"""The ray launcher: submit a run to a Ray cluster that already runs, through Ray's job submission API.
+
+A job carries what its run needs and nothing more: a working directory fipo assembles from the
+run's record (``config.yaml``, ``command.json``, ``env.json``, ``tracking_config.json``,
+``status.json``, under ``run/``) and the local inputs the config names by a relative path (data
+files, a reward function's file, a custom entrypoint's script), each at that path. Absolute paths
+and hub ids are read where they point, on the cluster. The entrypoint, ``python3 -m
+fipo_cli.launch.task --record run RUN_DIR`` (the cluster's Python, with fipo installed), puts the
+record into the run directory as the cluster sees it when it is not there already, and runs the
+trainer as a SLURM job's task does; verl's trainer joins the job's Ray cluster (``RAY_ADDRESS``,
+set by Ray), and Ray merges the job's variables into those of verl's workers.
+
+Where the run writes (checkpoints, metrics, logs): the run directory's own path by default, for
+clusters that share the filesystem, as SLURM clusters do; ``cluster.ray_run_root`` names another
+root (a volume every node mounts) for clusters that do not. fipo follows the job through the API:
+its state for ``fipo status``, its output for ``fipo logs``, ``stop_job`` for ``fipo cancel``.
+
+Ray's job client is imported inside the functions that talk to the cluster: planning a job and
+``fipo --help`` import no ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.launch.slurm import JobState
+from fipo_cli.runs import mask_secrets
+
+#: The folder of the job's working directory that holds the run's record.
+RECORD_DIR = "run"
+#: Ray warns above half of its 512 MiB package limit (``ray._private.runtime_env.packaging``,
+#: ``PACKAGE_SIZE_WARNING``) and uploads the working directory on every submission: fipo refuses
+#: more than that, naming the files, rather than send gigabytes each time.
+MAX_UPLOAD_BYTES = 256 * 1024**2
+#: Inherited variables the job gets: W&B's and Hugging Face's settings (their secrets masked
+#: wherever fipo shows or records them).
+FORWARDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_")
+#: Ray's job states (``ray.job_submission.JobStatus``) as fipo's run states.
+RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
+              "STOPPED": "cancelled"}
+_ADDRESS = re.compile(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$")
+_ADDRESS_HINT = ("the head's dashboard address, e.g. http://HEAD:8265 (cluster.ray_address, or RAY_API_SERVER_ADDRESS / "
+                 "RAY_ADDRESS as for `ray job submit`)")
+
+
+def resolve_address(configured: str | None, env: Mapping[str, str]) -> str:
+    """The cluster to submit to: ``cluster.ray_address``, else what ``ray job submit`` reads
+    (``RAY_API_SERVER_ADDRESS``, then ``RAY_ADDRESS``)."""
+    source = "cluster.ray_address" if configured else next(
+        (name for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if env.get(name)), None)
+    if source is None:
+        raise UsageError("the ray launcher needs the address of a Ray cluster", hint=f"set {_ADDRESS_HINT}")
+    address = configured or env[source]
+    if not _ADDRESS.match(address):
+        raise UsageError(f"{source}={address!r} is not a Ray address", hint=f"use {_ADDRESS_HINT}")
+    return address
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file or folder the job's working directory carries, at ``target`` inside it."""
+
+    source: Path
+    target: str
+    size: int
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """Everything ``submit_job`` gets for one run, decided before anything is sent."""
+
+    address: str
+    submission_id: str
+    entrypoint: str
+    env_vars: dict[str, str]
+    record: Path
+    """The local run directory whose record travels under ``run/``."""
+    uploads: list[Upload]
+    cluster_run_dir: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The submission as ``--dry-run --json`` shows it: secrets masked, by name only."""
+        return {
+            "address": self.address,
+            "submission_id": self.submission_id,
+            "entrypoint": self.entrypoint,
+            "runtime_env": {"working_dir": f"<{RECORD_DIR}/ and {len(self.uploads)} input files, assembled at submit>",
+                            "env_vars": mask_secrets(self.env_vars)},
+            "working_dir": [f"{RECORD_DIR}/ (the run's record from {self.record})",
+                            *(f"{upload.target} ({upload.size} bytes, from {upload.source})" for upload in self.uploads)],
+            "run_dir_on_cluster": self.cluster_run_dir,
+            "metadata": self.metadata,
+        }
+
+    def describe(self) -> str:
+        """The submission for people."""
+        lines = [f"Ray job for {self.address}:", f"  submission id: {self.submission_id}",
+                 f"  entrypoint:    {self.entrypoint}", f"  run directory on the cluster: {self.cluster_run_dir}",
+                 "  working directory:", f"    {RECORD_DIR}/  the run's record"]
+        lines += [f"    {upload.target}  {_size(upload.size)}" for upload in self.uploads]
+        lines.append("  runtime env variables (secrets masked):")
+        lines += [f"    {name}={value}" for name, value in sorted(mask_secrets(self.env_vars).items())]
+        return "\n".join(lines)
+
+
+def cluster_run_dir(run_dir: Path, run_root: str | None) -> str:
+    """Where the run writes on the cluster: under ``run_root`` as ``EXP/runs/RUN``, else its own path."""
+    run_dir = Path(run_dir).absolute()
+    if run_root is None:
+        return str(run_dir)
+    return str(Path(run_root) / run_dir.parent.parent.name / run_dir.parent.name / run_dir.name)
+
+
+def input_uploads(paths: Sequence[str], *, cwd: Path | None = None) -> list[Upload]:
+    """The local inputs named by a relative path, with their sizes; refused past :data:`MAX_UPLOAD_BYTES`.
+
+    A relative path that does not exist here is left to the cluster (a hub id looks like one).
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    uploads = {}
+    for name in paths:
+        path = Path(name)
+        if path.is_absolute() or ".." in path.parts or not (cwd / path).exists() or str(path) in uploads:
+            continue
+        source = (cwd / path).absolute()
+        size = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) if source.is_dir() else source.stat().st_size
+        uploads[str(path)] = Upload(source, path.as_posix(), size)
+    total = sum(upload.size for upload in uploads.values())
+    if total > MAX_UPLOAD_BYTES:
+        listed = ", ".join(f"{u.target} ({_size(u.size)})" for u in sorted(uploads.values(), key=lambda u: -u.size))
+        raise UsageError(
+            f"the job would upload {_size(total)} of local inputs: {listed}; "
+            f"Ray uploads a job's working directory on every submission, and fipo sends at most {_size(MAX_UPLOAD_BYTES)}",
+            hint="put large inputs (a model, a big dataset) where the cluster's nodes read them and give that absolute "
+                 "path (or a hub id) in the config",
+        )
+    return list(uploads.values())
+
+
+def plan_submission(
+    *,
+    address: str,
+    run_dir: Path,
+    reference: str,
+    run_root: str | None,
+    inputs: Sequence[str],
+    inherited: Mapping[str, str],
+    fipo_version: str,
+) -> JobSubmission:
+    """The job of one run: its entrypoint, variables and working directory."""
+    on_cluster = cluster_run_dir(run_dir, run_root)
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", reference)[:80]
+    return JobSubmission(
+        address=address,
+        submission_id=f"fipo-{safe}-{secrets.token_hex(3)}",
+        entrypoint=shlex.join(["python3", "-m", "fipo_cli.launch.task", "--record", RECORD_DIR, on_cluster]),
+        env_vars={name: value for name, value in inherited.items() if name.startswith(FORWARDED_PREFIXES)},
+        record=Path(run_dir).absolute(),
+        uploads=input_uploads(inputs),
+        cluster_run_dir=on_cluster,
+        metadata={"fipo_run": reference, "fipo_version": fipo_version},
+    )
+
+
+def _size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's job client logs each request at INFO on the root handler; fipo says what matters itself."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.dashboard.modules.job.sdk")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def connect(address: str):
+    """A job client for ``address``; :class:`FipoError` (exit 1) when nothing answers there."""
+    with _quiet_ray():
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            return JobSubmissionClient(address)
+        except Exception as error:  # ConnectionError, or a RuntimeError for a server that is not Ray's
+            raise FipoError(
+                f"cannot reach a Ray cluster at {address}: {str(error).splitlines()[0] if str(error) else error!r}",
+                hint=f"is the cluster up (`ray status` on its head)? give {_ADDRESS_HINT}",
+            ) from None
+
+
+def submit(client, submission: JobSubmission) -> str:
+    """Assemble the working directory, submit the job; its submission id."""
+    with tempfile.TemporaryDirectory(prefix="fipo-ray-job-") as staging:
+        record = Path(staging) / RECORD_DIR
+        record.mkdir()
+        for item in sorted(submission.record.iterdir()):
+            if item.is_file() and not item.name.startswith("."):
+                shutil.copy2(item, record / item.name)
+        for upload in submission.uploads:
+            target = Path(staging) / upload.target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if upload.source.is_dir() else shutil.copy2)(upload.source, target)
+        with _quiet_ray():
+            try:
+                return client.submit_job(
+                    entrypoint=submission.entrypoint,
+                    submission_id=submission.submission_id,
+                    runtime_env={"working_dir": staging, "env_vars": submission.env_vars},
+                    metadata=submission.metadata,
+                )
+            except Exception as error:
+                raise FipoError(f"the Ray cluster at {submission.address} refused the job: {error}") from None
+
+
+def job_states(address: str, job_ids: Collection[str]) -> dict[str, JobState]:
+    """Where each job stands; jobs the cluster does not know, or a cluster that does not answer, are left out."""
+    try:
+        client = connect(address)
+    except FipoError:
+        return {}
+    states = {}
+    with _quiet_ray():
+        for job_id in job_ids:
+            try:
+                info = client.get_job_info(job_id)
+            except Exception:  # the cluster was restarted and forgot the job
+                continue
+            status = str(getattr(info.status, "value", info.status))
+            if status in RAY_STATES:
+                states[job_id] = JobState(RAY_STATES[status], status, info.driver_exit_code)
+    return states
+
+
+def stop(address: str, job_ids: Collection[str]) -> None:
+    """``stop_job`` each job: Ray sends SIGTERM to its entrypoint's process group, then SIGKILL."""
+    client = connect(address)
+    with _quiet_ray():
+        for job_id in job_ids:
+            try:
+                client.stop_job(job_id)
+            except Exception as error:
+                if "does not exist" in str(error):  # never submitted: a submission that died half-way
+                    continue
+                raise FipoError(f"the Ray cluster at {address} did not stop job {job_id}: {error}") from None
+
+
+def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = None) -> int:
+    """Write the job's output to ``out`` (stdout); with ``follow``, until the job ends. 0, or 130 on Ctrl-C."""
+    import asyncio
+
+    out = out or sys.stdout.buffer
+    client = connect(address)
+    with _quiet_ray():
+        try:
+            if not follow:
+                out.write(client.get_job_logs(job_id).encode())
+                out.flush()
+                return 0
+
+            async def tail() -> None:
+                async for chunk in client.tail_job_logs(job_id):
+                    out.write(chunk.encode())
+                    out.flush()
+
+            asyncio.run(tail())
+        except KeyboardInterrupt:
+            return 130
+        except Exception as error:
+            raise FipoError(f"cannot read the log of Ray job {job_id} at {address}: {error}") from None
+    return 0
