@@ -186,6 +186,9 @@ class ClusterConfig:
     """The ray launcher's cluster: its dashboard address (``http://HEAD:8265``); else ``RAY_ADDRESS``."""
     ray_run_root: str | None = None
     """The ray launcher: where runs write on the cluster (``ROOT/EXP/runs/RUN``); by default the run's own path."""
+    ray_forward_secrets: bool = False
+    """The ray launcher: send the values of WANDB_API_KEY, HF_TOKEN, … with the job (Ray keeps them in
+    its job table); by default they go by name and the cluster's nodes supply them."""
 
     @property
     def total_gpus(self) -> int:
@@ -472,7 +475,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 #: The keys a user's cluster profile may set: where jobs go, not what they train.
 PROFILE_KEYS = (
     "partition", "account", "qos", "time_limit", "constraint", "gpus_per_node", "setup", "extra_sbatch",
-    "requeue", "ray_start_timeout", "ray_address", "ray_run_root",
+    "requeue", "ray_start_timeout", "ray_address", "ray_run_root", "ray_forward_secrets",
 )
 
 

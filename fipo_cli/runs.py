@@ -184,7 +184,7 @@ def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:
         return run_dir
 
 
-def _is_secret_name(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name looks like it holds a secret."""
     upper = name.upper()
     return upper in SECRET_NAMES or any(part in upper for part in SECRET_NAME_PARTS)
@@ -196,4 +196,4 @@ def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
     A run directory stores the environment only through this: a secret must never reach a
     file or a log.
     """
-    return {name: MASK if _is_secret_name(name) else value for name, value in env.items()}
+    return {name: MASK if is_secret_name(name) else value for name, value in env.items()}

@@ -519,6 +519,7 @@ def ray_submission(plan: TrainPlan, inherited: Mapping[str, str]) -> ray_job.Job
                 *experiment.trainer.entrypoint[1:]],
         inherited=inherited,
         fipo_version=__version__,
+        forward_secrets=experiment.cluster.ray_forward_secrets,
     )
 
 

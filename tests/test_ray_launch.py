@@ -33,6 +33,8 @@ STAND_IN = textwrap.dedent(
     ray.shutdown()
     print(f"stand-in joined Ray with {gpus:g} GPUs", flush=True)
     print("WANDB_PROJECT=" + os.environ.get("WANDB_PROJECT", ""), flush=True)
+    token = os.environ.get("HF_TOKEN")
+    print("HF_TOKEN:", "the cluster's" if token == "cluster-side-token" else "unset" if not token else "another", flush=True)
     with open(os.environ["VERL_FILE_LOGGER_PATH"], "a") as metrics:
         metrics.write(json.dumps({"step": 7, "data": {"response_length/mean": 100.0}}) + "\\n")
     if "data.seed=3" in sys.argv:
@@ -50,7 +52,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("ray-cluster") / "ray.log"
     # The jobs' `python3` is this environment's, as on a cluster whose image has fipo installed.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "FIPO_CACHE_DIR": str(tmp_path_factory.mktemp("cluster-fipo-cache"))}
+           "FIPO_CACHE_DIR": str(tmp_path_factory.mktemp("cluster-fipo-cache")),
+           "HF_TOKEN": "cluster-side-token"}  # a secret the cluster's nodes hold
     with private_ray_head(gpus=1, cpus=16, env=env, log_path=log, dashboard=True) as client_env:
         yield client_env["RAY_API_SERVER_ADDRESS"]
 
@@ -115,8 +118,8 @@ def ray_job_info(address: str, job_id: str):
 
 
 def test_a_run_is_submitted_followed_and_recorded_as_succeeded(project, cluster):
-    secret = "wandb-secret-" + os.urandom(4).hex()
-    job_id = submitted_job(fipo(project, "train", "smoke", WANDB_API_KEY=secret, WANDB_PROJECT="ray-test"))
+    secret = "hf-secret-" + os.urandom(4).hex()
+    job_id = submitted_job(fipo(project, "train", "smoke", HF_TOKEN=secret, WANDB_PROJECT="ray-test"))
     (run_dir,) = runs(project)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["launcher"] == "ray" and status["job_id"] == job_id and status["ray_address"] == cluster
@@ -125,12 +128,14 @@ def test_a_run_is_submitted_followed_and_recorded_as_succeeded(project, cluster)
     assert followed.returncode == 0, followed.stderr
     assert "stand-in joined Ray with 1 GPUs" in followed.stdout  # the trainer ran inside the job's cluster
     assert "WANDB_PROJECT=ray-test" in followed.stdout  # W&B settings travel with the job
+    assert "HF_TOKEN: the cluster's" in followed.stdout  # a secret goes by name: the node's value
     (row,) = final_rows(project, "smoke", 1)
     assert row["state"] == "succeeded" and row["exit_code"] == 0 and row["last_step"] == 7
     assert ray_job_info(cluster, job_id).status == "SUCCEEDED"
     assert fipo(project, "logs", f"smoke/{run_dir.name}").stdout == followed.stdout
-    # The key reached the job (W&B needs it there) but no file of the run, nor fipo's output.
+    # The local secret reached no file of the run, nor Ray's job table.
     assert all(secret not in path.read_text(errors="replace") for path in run_dir.rglob("*") if path.is_file())
+    assert ray_job_info(cluster, job_id).runtime_env["env_vars"]["HF_TOKEN"] == "${HF_TOKEN}"
 
 
 def test_dry_run_shows_the_exact_submission_and_writes_nothing(project, cluster):
@@ -144,9 +149,12 @@ def test_dry_run_shows_the_exact_submission_and_writes_nothing(project, cluster)
     assert job["address"] == cluster
     assert job["entrypoint"].startswith("python3 -m fipo_cli.launch.task --record run ")
     forwarded = job["runtime_env"]["env_vars"]
-    assert forwarded.items() >= {"WANDB_MODE": "offline", "WANDB_API_KEY": "***", "HF_TOKEN": "***",
-                                 "HF_HOME": "/data/hf"}.items()
+    assert forwarded.items() >= {"WANDB_MODE": "offline", "WANDB_API_KEY": "${WANDB_API_KEY}",
+                                 "HF_TOKEN": "${HF_TOKEN}", "HF_HOME": "/data/hf"}.items()
     assert all(name.startswith(("WANDB_", "HF_", "HUGGING_FACE_")) for name in forwarded)
+    by_value = fipo(project, "train", "smoke", "--dry-run", "--json", "cluster.ray_forward_secrets=true",
+                    WANDB_API_KEY="wandb-secret")
+    assert json.loads(by_value.stdout)["ray_job"]["runtime_env"]["env_vars"]["WANDB_API_KEY"] == "***"
     uploads = "\n".join(job["working_dir"])
     assert "data/dapo-math-17k.parquet (1000 bytes" in uploads and "stand_in.py" in uploads
     assert "secret" not in result.stdout + result.stderr

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.launch.slurm import JobState
-from fipo_cli.runs import mask_secrets
+from fipo_cli.runs import is_secret_name, mask_secrets
 
 #: The folder of the job's working directory that holds the run's record.
 RECORD_DIR = "run"
@@ -44,8 +44,10 @@ RECORD_DIR = "run"
 #: ``PACKAGE_SIZE_WARNING``) and uploads the working directory on every submission: fipo refuses
 #: more than that, naming the files, rather than send gigabytes each time.
 MAX_UPLOAD_BYTES = 256 * 1024**2
-#: Inherited variables the job gets: W&B's and Hugging Face's settings (their secrets masked
-#: wherever fipo shows or records them).
+#: Inherited variables the job gets: W&B's and Hugging Face's settings. A secret among them goes
+#: by name, ``${NAME}``, which Ray expands from the environment of the cluster's node (empty where
+#: the node has none): its value never reaches Ray's job table or logs unless
+#: ``cluster.ray_forward_secrets`` says so.
 FORWARDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_")
 #: Ray's job states (``ray.job_submission.JobStatus``) as fipo's run states.
 RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
@@ -98,7 +100,7 @@ class JobSubmission:
             "submission_id": self.submission_id,
             "entrypoint": self.entrypoint,
             "runtime_env": {"working_dir": f"<{RECORD_DIR}/ and {len(self.uploads)} input files, assembled at submit>",
-                            "env_vars": mask_secrets(self.env_vars)},
+                            "env_vars": self.shown_env_vars()},
             "working_dir": [f"{RECORD_DIR}/ (the run's record from {self.record})",
                             *(f"{upload.target} ({upload.size} bytes, from {upload.source})" for upload in self.uploads)],
             "run_dir_on_cluster": self.cluster_run_dir,
@@ -112,8 +114,13 @@ class JobSubmission:
                  "  working directory:", f"    {RECORD_DIR}/  the run's record"]
         lines += [f"    {upload.target}  {_size(upload.size)}" for upload in self.uploads]
         lines.append("  runtime env variables (secrets masked):")
-        lines += [f"    {name}={value}" for name, value in sorted(mask_secrets(self.env_vars).items())]
+        lines += [f"    {name}={value}" for name, value in sorted(self.shown_env_vars().items())]
         return "\n".join(lines)
+
+    def shown_env_vars(self) -> dict[str, str]:
+        """The job's variables as fipo shows them: a secret sent by value masked, one sent by name as is."""
+        masked = mask_secrets(self.env_vars)
+        return {name: value if value == f"${{{name}}}" else masked[name] for name, value in self.env_vars.items()}
 
 
 def cluster_run_dir(run_dir: Path, run_root: str | None) -> str:
@@ -159,15 +166,18 @@ def plan_submission(
     inputs: Sequence[str],
     inherited: Mapping[str, str],
     fipo_version: str,
+    forward_secrets: bool = False,
 ) -> JobSubmission:
     """The job of one run: its entrypoint, variables and working directory."""
     on_cluster = cluster_run_dir(run_dir, run_root)
+    forwarded = {name: value if forward_secrets or not is_secret_name(name) else f"${{{name}}}"
+                 for name, value in inherited.items() if name.startswith(FORWARDED_PREFIXES)}
     safe = re.sub(r"[^A-Za-z0-9_-]", "-", reference)[:80]
     return JobSubmission(
         address=address,
         submission_id=f"fipo-{safe}-{secrets.token_hex(3)}",
         entrypoint=shlex.join(["python3", "-m", "fipo_cli.launch.task", "--record", RECORD_DIR, on_cluster]),
-        env_vars={name: value for name, value in inherited.items() if name.startswith(FORWARDED_PREFIXES)},
+        env_vars=forwarded,
         record=Path(run_dir).absolute(),
         uploads=input_uploads(inputs),
         cluster_run_dir=on_cluster,
