@@ -39,6 +39,7 @@ from fipo_cli.launch import ray_job, slurm
 from fipo_cli.loss import knobs
 from fipo_cli.runs import (
     FINAL_STATES,
+    STATUS_FILE,
     RunStatus,
     atomic_write_json,
     atomic_write_text,
@@ -511,6 +512,7 @@ def ray_submission(plan: TrainPlan, inherited: Mapping[str, str]) -> ray_job.Job
     return ray_job.plan_submission(
         address=ray_job.resolve_address(experiment.cluster.ray_address, inherited),
         run_dir=plan.run_dir,
+        record=[CONFIG_FILE, COMMAND_FILE, ENV_FILE, TRACKING_CONFIG_FILE, STATUS_FILE],
         reference=f"{plan.experiment_dir.path.name}/{plan.run_name}",
         run_root=experiment.cluster.ray_run_root,
         # What the job reads by a path relative to the project: the data, a reward function's

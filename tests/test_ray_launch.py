@@ -173,6 +173,9 @@ def test_inputs_too_large_to_upload_are_refused_by_name(project):
         result = fipo(project, "train", "smoke", *args)
         assert result.returncode == 2, result.stderr
         assert "data/dapo-math-17k.parquet (300.0 MiB)" in result.stderr and "absolute" in result.stderr
+    (project.parent / "outside.parquet").write_bytes(b"x")
+    outside = fipo(project, "train", "smoke", "data.train_files=[../outside.parquet]")
+    assert outside.returncode == 2 and "'../outside.parquet' leaves the project directory" in outside.stderr
     assert runs(project) == []
 
 
@@ -232,7 +235,8 @@ def test_a_sweep_runs_one_job_per_run_at_most_max_parallel_at_once(project, clus
 @pytest.mark.training
 def test_a_real_job_trains_the_tiny_recipe_with_verls_trainer(tmp_path, cluster):
     """verl's own trainer as a Ray job: it joins the job's cluster, and fipo's variables (the metrics
-    file, the CPU platform) reach verl's workers through Ray's merge of the job's runtime env."""
+    file, the CPU platform) reach verl's workers through Ray's merge of the job's runtime env; the
+    run is then followed, and reported, as any other."""
     pytest.importorskip("verl")
     pytest.importorskip("vllm")
     assert fipo(tmp_path, "init", "tiny", "--model", "tiny").returncode == 0
@@ -247,3 +251,6 @@ def test_a_real_job_trains_the_tiny_recipe_with_verls_trainer(tmp_path, cluster)
     assert steps == [1, 2] and row["last_step"] == 2
     assert (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert ray_job_info(cluster, job_id).status == "SUCCEEDED"
+    report = fipo(tmp_path, "report", "tiny", "--json")
+    assert report.returncode == 0, report.stderr
+    assert run_dir.name in (tmp_path / json.loads(report.stdout)["html"]).read_text()

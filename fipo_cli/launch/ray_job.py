@@ -87,8 +87,8 @@ class JobSubmission:
     submission_id: str
     entrypoint: str
     env_vars: dict[str, str]
-    record: Path
-    """The local run directory whose record travels under ``run/``."""
+    record: list[Path]
+    """The run's record files, which travel under ``run/`` (not its logs, metrics or checkpoints)."""
     uploads: list[Upload]
     cluster_run_dir: str
     metadata: dict[str, str] = field(default_factory=dict)
@@ -101,7 +101,7 @@ class JobSubmission:
             "entrypoint": self.entrypoint,
             "runtime_env": {"working_dir": f"<{RECORD_DIR}/ and {len(self.uploads)} input files, assembled at submit>",
                             "env_vars": self.shown_env_vars()},
-            "working_dir": [f"{RECORD_DIR}/ (the run's record from {self.record})",
+            "working_dir": [*(f"{RECORD_DIR}/{path.name} (from {path.parent})" for path in self.record),
                             *(f"{upload.target} ({upload.size} bytes, from {upload.source})" for upload in self.uploads)],
             "run_dir_on_cluster": self.cluster_run_dir,
             "metadata": self.metadata,
@@ -111,7 +111,7 @@ class JobSubmission:
         """The submission for people."""
         lines = [f"Ray job for {self.address}:", f"  submission id: {self.submission_id}",
                  f"  entrypoint:    {self.entrypoint}", f"  run directory on the cluster: {self.cluster_run_dir}",
-                 "  working directory:", f"    {RECORD_DIR}/  the run's record"]
+                 "  working directory:", f"    {RECORD_DIR}/  the run's record: {', '.join(p.name for p in self.record)}"]
         lines += [f"    {upload.target}  {_size(upload.size)}" for upload in self.uploads]
         lines.append("  runtime env variables (secrets masked):")
         lines += [f"    {name}={value}" for name, value in sorted(self.shown_env_vars().items())]
@@ -140,8 +140,11 @@ def input_uploads(paths: Sequence[str], *, cwd: Path | None = None) -> list[Uplo
     uploads = {}
     for name in paths:
         path = Path(name)
-        if path.is_absolute() or ".." in path.parts or not (cwd / path).exists() or str(path) in uploads:
+        if path.is_absolute() or not (cwd / path).exists() or str(path) in uploads:
             continue
+        if ".." in path.parts:
+            raise UsageError(f"{name!r} leaves the project directory: a Ray job sees it nowhere",
+                             hint="give the path inside the project, or an absolute path the cluster's nodes read")
         source = (cwd / path).absolute()
         size = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) if source.is_dir() else source.stat().st_size
         uploads[str(path)] = Upload(source, path.as_posix(), size)
@@ -161,6 +164,7 @@ def plan_submission(
     *,
     address: str,
     run_dir: Path,
+    record: Sequence[str],
     reference: str,
     run_root: str | None,
     inputs: Sequence[str],
@@ -178,7 +182,7 @@ def plan_submission(
         submission_id=f"fipo-{safe}-{secrets.token_hex(3)}",
         entrypoint=shlex.join(["python3", "-m", "fipo_cli.launch.task", "--record", RECORD_DIR, on_cluster]),
         env_vars=forwarded,
-        record=Path(run_dir).absolute(),
+        record=[Path(run_dir).absolute() / name for name in record],
         uploads=input_uploads(inputs),
         cluster_run_dir=on_cluster,
         metadata={"fipo_run": reference, "fipo_version": fipo_version},
@@ -226,8 +230,8 @@ def submit(client, submission: JobSubmission) -> str:
     with tempfile.TemporaryDirectory(prefix="fipo-ray-job-") as staging:
         record = Path(staging) / RECORD_DIR
         record.mkdir()
-        for item in sorted(submission.record.iterdir()):
-            if item.is_file() and not item.name.startswith("."):
+        for item in submission.record:
+            if item.is_file():
                 shutil.copy2(item, record / item.name)
         for upload in submission.uploads:
             target = Path(staging) / upload.target
