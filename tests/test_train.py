@@ -105,9 +105,9 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     result = fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "warnings"}
+    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "ray_job", "warnings"}
     assert plan["warnings"] == []
-    assert plan["sbatch"] is None  # the local launcher has no batch script
+    assert plan["sbatch"] is None and plan["ray_job"] is None  # the local launcher has no batch script, no Ray job
     assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]
     assert "actor_rollout_ref.actor.policy_loss.gamma=0.99" in plan["overrides"]
     assert "actor_rollout_ref.actor.optim.lr=2e-06" in plan["overrides"]
