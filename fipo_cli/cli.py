@@ -205,6 +205,8 @@ def sweep(
         launcher=launcher, retry_failed=retry_failed,
     )
     _warn(plan.warnings)
+    if not sweeps.check_with_verl(plan) and dry_run:
+        typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
