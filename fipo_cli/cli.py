@@ -347,14 +347,16 @@ def doctor(
         typer.echo(json.dumps([asdict(check) for check in checks]))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"fipo doctor{' ' + experiment if experiment else ''}")
         for column in ("check", "result", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a long key or path goes on the next line, not cut with "…"
         styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
         for check in checks:
-            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", check.detail)
+            # Details quote install commands (fipo[train]) and verl's messages: text, not rich markup.
+            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", escape(check.detail))
         Console().print(table)
     if any(check.outcome == "fail" for check in checks):
         raise typer.Exit(1)

@@ -313,6 +313,8 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.returncode == 1 and checks["rollout engine"]["outcome"] == "fail"
     assert DOCTOR_INSTALL[other] in checks["rollout engine"]["detail"]
+    # The table prints the install command as it is (rich would take `[train]` for markup).
+    assert DOCTOR_INSTALL[other] in fipo(project, "doctor", "smoke", CUDA_VISIBLE_DEVICES="0", COLUMNS="300").stdout
     # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
     hide_transfer_queue = (
         "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "
