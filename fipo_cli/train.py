@@ -594,11 +594,8 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
 
 
 def check_with_verl(plan: TrainPlan) -> bool:
-    """Compose the plan's overrides in the installed verl; False when verl is not installed."""
-    import importlib.util
+    """Compose the plan's overrides in the installed verl's config; False when verl is not installed."""
+    from fipo_cli import verl_compose
 
-    if importlib.util.find_spec("verl") is None:
-        return False
-    verl_overrides.check_compose(plan.overrides)
-    return True
+    return verl_compose.compose(plan.overrides) is not None
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
-import subprocess
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fipo_cli import local_assets
-from fipo_cli.errors import ConfigError, FipoError
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 FIPO_LOSS_MODE = "future_kl"
@@ -243,30 +240,3 @@ def _absolute(path: str) -> str:
 def trainer_command(entrypoint: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """The trainer's command line: the configured entrypoint or verl's main_ppo, then the overrides."""
     return [*(entrypoint or [sys.executable, "-m", TRAINER_MODULE]), *overrides]
-
-
-_HYDRA_KEY_ERROR = re.compile(r"(Could not override '[^']*'|Key '[^']*' is not in struct|Could not append to config[^\n]*)")
-
-
-def check_compose(overrides: Sequence[str], *, timeout: float = 300.0) -> None:
-    """Compose the overrides in the installed verl (``main_ppo --cfg job``) without training.
-
-    Raises a ConfigError naming the failing key when verl's config rejects an override.
-    """
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", TRAINER_MODULE, "--cfg", "job", *overrides],
-            capture_output=True, text=True, timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise FipoError(f"composing the verl config took over {timeout:.0f} s", hint="check the machine's load") from error
-    if result.returncode == 0:
-        return
-    output = (result.stderr or result.stdout).strip()
-    detail = _HYDRA_KEY_ERROR.search(output)
-    lines = [line for line in output.splitlines() if line.strip()]
-    reason = detail.group(0) if detail else (lines[-1] if lines else f"exit code {result.returncode}")
-    raise ConfigError(
-        [f"the installed verl rejected the overrides: {reason}"],
-        hint=f"`python -m {TRAINER_MODULE} --cfg job <overrides>` shows verl's whole message",
-    )

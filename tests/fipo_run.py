@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+#: Libraries that take seconds to import: commands that do not train or evaluate import none of them.
+HEAVY = ("torch", "verl", "vllm", "wandb", "ray", "transformers")
 
 
 def run_fipo(cwd: Path, *args: str, timeout: float = 300, unset: Iterable[str] = (), **env: str) -> subprocess.CompletedProcess:
@@ -15,8 +19,27 @@ def run_fipo(cwd: Path, *args: str, timeout: float = 300, unset: Iterable[str] =
 
     ``unset`` removes more variables (``"WANDB_*"``: every one with that prefix); ``env`` sets some.
     """
+    return _run([sys.executable, "-m", "fipo_cli", *args], cwd, timeout, unset, env)
+
+
+def heavy_imports(cwd: Path, *args: str, **env: str) -> list[str]:
+    """The :data:`HEAVY` libraries ``fipo ARGS`` has imported when it ends (run as :func:`run_fipo` runs it)."""
+    probe = (
+        "import json, sys\n"
+        f"sys.argv = ['fipo', *{list(args)!r}]\n"
+        "from fipo_cli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY:', json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    result = _run([sys.executable, "-c", probe], cwd, 300, (), env)
+    last = result.stdout.strip().splitlines()[-1:]
+    assert last and last[0].startswith("HEAVY: "), result.stdout + result.stderr
+    return json.loads(last[0].removeprefix("HEAVY: "))
+
+
+def _run(command: list[str], cwd: Path, timeout: float, unset: Iterable[str], env: dict[str, str]):
     drop = {"WANDB_API_KEY", "FIPO_DEBUG", *unset}
     prefixes = tuple(name[:-1] for name in drop if name.endswith("*"))
     base = {k: v for k, v in os.environ.items() if k not in drop and not (prefixes and k.startswith(prefixes))}
-    return subprocess.run([sys.executable, "-m", "fipo_cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**base, "HOME": str(cwd), **env})
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**base, "HOME": str(cwd), **env})

@@ -5,6 +5,7 @@ Submitting to a real SLURM is in test_slurm_launch.py; here nothing reaches a sc
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import subprocess
@@ -120,3 +121,17 @@ def test_run_names_are_safe_and_fit_sixty_four_characters():
 
     name = sweep.run_name("s" * 60, 7, {"data.train_files": "/a b/c,d", "algorithm.gamma": 0.95})
     assert len(name) <= 64 and SAFE_NAME.match(name) and "-007" in name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
+@pytest.mark.parametrize("dry", [True, False])
+def test_every_point_is_composed_in_verl_and_the_bad_one_is_named(project, dry):
+    # Without fipo's Hydra plugin verl's config has no FIPO knobs: the DAPO point composes, the FIPO one does not.
+    args = ("sweep", "exp", "algorithm.name=dapo,fipo", "--launcher", "slurm", *(["--dry-run"] if dry else []))
+    result = run_fipo(project, *args, timeout=120, FIPO_VERL_KNOBS="0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: run #1 " in result.stderr and "(algorithm.name=fipo): the installed verl's config rejects the " \
+        "override 'actor_rollout_ref.actor.policy_loss." in result.stderr
+    assert "run #0" not in result.stderr
+    assert not (project / "experiments" / "exp" / "sweeps").exists()
+    assert not (project / "experiments" / "exp" / "runs").exists()

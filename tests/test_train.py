@@ -8,6 +8,7 @@ local launcher starts and stops the run's own Ray head around it, as for verl's 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fipo_run import run_fipo
+from fipo_run import heavy_imports, run_fipo
 
 from fipo_cli.doctor import INSTALL as DOCTOR_INSTALL
 
@@ -129,6 +130,23 @@ def test_knobs_the_official_loss_ignores_are_named_once_in_train_and_sweep(proje
     assert sweep.stderr.count("warning: future_kl_average=True") == 1
     quiet = fipo(project, "train", "smoke", "--dry-run")
     assert "warning" not in quiet.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
+def test_dry_run_and_doctor_compose_verls_config_without_importing_a_heavy_library(project):
+    # tests/test_verl_compose.py holds the in-process compose to verl's own `main_ppo --cfg job`.
+    assert heavy_imports(project, "train", "smoke", "--dry-run") == []
+    assert heavy_imports(project, "doctor", "smoke") == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
+def test_dry_run_names_the_override_verls_config_rejects(project):
+    # Without fipo's Hydra plugin, verl's config has no FIPO knobs, as with a verl fipo was not built for.
+    result = fipo(project, "train", "smoke", "--dry-run", FIPO_VERL_KNOBS="0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "error: the installed verl's config rejects the override 'actor_rollout_ref.actor.policy_loss." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert runs(project) == []
 
 
 def test_dry_run_for_people_shows_command_and_masked_env(project):
@@ -295,6 +313,8 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.returncode == 1 and checks["rollout engine"]["outcome"] == "fail"
     assert DOCTOR_INSTALL[other] in checks["rollout engine"]["detail"]
+    # The table prints the install command as it is (rich would take `[train]` for markup).
+    assert DOCTOR_INSTALL[other] in fipo(project, "doctor", "smoke", CUDA_VISIBLE_DEVICES="0", COLUMNS="300").stdout
     # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
     hide_transfer_queue = (
         "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "
@@ -307,6 +327,25 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     assert hidden.returncode == 1 and checks["trainer dependencies"]["outcome"] == "fail"
     assert "TransferQueue" in checks["trainer dependencies"]["detail"]
     assert DOCTOR_INSTALL[other] in checks["trainer dependencies"]["detail"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
+def test_doctor_composes_the_experiment_in_verl_and_reads_verls_plugin_policy(project):
+    checks = {check["name"]: check for check in json.loads(fipo(project, "doctor", "smoke", "--json").stdout)}
+    assert checks["verl config"]["outcome"] == "pass" and checks["future_kl loss"]["outcome"] == "pass"
+    policy = {"VERL_USE_EXTERNAL_PLUGINS": "someone_else"}
+    result = fipo(project, "doctor", "smoke", "--json", FIPO_VERL_KNOBS="0", **policy)
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert result.returncode == 1 and checks["verl config"]["outcome"] == "fail"
+    assert "rejects the override 'actor_rollout_ref.actor.policy_loss." in checks["verl config"]["detail"]
+    assert checks["future_kl loss"]["outcome"] == "fail"
+    assert "VERL_USE_EXTERNAL_PLUGINS=someone_else" in checks["future_kl loss"]["detail"]
+    # doctor reads the policy without importing verl; verl itself, under it, registers no future_kl either.
+    registered = subprocess.run(
+        [sys.executable, "-c", "import verl.trainer.ppo.core_algos as c; print('future_kl' in c.POLICY_LOSS_REGISTRY)"],
+        cwd=project, env={**os.environ, **policy}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert registered.stdout.strip().splitlines()[-1:] == ["False"], registered.stderr[-3000:]
 
 
 def test_doctor_fails_on_missing_data_gpus_and_batch_arithmetic(project):

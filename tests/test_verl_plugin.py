@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import verl
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
@@ -21,11 +19,10 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.losses import ppo_loss
 
-from fipo_cli import verl_plugin
+from fipo_cli import verl_compose, verl_plugin
 from fipo_cli.loss import knobs
 from fipo_cli.loss.fipo import PPOClip, fipo_policy_loss
 
-VERL_CONFIG_DIR = Path(verl.__file__).parent / "trainer" / "config"
 ACTOR = "actor_rollout_ref.actor"
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_LAUNCHER_OVERRIDES = [
@@ -53,11 +50,6 @@ def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=300,
     )
-
-
-def compose_verl(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(VERL_CONFIG_DIR), version_base=None):
-        return compose("ppo_trainer", overrides=overrides)
 
 
 def test_fresh_import_of_verl_registers_future_kl(tmp_path):
@@ -110,9 +102,9 @@ def test_official_overrides_compose_in_verl_unchanged(tmp_path):
 
 
 def test_fipo_layer_changes_nothing_but_the_policy_loss_knobs(monkeypatch):
-    with_fipo = OmegaConf.to_container(compose_verl([]))
+    with_fipo = OmegaConf.to_container(verl_compose.compose([]))
     monkeypatch.setenv("FIPO_VERL_KNOBS", "0")
-    verl_only = OmegaConf.to_container(compose_verl([]))
+    verl_only = OmegaConf.to_container(verl_compose.compose([]))
     fipo_loss = with_fipo["actor_rollout_ref"]["actor"].pop("policy_loss")
     verl_loss = verl_only["actor_rollout_ref"]["actor"].pop("policy_loss")
     assert with_fipo == verl_only
@@ -132,7 +124,7 @@ def test_knob_defaults_agree_everywhere():
 
 
 def test_bad_knob_stops_verl_when_it_builds_the_actor_config():
-    cfg = compose_verl([f"{ACTOR}.policy_loss.gamma=1.5", f"{ACTOR}.policy_loss.future_kl_window=0",
+    cfg = verl_compose.compose([f"{ACTOR}.policy_loss.gamma=1.5", f"{ACTOR}.policy_loss.future_kl_window=0",
                         f"{ACTOR}.ppo_micro_batch_size_per_gpu=2"])
     with pytest.raises(Exception) as caught:
         omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
@@ -197,7 +189,7 @@ def test_dict_config_with_official_names_and_global_batch_info():
 
 
 def test_through_verls_ppo_loss_with_its_hydra_actor_config():
-    cfg = compose_verl(
+    cfg = verl_compose.compose(
         [f"{ACTOR}.policy_loss.loss_mode=future_kl", f"{ACTOR}.policy_loss.decay_rate=16",
          f"{ACTOR}.policy_loss.future_kl_clip_ratio=0.2", f"{ACTOR}.policy_loss.future_kl_clip_high_only=False",
          f"{ACTOR}.clip_ratio_c=10.0", f"{ACTOR}.ppo_micro_batch_size_per_gpu=2"]
