@@ -167,6 +167,9 @@ REFERENCE_CASES = [
     ("Answer: \\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
     ("Answer: 12 square units", "12", True),  # prose on the line: math_verify reads the response
     ("Answer: \\text{Evelyn}", "\\text{Evelyn}", True),
+    ("Answer: 204.", "204", True),  # a closing full stop is not part of the answer
+    ("\\boxed{4} is it.\nAnswer: 7", "4", True),  # math_verify's own order: a box outranks an answer line
+    ("Answer: \\left( 3, \\frac{\\pi}{2} \\right)", "3", False),  # the whole tuple, not its first number
     ("Answer: x \\in [-2,7]", "x \\in [-2,7]", True),
 ]
 

@@ -15,7 +15,7 @@ import pytest
 
 
 def fipo_eval(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], check=False, cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -62,7 +62,7 @@ def test_an_interrupted_evaluation_resumes_and_ends_with_the_same_samples(finish
     result = fipo_eval(finished, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
                        "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "cut", "--json")
     assert result.returncode == 0, result.stderr
-    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}  # noqa: E731
+    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}
     assert by_key(lines(cut / "samples.jsonl")) == by_key(lines(full / "samples.jsonl"))
     assert json.loads(result.stdout)["graders"]["dapo"]["problems"] == 3
 
@@ -141,7 +141,7 @@ def test_fipo_eval_end_to_end_with_the_vllm_engine(tiny_model, tmp_path):
     args = ["-m", "fipo_cli", "eval", "aime24", "--model", str(tiny_model), "--engine", "vllm", "--samples", "2",
             "--max-tokens", "8", "--seed", "3", "--json"]
     runs = [
-        subprocess.run([python, *args, "--out", name], cwd=tmp_path, env=vllm_env(), capture_output=True, text=True,
+        subprocess.run([python, *args, "--out", name], check=False, cwd=tmp_path, env=vllm_env(), capture_output=True, text=True,
                        timeout=600)
         for name in ("first", "second")
     ]
@@ -193,7 +193,7 @@ def test_a_missing_grader_dependency_is_found_first_with_a_cpu_safe_hint(tmp_pat
     for args in (EARLY, ["score", "x.jsonl", "--grader", "dapo"]):
         (tmp_path / "x.jsonl").write_text(json.dumps({"prompt_id": "p", "sample_index": 0, "response": "r",
                                                       "answer": "1"}) + "\n")
-        result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-c", code, *args], check=False, cwd=tmp_path, capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 1, result.stderr
         assert "needs the math-verify package" in result.stderr and "no/such-model" not in result.stderr
@@ -248,7 +248,7 @@ def test_ctrl_c_keeps_the_samples_says_so_and_rerunning_resumes(tmp_path, tiny_m
     assert f"interrupted: {kept} samples kept in cut/samples.jsonl; run the same command again to resume" in stderr
     assert "Traceback" not in stderr and 8 <= kept < 80
     assert not (tmp_path / "cut" / ".fipo-eval.lock").exists()
-    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(args, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert len(lines(samples)) == 80
 

@@ -22,7 +22,7 @@ AWKWARD = "a\u2028b\u2029c\x85d\udc80e\ud83d f é 漢字 🙂 \x0b\x0c\x1c\x1d\x
 
 
 def fipo_eval(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], check=False, cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
 
@@ -62,8 +62,8 @@ def test_a_foreign_file_with_raw_line_separators_is_read_by_newline_only(tmp_pat
         (b'{"prompt_id": "p", "sample_index": "0", "response": "r"}\n', "line 1: sample_index '0'"),
         (b'{"prompt_id": "p", "sample_index": -1, "response": "r"}\n', "line 1: sample_index -1"),
         (b'{"prompt_id": "p", "sample_index": 0, "response": 7}\n', "line 1: response: a JSON int"),
-        (b'{"prompt_id": "p", "sample_index": 0, "response": "r"}\n{"prompt_id": "p", "sample_index": 0, '
-         b'"response": "\xe9"}\n', "line 2 is not UTF-8 (byte 0xe9"),
+        ((b'{"prompt_id": "p", "sample_index": 0, "response": "r"}\n{"prompt_id": "p", "sample_index": 0, '
+          b'"response": "\xe9"}\n'), "line 2 is not UTF-8 (byte 0xe9"),
     ],
 )
 def test_a_bad_line_is_a_usage_error_naming_file_and_line(tmp_path, content, words):
@@ -124,9 +124,8 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
     with writer_lock(directory):
         owner = json.loads((directory / LOCK_FILE).read_text())
         assert (owner["host"], owner["pid"]) == (socket.gethostname(), os.getpid())
-        with pytest.raises(UsageError) as caught:
-            with writer_lock(directory):
-                pass
+        with pytest.raises(UsageError) as caught, writer_lock(directory):
+            pass
         assert f"process {os.getpid()} on {socket.gethostname()}" in caught.value.message
         assert caught.value.exit_code == EXIT_USAGE
     assert not (directory / LOCK_FILE).exists()
@@ -137,7 +136,8 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
 def test_a_dead_writers_lock_on_this_host_is_taken_over(tmp_path):
     directory = tmp_path / "eval"
     directory.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
+                          text=True)
     (directory / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
     with writer_lock(directory):
         assert json.loads((directory / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -147,9 +147,8 @@ def test_another_hosts_lock_is_named_with_how_to_remove_it(tmp_path):
     directory = tmp_path / "eval"
     directory.mkdir()
     (directory / LOCK_FILE).write_text(json.dumps({"host": "node-17", "pid": 4242, "command": "fipo eval aime24"}))
-    with pytest.raises(UsageError) as caught:
-        with writer_lock(directory):
-            pass
+    with pytest.raises(UsageError) as caught, writer_lock(directory):
+        pass
     assert "process 4242 on node-17 (fipo eval aime24" in caught.value.message
     assert str(directory / LOCK_FILE) in caught.value.hint
 
@@ -168,7 +167,7 @@ def test_eval_score_into_a_directory_being_written_is_refused(tmp_path):
 
 def test_a_directory_that_cannot_be_made_is_a_usage_error(tmp_path):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(UsageError, match="cannot create the evaluation directory") as caught:
-        with writer_lock(tmp_path / "a-file" / "eval"):
-            pass
+    with pytest.raises(UsageError, match="cannot create the evaluation directory") as caught, \
+            writer_lock(tmp_path / "a-file" / "eval"):
+        pass
     assert str(tmp_path / "a-file" / "eval") in caught.value.message

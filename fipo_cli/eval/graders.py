@@ -221,6 +221,8 @@ _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
 # left of an answer line is prose if it still holds a word.
 _TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
+# What math_verify reads before an "answer:" match (its priorities 0 and 50).
+_OUTRANKS_ANSWER_LINE = re.compile(r"\\boxed|(?i:final answer)")
 
 
 class MathVerifyTimeout(Exception):
@@ -338,13 +340,20 @@ class MathVerifyGrader:
         self.grade("Answer: $\\frac{1}{2}$", "0.5")
 
     def answer(self, response: str) -> tuple[Any, ...]:
-        """The parsed answer of ``response``: its last ``Answer:`` line when that is a bare formula
-        that parses, else what math_verify finds in the whole response."""
+        """The parsed answer of ``response``.
+
+        math_verify's own order comes first: a ``\\boxed{}`` or a "final answer is" wins over
+        an answer line. Otherwise the last ``Answer:`` line, when it is a bare formula (less a
+        closing full stop), is read as a reference is; math_verify would read only a number
+        at its start (``3`` of ``3\\sqrt{13}``). Anything else: math_verify on the whole response.
+        """
         lines = _ANSWER_LINE.findall(response)
-        if lines and _is_bare_formula(lines[-1]):
-            parsed = _parse_bare(lines[-1], self.timeout_s)
-            if parsed:
-                return parsed
+        if lines and not _OUTRANKS_ANSWER_LINE.search(response):
+            line = lines[-1].strip().removesuffix(".")
+            if _is_bare_formula(line):
+                parsed = _parse_bare(line, self.timeout_s)
+                if parsed:
+                    return parsed
         return _parse(join_thousands(response), self.timeout_s)
 
     def grade(self, response: str, answer: str) -> Verdict:
