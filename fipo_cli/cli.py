@@ -467,8 +467,8 @@ def evaluate(
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the tokenizer's chat template."),
     grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
     workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
-    time_limit: float = typer.Option(
-        10.0, "--time-limit", metavar="SECONDS", help="Grading: seconds one grader may spend on one sample."
+    time_limit: Optional[float] = typer.Option(
+        None, "--time-limit", metavar="SECONDS", help="Grading: seconds one grader may spend on one sample (default 10)."
     ),
     wandb: Optional[bool] = typer.Option(
         None, "--wandb/--no-wandb",
@@ -492,8 +492,10 @@ def evaluate(
     """
     from fipo_cli.errors import ConfigError, UsageError
     from fipo_cli.eval import pipeline, reporting, runner
-    from fipo_cli.eval.graders import check_time_limit, make_grader, require_math_verify
+    from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, check_time_limit, make_grader, require_math_verify
     from fipo_cli.eval.problems import load_benchmark
+
+    grading_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
 
     if target == "score":
         if slurm or dry_run:
@@ -502,14 +504,14 @@ def evaluate(
             raise UsageError("`fipo eval score` needs the samples FILE", hint="fipo eval score path/to/samples.jsonl")
         if workers < 1:
             raise UsageError(f"--workers {workers}: must be ≥ 1 (grading worker processes)")
-        check_time_limit(time_limit)
+        check_time_limit(grading_limit)
         pipeline.check_samples_path(file)
         make_grader(grader)  # names the graders when --grader is not one
         require_math_verify()
         reference = load_benchmark(_bench_spec(bench)) if bench else None
         with reporting.progress(quiet=as_json) as bars:
             scores, results = pipeline.score_file(
-                file, reference, primary_grader=grader, workers=workers, time_limit=time_limit,
+                file, reference, primary_grader=grader, workers=workers, time_limit=grading_limit,
                 on_graded=bars.callback("grading"),
             )
         reporting.show(scores, results, as_json=as_json)
@@ -536,7 +538,7 @@ def evaluate(
                          hint="an evaluation grades with both graders; its headline grader follows --prompt-format")
     protocol = runner.Protocol(
         samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, time_limit=time_limit,
+        prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, time_limit=grading_limit,
     )
     protocol.check()
     if limit is not None and limit < 1:
@@ -550,7 +552,7 @@ def evaluate(
             step=step or "latest", engine=engine, base_url=base_url, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
             samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, limit=limit,
             prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
-            time_limit=time_limit if time_limit != 10.0 else None, wandb=wandb,
+            time_limit=time_limit, wandb=wandb,
             wandb_project=wandb_project, wandb_entity=wandb_entity,
         )
         job = slurm_job.plan(options, out)
