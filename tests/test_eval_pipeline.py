@@ -267,3 +267,15 @@ def test_score_votes_by_equivalence_for_math_verify_and_says_how(tmp_path):
     assert math_verify["per_problem"][0]["majority_votes"] == 9
     assert results["graders"]["dapo"]["cons@15"]["value"] == 0.0  # dapo: verl's string rule
     assert "verifies as equal" in results["cons_rule"]["math-verify"] and "string" in results["cons_rule"]["dapo"]
+
+
+def test_grading_progress_counts_samples_then_the_problems_vote_classes():
+    from fipo_cli.eval.pipeline import score
+    from fipo_cli.eval.samples import Sample
+
+    samples = [Sample(pid, i, f"Answer: {i}", answer="1") for pid in ("a", "b") for i in range(3)]
+    progress = []
+    scores = score(samples, primary_grader="dapo", integer_answers=True, on_graded=lambda d, t: progress.append((d, t)))
+    assert progress[0] == (0, 8) and progress[-1] == (8, 8)  # 6 samples graded, then 2 problems classed
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert scores.accuracy["math-verify"].avg.value == pytest.approx(1 / 3)

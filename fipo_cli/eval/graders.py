@@ -682,19 +682,27 @@ def vote_classes(
     *,
     workers: int = 1,
     time_limit: float = DEFAULT_TIME_LIMIT,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[list[int | None] | None]:
     """cons@n's equivalence classes of each problem's responses (see :meth:`MathVerifyGrader.vote_classes`).
 
     One call per problem, in worker processes, limited to ``time_limit`` seconds per
     response; a problem whose call fails or runs out of time gets None (its votes then go by
-    the extracted text, as for dapo).
+    the extracted text, as for dapo). ``on_progress(done, problems)`` as in :func:`grade_samples`.
     """
     _check_pool_settings(workers, time_limit)
     calls = [_Call(0, "vote_classes", (tuple(responses),), time_limit * max(1, len(responses))) for responses in problems]
     classes: list[list[int | None] | None] = [None] * len(calls)
+    done = 0
+    if on_progress is not None:
+        on_progress(0, len(calls))
 
     def finish(task: int, value: Any) -> None:
+        nonlocal done
         classes[task] = None if isinstance(value, Failed) else value
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(calls))
 
     _run_calls((grader,), calls, workers, finish)
     return classes

@@ -236,19 +236,22 @@ def score(
         )
     ordered = _in_order(samples)
     graders = [make_grader(name, integer_answers=integer_answers, time_limit=time_limit) for name in GRADERS]
-    verdicts = grade_samples(
-        [sample.response for sample in ordered], [sample.answer for sample in ordered], graders,
-        workers=workers, time_limit=time_limit, on_progress=on_graded,
-    )
-    for index, sample in enumerate(ordered):
-        sample.verdicts = {name: verdicts[name][index].to_json() for name in verdicts}
     by_problem: dict[str, list[Sample]] = defaultdict(list)
     for sample in ordered:
         by_problem[sample.prompt_id].append(sample)
+    # One progress count: every sample graded, then every problem's answers put in classes.
+    steps = len(ordered) + len(by_problem)
+    verdicts = grade_samples(
+        [sample.response for sample in ordered], [sample.answer for sample in ordered], graders,
+        workers=workers, time_limit=time_limit,
+        on_progress=on_graded and (lambda done, _: on_graded(done, steps)),
+    )
+    for index, sample in enumerate(ordered):
+        sample.verdicts = {name: verdicts[name][index].to_json() for name in verdicts}
     equivalent = next(grader for grader in graders if isinstance(grader, MathVerifyGrader))
     found = vote_classes(
         equivalent, [[s.response for s in group] for group in by_problem.values()], workers=workers,
-        time_limit=time_limit,
+        time_limit=time_limit, on_progress=on_graded and (lambda done, _: on_graded(len(ordered) + done, steps)),
     )
     classes = {MathVerifyGrader.name: dict(zip(by_problem, found))}
     accuracy = {
