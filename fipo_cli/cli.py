@@ -430,7 +430,9 @@ class _EvalCommand(typer.core.TyperCommand):
             formatter.write_paragraph()
             formatter.write_text(_SCORE_HELP)
             with formatter.section("Options"):
-                formatter.write_dl([param.get_help_record(ctx) for param in self.params if param.name in _SCORE_OPTIONS])
+                formatter.write_dl(
+                    [param.get_help_record(ctx) for param in self.params if param.name in _SCORE_OPTIONS]
+                )
             typer.echo(formatter.getvalue(), nl=False)
             ctx.exit(0)
         return super().parse_args(ctx, args)
@@ -468,7 +470,8 @@ def evaluate(
     grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
     workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
     time_limit: Optional[float] = typer.Option(
-        None, "--time-limit", metavar="SECONDS", help="Grading: seconds one grader may spend on one sample (default 10)."
+        None, "--time-limit", metavar="SECONDS",
+        help="Grading: seconds one grader may spend on one sample (default 10).",
     ),
     wandb: Optional[bool] = typer.Option(
         None, "--wandb/--no-wandb",
@@ -490,7 +493,7 @@ def evaluate(
     fipo eval aime24 --model PATH --slurm         the same as a one-node SLURM job (--dry-run: the script)
     An interrupted evaluation resumes where it stopped: run the same command again.
     """
-    from fipo_cli.errors import ConfigError, UsageError
+    from fipo_cli.errors import UsageError
     from fipo_cli.eval import pipeline, reporting, runner
     from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, check_time_limit, make_grader, require_math_verify
     from fipo_cli.eval.problems import load_benchmark
@@ -541,19 +544,15 @@ def evaluate(
         prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, time_limit=grading_limit,
     )
     protocol.check()
-    if limit is not None and limit < 1:
-        raise ConfigError([f"--limit {limit}: must be ≥ 1"])
-    require_math_verify()
     if slurm:
         from fipo_cli.eval import slurm_job
 
         options = slurm_job.EvalOptions(
             benchmark=target, dataset=dataset, problem_key=problem_key, answer_key=answer_key, model=model, run=run,
-            step=step or "latest", engine=engine, base_url=base_url, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
-            samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, limit=limit,
-            prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
-            time_limit=time_limit, wandb=wandb,
-            wandb_project=wandb_project, wandb_entity=wandb_entity,
+            step=step or "latest", engine=engine, base_url=base_url, tensor_parallel=tensor_parallel,
+            data_parallel=data_parallel, samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            seed=seed, limit=limit, prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
+            time_limit=time_limit, wandb=wandb, wandb_project=wandb_project, wandb_entity=wandb_entity,
         )
         job = slurm_job.plan(options, out)
         if dry_run:
@@ -577,6 +576,7 @@ def evaluate(
         return
     if dry_run:
         raise UsageError("--dry-run goes with --slurm", hint="fipo eval aime24 --model PATH --slurm --dry-run")
+    require_math_verify()  # here, not with --slurm: the job grades in the compute node's environment
     problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
     choice = runner.EngineChoice(engine, base_url, tensor_parallel, data_parallel)
 

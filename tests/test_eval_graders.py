@@ -248,8 +248,8 @@ def test_math_verify_vote_classes_join_equivalent_answers():
 
 def test_vote_classes_in_workers_and_a_failed_problem_falls_back():
     pytest.importorskip("math_verify")
-    classes = run_guarded(vote_classes, MathVerifyGrader(), [["Answer: 0.5", "Answer: 1/2"], ["Answer: 2", "Answer: 3"]],
-                          workers=2)
+    problems = [["Answer: 0.5", "Answer: 1/2"], ["Answer: 2", "Answer: 3"]]
+    classes = run_guarded(vote_classes, MathVerifyGrader(), problems, workers=2)
     assert classes == [[0, 0], [0, 1]]
 
 

@@ -21,9 +21,9 @@ from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samp
 AWKWARD = "a\u2028b\u2029c\x85d\udc80e\ud83d f é 漢字 🙂 \x0b\x0c\x1c\x1d\x1e\r"
 
 
-def fipo_eval(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], check=False, cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+def fipo_eval(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], check=False, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("write", ["atomic", "append"])

@@ -65,7 +65,8 @@ def writer_lock(directory: Path) -> Iterator[None]:
                     path.unlink()
                 continue
             who = (
-                f"process {owner.get('pid')} on {owner.get('host')} ({owner.get('command')}, since {owner.get('since')})"
+                f"process {owner.get('pid')} on {owner.get('host')} "
+                f"({owner.get('command')}, since {owner.get('since')})"
                 if owner else "another process"
             )
             raise UsageError(

@@ -219,7 +219,9 @@ _THOUSANDS_GAP = re.compile(r"(?: |\\,|\\ |~|\\;|\{,\}|,\\!)")
 _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
 # \text{…}-like commands with their text, environment names and command names: removed, what is
 # left of an answer line is prose if it still holds a word.
-_TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
+_TEXT_COMMANDS = re.compile(
+    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+"
+)
 _WORD = re.compile(r"[A-Za-z]{2,}")
 # What math_verify reads before an "answer:" match (its priorities 0 and 50).
 _OUTRANKS_ANSWER_LINE = re.compile(r"\\boxed|(?i:final answer)")
@@ -443,7 +445,9 @@ def make_grader(name: str, *, integer_answers: bool = False, time_limit: float |
 def check_time_limit(time_limit: float) -> None:
     """UsageError unless ``time_limit`` is a finite number of seconds > 0."""
     if not (time_limit > 0 and math.isfinite(time_limit)):
-        raise UsageError(f"--time-limit {time_limit}: must be a finite number of seconds > 0", hint="e.g. --time-limit 30")
+        raise UsageError(
+            f"--time-limit {time_limit}: must be a finite number of seconds > 0", hint="e.g. --time-limit 30"
+        )
 
 
 # --- many samples, in worker processes -----------------------------------------------------------
@@ -650,8 +654,9 @@ def grade_samples(
     total = len(responses)
     # Call t: sample t // G, grader t % G.
     calls = [
-        _Call(task % len(graders), "grade", (responses[task // len(graders)], answers[task // len(graders)]), time_limit)
-        for task in range(total * len(graders))
+        _Call(grader, "grade", (responses[sample], answers[sample]), time_limit)
+        for sample in range(total)
+        for grader in range(len(graders))
     ]
     verdicts: list[Verdict | None] = [None] * len(calls)
     open_graders = [len(graders)] * total
@@ -691,7 +696,9 @@ def vote_classes(
     the extracted text, as for dapo). ``on_progress(done, problems)`` as in :func:`grade_samples`.
     """
     _check_pool_settings(workers, time_limit)
-    calls = [_Call(0, "vote_classes", (tuple(responses),), time_limit * max(1, len(responses))) for responses in problems]
+    calls = [
+        _Call(0, "vote_classes", (tuple(responses),), time_limit * max(1, len(responses))) for responses in problems
+    ]
     classes: list[list[int | None] | None] = [None] * len(calls)
     done = 0
     if on_progress is not None:
