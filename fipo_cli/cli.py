@@ -428,7 +428,36 @@ def data_prepare(
     Console().print(table)
 
 
-@app.command("eval")
+# `fipo eval score` is a mode of `fipo eval` (BENCH|score), so click would print all of eval's
+# help for `fipo eval score --help`: these are the options that apply to it.
+_SCORE_OPTIONS = ("bench", "grader", "workers", "time_limit", "as_json")
+_SCORE_HELP = """Re-grade a samples file with both graders and write its metrics.
+
+A file in an evaluation directory (samples.jsonl beside eval_settings.json) is updated in
+place with results.json; any other file is left as it is, and FILE.graded.jsonl and
+FILE.results.json are written beside it. Each line: prompt_id, sample_index, response,
+and answer unless --bench supplies it."""
+
+
+class _EvalCommand(typer.core.TyperCommand):
+    """`fipo eval`, whose `score FILE` mode has a help of its own."""
+
+    def parse_args(self, ctx, args):
+        if args[:1] == ["score"] and any(arg in ctx.help_option_names for arg in args[1:]):
+            formatter = ctx.make_formatter()
+            formatter.write_usage("fipo eval score", "FILE [OPTIONS]")
+            formatter.write_paragraph()
+            formatter.write_text(_SCORE_HELP)
+            with formatter.section("Options"):
+                formatter.write_dl(
+                    [param.get_help_record(ctx) for param in self.params if param.name in _SCORE_OPTIONS]
+                )
+            typer.echo(formatter.getvalue(), nl=False)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+@app.command("eval", cls=_EvalCommand)
 def evaluate(
     target: Optional[str] = typer.Argument(
         None, metavar="BENCH|score", help="aime24, aime25 or math500 (bundled), or `score` to re-grade FILE."
@@ -436,7 +465,9 @@ def evaluate(
     file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="With `score`: a samples .jsonl file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory or hub id (served name for openai)."),
     run: Optional[str] = typer.Option(None, "--run", metavar="EXP/RUN", help="Evaluate a training run's checkpoints."),
-    step: str = typer.Option("latest", "--step", help="With --run: a step N, latest, or all (a curve)."),
+    step: Optional[str] = typer.Option(
+        None, "--step", help="With --run: a step N, latest (the default), or all (a curve)."
+    ),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A local .jsonl/.json/.parquet file or a hub dataset id."),
     problem_key: Optional[str] = typer.Option(None, "--problem-key", help="With --dataset: the problem column."),
     answer_key: Optional[str] = typer.Option(None, "--answer-key", help="With --dataset: the answer column."),
@@ -457,6 +488,10 @@ def evaluate(
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the tokenizer's chat template."),
     grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
     workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
+    time_limit: Optional[float] = typer.Option(
+        None, "--time-limit", metavar="SECONDS",
+        help="Grading: seconds one grader may spend on one sample (default 10).",
+    ),
     wandb: Optional[bool] = typer.Option(
         None, "--wandb/--no-wandb",
         help="Log to W&B. Default: with --run when the run tracks with W&B; with --model only if --wandb.",
@@ -479,17 +514,27 @@ def evaluate(
     """
     from fipo_cli.errors import UsageError
     from fipo_cli.eval import pipeline, reporting, runner
+    from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, check_time_limit, make_grader, require_math_verify
     from fipo_cli.eval.problems import load_benchmark
+
+    grading_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
 
     if target == "score":
         if slurm or dry_run:
             raise UsageError("`fipo eval score` runs here; --slurm submits evaluations of a model or a run")
         if file is None:
             raise UsageError("`fipo eval score` needs the samples FILE", hint="fipo eval score path/to/samples.jsonl")
-        reference = load_benchmark(bench) if bench else None
+        if workers < 1:
+            raise UsageError(f"--workers {workers}: must be ≥ 1 (grading worker processes)")
+        check_time_limit(grading_limit)
+        pipeline.check_samples_path(file)
+        make_grader(grader)  # names the graders when --grader is not one
+        require_math_verify()
+        reference = load_benchmark(_bench_spec(bench)) if bench else None
         with reporting.progress(quiet=as_json) as bars:
             scores, results = pipeline.score_file(
-                file, reference, primary_grader=grader, workers=workers, on_graded=bars.callback("grading")
+                file, reference, primary_grader=grader, workers=workers, time_limit=grading_limit,
+                on_graded=bars.callback("grading"),
             )
         reporting.show(scores, results, as_json=as_json)
         return
@@ -506,15 +551,27 @@ def evaluate(
         )
     if (model is None) == (run is None):
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN, not both")
+    if step is not None and run is None:
+        raise UsageError(f"--step {step} goes with --run EXP/RUN (a run's checkpoints); --model evaluates one model")
+    unused = [name for name, value in (("--bench", bench), ("--grader", grader if grader != "dapo" else None))
+              if value is not None]
+    if unused:
+        raise UsageError(f"{' and '.join(unused)} go with `fipo eval score FILE`",
+                         hint="an evaluation grades with both graders; its headline grader follows --prompt-format")
+    protocol = runner.Protocol(
+        samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, time_limit=grading_limit,
+    )
+    protocol.check()
     if slurm:
         from fipo_cli.eval import slurm_job
 
         options = slurm_job.EvalOptions(
             benchmark=target, dataset=dataset, problem_key=problem_key, answer_key=answer_key, model=model, run=run,
-            step=step, engine=engine, base_url=base_url, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
-            samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, limit=limit,
-            prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers, wandb=wandb,
-            wandb_project=wandb_project, wandb_entity=wandb_entity,
+            step=step or "latest", engine=engine, base_url=base_url, tensor_parallel=tensor_parallel,
+            data_parallel=data_parallel, samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            seed=seed, limit=limit, prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
+            time_limit=time_limit, wandb=wandb, wandb_project=wandb_project, wandb_entity=wandb_entity,
         )
         job = slurm_job.plan(options, out)
         if dry_run:
@@ -538,11 +595,8 @@ def evaluate(
         return
     if dry_run:
         raise UsageError("--dry-run goes with --slurm", hint="fipo eval aime24 --model PATH --slurm --dry-run")
+    require_math_verify()  # here, not with --slurm: the job grades in the compute node's environment
     problems = load_benchmark(target or dataset, problem_key=problem_key, answer_key=answer_key, limit=limit)
-    protocol = runner.Protocol(
-        samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        prompt_format=prompt_format, chat_template=not no_chat_template, workers=workers,
-    )
     choice = runner.EngineChoice(engine, base_url, tensor_parallel, data_parallel)
 
     def show(evaluated: runner.Evaluated) -> None:
@@ -551,7 +605,7 @@ def evaluate(
     if model is not None:
         evaluated = runner.evaluate_model(
             problems, model, protocol, choice, response_length=pipeline.DEFAULT_MAX_TOKENS, directory=out,
-            quiet=as_json,
+            quiet=as_json, say=lambda line: typer.echo(line, err=True),
         )
         show(evaluated)
         if wandb:
@@ -559,11 +613,24 @@ def evaluate(
             typer.echo(f"W&B: run {run_id}" if run_id else "W&B: tracking disabled", err=True)
         return
     logged = runner.evaluate_checkpoints(
-        problems, run, step, protocol, choice, out=out, wandb=wandb, quiet=as_json,
+        problems, run, step or "latest", protocol, choice, out=out, wandb=wandb, quiet=as_json,
         say=lambda line: typer.echo(line, err=True), show=show,
     )
     if not logged:
         raise typer.Exit(1)
+
+
+def _bench_spec(bench: str) -> str:
+    """``--bench``: a bundled benchmark or a local file; a bare unknown name is not sent to the hub."""
+    from fipo_cli.bundled import BENCHMARKS
+    from fipo_cli.errors import UsageError
+
+    if bench in BENCHMARKS or "/" in bench or Path(bench).expanduser().exists() or Path(bench).suffix:
+        return bench
+    raise UsageError(
+        f"--bench {bench!r} is not a bundled benchmark; the bundled ones are {', '.join(BENCHMARKS)}",
+        hint="or pass a local .jsonl/.json/.parquet file, or a hub dataset id (OWNER/NAME)",
+    )
 
 
 @app.command("report")

@@ -4,6 +4,7 @@ grading many samples in worker processes that survive hung, failing and crashing
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from fipo_cli.eval.graders import (
     compare_graders,
     grade_samples,
     make_grader,
+    vote_classes,
 )
 
 # (response, reference answer, dapo's extracted answer, dapo's verdict) — the training reward's
@@ -145,6 +147,110 @@ def test_math_verify_extracts_a_canonical_answer():
     # \frac{1}{2} and 1/2 are the same answer for cons@n.
     assert grader.grade("So $\\boxed{\\frac{1}{2}}$", "0.5").extracted == grader.grade("Answer: 1/2", "0.5").extracted
     assert MathVerifyGrader(integer_answers=True).grade("Answer: 025", "25") == Verdict("25", True)
+
+
+# (response, reference, correct): references the way MATH writes them, graded as math_verify
+# grades a gold (a \\boxed{} answer), never changed by delimiters wrapped around them.
+REFERENCE_CASES = [
+    ("Answer: 36", "\\$36", True),  # an escaped dollar: money, not a delimiter
+    ("The total is $\\boxed{18.90}$", "\\$18.90", True),
+    ("Answer: 32348", "\\$32,\\!348", True),
+    ("Answer: $1000$", "1 000", True),  # LaTeX ignores the space: one number, not 1*0
+    ("Answer: $0$", "1 000", False),
+    ("Answer: 1000", "1\\,000", True),
+    ("Answer: 58500", "58,500", True),
+    ("So $\\boxed{1 000}$", "1000", True),  # spaced thousands in a response too
+    ("Answer: 204", "204", True),  # plain numbers
+    ("Answer: -2.5", "-5/2", True),
+    ("Answer: 3\\sqrt{13}", "3\\sqrt{13}", True),  # a bare formula on the answer line
+    ("Answer: 3\\sqrt{13}", "3\\sqrt{12}", False),
+    ("Answer: \\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
+    ("Answer: 12 square units", "12", True),  # prose on the line: math_verify reads the response
+    ("Answer: \\text{Evelyn}", "\\text{Evelyn}", True),
+    ("Answer: 204.", "204", True),  # a closing full stop is not part of the answer
+    ("\\boxed{4} is it.\nAnswer: 7", "4", True),  # math_verify's own order: a box outranks an answer line
+    ("Answer: \\left( 3, \\frac{\\pi}{2} \\right)", "3", False),  # the whole tuple, not its first number
+    ("Answer: x \\in [-2,7]", "x \\in [-2,7]", True),
+]
+
+
+@pytest.mark.parametrize(("response", "answer", "correct"), REFERENCE_CASES)
+def test_math_verify_reads_references_as_gold_answers(response, answer, correct):
+    pytest.importorskip("math_verify")
+    verdict = MathVerifyGrader().grade(response, answer)
+    assert (verdict.correct, verdict.error) == (correct, None), verdict
+
+
+MATH500_FILES = [
+    Path("/work/shared/data/math500.jsonl"),
+    Path(__file__).resolve().parents[1] / "fipo_cli" / "bundled" / "math500.jsonl",
+]
+# How a model may write a reference answer: boxed, on the DAPO prompt's answer line, inline.
+FORMS = {
+    "boxed": "So the answer is $\\boxed{{{}}}$.",
+    "answer line": "Some reasoning.\nAnswer: {}",
+    "inline": "So the answer is ${}$.",
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("path", MATH500_FILES, ids=["shared", "bundled"])
+def test_every_math500_reference_scores_correct_against_itself(path, form):
+    pytest.importorskip("math_verify")
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) == 500
+    grader = MathVerifyGrader()
+    wrong = [
+        (row["id"], row["answer"])
+        for row in rows
+        if not grader.grade(FORMS[form].format(row["answer"]), row["answer"]).correct
+    ]
+    assert wrong == [], f"{len(rows) - len(wrong)}/500 in {form} form"
+
+
+# sympy needs ~14 s to decide that these differ (it expands both): a pathological sample.
+SLOW = ("Answer: $(x+y+z+1)^{29}(x+y+z+2)$", "(x+y+z+1)^{30}")
+
+
+def test_math_verify_own_timeout_ends_a_pathological_sample_in_process():
+    pytest.importorskip("math_verify")
+    grader = MathVerifyGrader(timeout_s=1)
+    grader.warm_up()
+    started = time.monotonic()
+    assert grader.grade(*SLOW) == Verdict(None, False, "timeout")
+    assert time.monotonic() - started < 8
+    assert grader.grade("Answer: 5", "5") == Verdict("5", True)  # the process goes on
+
+
+def test_time_limit_reaches_math_verify_in_the_workers():
+    pytest.importorskip("math_verify")
+    verdicts = run_guarded(grade_samples, [SLOW[0], "Answer: 5"], [SLOW[1], "5"],
+                           [make_grader("math-verify", time_limit=6.0)], time_limit=6.0)
+    assert verdicts["math-verify"] == [Verdict(None, False, "timeout"), Verdict("5", True)]
+
+
+def test_make_grader_gives_math_verify_a_share_of_the_time_limit():
+    assert make_grader("math-verify", time_limit=30).timeout_s == 10
+    assert make_grader("math-verify", time_limit=2).timeout_s is None  # under a second: only the worker's kill
+    assert make_grader("math-verify").timeout_s is None
+    assert make_grader("dapo", time_limit=30) == DapoGrader()
+
+
+def test_math_verify_vote_classes_join_equivalent_answers():
+    pytest.importorskip("math_verify")
+    grader = MathVerifyGrader()
+    responses = ["Answer: \\frac{3}{4}", "Answer: 0.75", "no answer here", "Answer: \\frac14", "Answer: 3/4",
+                 "Answer: \\frac{1}{\\sqrt2}", "Answer: \\frac{\\sqrt2}{2}"]
+    assert grader.vote_classes(responses) == [0, 0, None, 1, 0, 2, 2]
+
+
+def test_vote_classes_in_workers_and_a_failed_problem_falls_back():
+    pytest.importorskip("math_verify")
+    problems = [["Answer: 0.5", "Answer: 1/2"], ["Answer: 2", "Answer: 3"]]
+    classes = run_guarded(vote_classes, MathVerifyGrader(), problems, workers=2)
+    assert classes == [[0, 0], [0, 1]]
 
 
 def test_math_verify_reports_an_unparseable_reference():
@@ -274,6 +380,8 @@ def test_a_grader_that_cannot_start_stops_the_run_with_its_message():
         ({"responses": ["a", "b"], "answers": ["1"]}, "2 responses but 1 answers"),
         ({"workers": 0}, "--workers 0"),
         ({"time_limit": 0}, "--time-limit 0"),
+        ({"time_limit": float("nan")}, "--time-limit nan"),
+        ({"time_limit": float("inf")}, "--time-limit inf"),
         ({"graders": [DapoGrader(), DapoGrader()]}, "each at most once"),
         ({"graders": []}, "at least one grader"),
     ],

@@ -124,6 +124,22 @@ def test_an_answer_with_a_wrong_sample_is_not_correct():
     assert majority_vote(verdicts(("3", R), ("3", W), ("4", R))).correct is False
 
 
+def test_equivalent_answers_vote_together_when_classes_are_given():
+    # The case: 5 × 3/4 and 4 × 0.75 (one class, right) against 6 × 1/4 (wrong).
+    given = verdicts(*[("3/4", R)] * 5, *[("0.75", R)] * 4, *[("1/4", W)] * 6)
+    assert majority_vote(given).correct is False  # by string: "1/4" wins 6 to 5
+    vote = majority_vote(given, [0] * 9 + [1] * 6)
+    assert (vote.answer, vote.votes, vote.tied, vote.correct) == ("3/4", 9, ("3/4",), True)
+    report = accuracy_report({"p": given}, classes={"p": [0] * 9 + [1] * 6})
+    assert (report.avg.value, report.cons.value) == (pytest.approx(0.6), 1.0)
+    # A sample without an answer never votes, whatever class it is given; None classes do not vote.
+    assert majority_vote(verdicts(("1/4", W), (None, W), ("1/2", R)), [0, 1, None]).answer == "1/4"
+    # No classes for a problem: by string, as before.
+    assert accuracy_report({"p": given}, classes={"p": None}).cons.value == 0.0
+    with pytest.raises(UsageError, match="2 classes for 3 verdicts"):
+        majority_vote(verdicts(("1", R), ("1", R), ("1", R)), [0, 0])
+
+
 # --- pass@k --------------------------------------------------------------------------------------
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 
 def fipo_eval(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "eval", *args], check=False, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
 
 
 def lines(path: Path) -> list[dict]:
@@ -59,7 +62,7 @@ def test_an_interrupted_evaluation_resumes_and_ends_with_the_same_samples(finish
     result = fipo_eval(finished, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
                        "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "cut", "--json")
     assert result.returncode == 0, result.stderr
-    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}  # noqa: E731
+    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}
     assert by_key(lines(cut / "samples.jsonl")) == by_key(lines(full / "samples.jsonl"))
     assert json.loads(result.stdout)["graders"]["dapo"]["problems"] == 3
 
@@ -138,8 +141,8 @@ def test_fipo_eval_end_to_end_with_the_vllm_engine(tiny_model, tmp_path):
     args = ["-m", "fipo_cli", "eval", "aime24", "--model", str(tiny_model), "--engine", "vllm", "--samples", "2",
             "--max-tokens", "8", "--seed", "3", "--json"]
     runs = [
-        subprocess.run([python, *args, "--out", name], cwd=tmp_path, env=vllm_env(), capture_output=True, text=True,
-                       timeout=600)
+        subprocess.run([python, *args, "--out", name], check=False, cwd=tmp_path, env=vllm_env(), capture_output=True,
+                       text=True, timeout=600)
         for name in ("first", "second")
     ]
     for run in runs:
@@ -150,3 +153,130 @@ def test_fipo_eval_end_to_end_with_the_vllm_engine(tiny_model, tmp_path):
                  for name in ("first", "second")]
     assert len(responses[0]) == 60 and responses[0] == responses[1]  # same seed, same samples
     assert all(r["token_count"] <= 8 for r in lines(tmp_path / "first" / "samples.jsonl"))
+
+
+# --- options checked before anything loads -------------------------------------------------------
+
+# "no/such-model" would fail only once the engine tried to load it: each of these fails earlier.
+EARLY = ["aime24", "--model", "no/such-model", "--engine", "transformers"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "nan"], "--temperature nan"),
+        (["--temperature", "inf"], "--temperature inf"),
+        (["--top-p", "nan"], "--top-p nan"),
+        (["--max-tokens", "0"], "--max-tokens 0: must be ≥ 1"),
+        (["--workers", "0"], "--workers 0"),
+        (["--time-limit", "0"], "--time-limit 0.0"),
+        (["--samples", "1000000000"], "--samples 1000000000: 30 problems × 1000000000 samples"),
+        (["--step", "3"], "--step 3 goes with --run"),
+        (["--bench", "aime24"], "--bench go with `fipo eval score FILE`"),
+        (["--limit", "0"], "--limit 0"),
+        (["--out", "a-file/eval"], "cannot create the evaluation directory"),
+    ],
+)
+def test_bad_options_are_refused_before_the_model_loads(tmp_path, args, message):
+    (tmp_path / "a-file").write_text("")
+    result = fipo_eval(tmp_path, *EARLY, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "no/such-model" not in result.stderr  # never got as far as the model
+    assert not (tmp_path / "evals").exists()
+
+
+def test_a_missing_grader_dependency_is_found_first_with_a_cpu_safe_hint(tmp_path):
+    # sys.modules[name] = None is how Python marks a module as absent: find_spec and import agree.
+    code = ("import sys; sys.modules['math_verify'] = None; from fipo_cli.cli import main; "
+            "sys.argv = ['fipo', 'eval', *sys.argv[1:]]; main()")
+    for args in (EARLY, ["score", "x.jsonl", "--grader", "dapo"]):
+        (tmp_path / "x.jsonl").write_text(json.dumps({"prompt_id": "p", "sample_index": 0, "response": "r",
+                                                      "answer": "1"}) + "\n")
+        result = subprocess.run([sys.executable, "-c", code, *args], check=False, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert "needs the math-verify package" in result.stderr and "no/such-model" not in result.stderr
+        assert "pip install 'math-verify>=0.9,<0.10'" in result.stderr
+        assert "pip install 'fipo[eval]'" not in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_score_help_is_the_score_subcommands_own(tmp_path):
+    result = fipo_eval(tmp_path, "score", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: fipo eval score FILE" in result.stdout
+    for option in ("--bench", "--grader", "--workers", "--time-limit", "--json"):
+        assert option in result.stdout
+    for option in ("--model", "--samples", "--temperature", "--slurm", "--engine"):
+        assert option not in result.stdout
+    assert "--model" in fipo_eval(tmp_path, "--help").stdout  # eval's own help is whole
+
+
+def test_a_second_evaluation_into_the_same_directory_is_refused(tmp_path, tiny_model):
+    from fipo_cli.eval.dirlock import writer_lock
+
+    with writer_lock(tmp_path / "busy"):
+        result = fipo_eval(tmp_path, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples",
+                           "1", "--max-tokens", "4", "--limit", "1", "--out", "busy")
+    assert result.returncode == 2, result.stderr
+    assert f"is being written by process {os.getpid()}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "busy" / "samples.jsonl").exists()
+
+
+def test_max_tokens_is_capped_by_the_models_context_with_a_note(tmp_path, tiny_model):
+    result = fipo_eval(tmp_path, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "1",
+                       "--limit", "1", "--max-tokens", "5000", "--out", "capped")
+    assert result.returncode == 0, result.stderr
+    assert "--max-tokens 5000 exceeds" in result.stderr and "context of 1024 positions; capped to 1024" in result.stderr
+    assert json.loads((tmp_path / "capped" / "eval_settings.json").read_text())["max_tokens"] == 1024
+    assert all(row["token_count"] <= 1024 for row in lines(tmp_path / "capped" / "samples.jsonl"))
+    # transformers' own loading bar stays out of fipo eval's output (fipo's bars are on stderr).
+    assert "Loading weights" not in result.stderr + result.stdout
+
+
+def test_ctrl_c_keeps_the_samples_says_so_and_rerunning_resumes(tmp_path, tiny_model):
+    args = [sys.executable, "-m", "fipo_cli", "eval", "aime24", "--model", str(tiny_model), "--engine",
+            "transformers", "--samples", "8", "--max-tokens", "64", "--limit", "10", "--out", "cut", "--json"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = tmp_path / "cut" / "samples.jsonl"
+    while process.poll() is None and not (samples.exists() and samples.read_text().count("\n") >= 8):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    kept = len(lines(samples))
+    assert process.returncode == 130, stderr
+    assert f"interrupted: {kept} samples kept in cut/samples.jsonl; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr and 8 <= kept < 80
+    assert not (tmp_path / "cut" / ".fipo-eval.lock").exists()
+    again = subprocess.run(args, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert len(lines(samples)) == 80
+
+
+def test_score_votes_by_equivalence_for_math_verify_and_says_how(tmp_path):
+    rows = [{"prompt_id": "p", "sample_index": i, "response": f"Answer: {text}", "answer": "3/4"}
+            for i, text in enumerate(["\\frac{3}{4}"] * 5 + ["0.75"] * 4 + ["\\frac14"] * 6)]
+    path = tmp_path / "votes.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = fipo_eval(tmp_path, "score", str(path), "--grader", "math-verify", "--time-limit", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    math_verify = results["graders"]["math-verify"]
+    assert math_verify["avg@15"]["value"] == pytest.approx(0.6) and math_verify["cons@15"]["value"] == 1.0
+    assert math_verify["per_problem"][0]["majority_answer"] == "3/4"
+    assert math_verify["per_problem"][0]["majority_votes"] == 9
+    assert results["graders"]["dapo"]["cons@15"]["value"] == 0.0  # dapo: verl's string rule
+    assert "verifies as equal" in results["cons_rule"]["math-verify"] and "string" in results["cons_rule"]["dapo"]
+
+
+def test_grading_progress_counts_samples_then_the_problems_vote_classes():
+    from fipo_cli.eval.pipeline import score
+    from fipo_cli.eval.samples import Sample
+
+    samples = [Sample(pid, i, f"Answer: {i}", answer="1") for pid in ("a", "b") for i in range(3)]
+    progress = []
+    scores = score(samples, primary_grader="dapo", integer_answers=True, on_graded=lambda d, t: progress.append((d, t)))
+    assert progress[0] == (0, 8) and progress[-1] == (8, 8)  # 6 samples graded, then 2 problems classed
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert scores.accuracy["math-verify"].avg.value == pytest.approx(1 / 3)

@@ -99,7 +99,8 @@ def test_argv_parses_back_to_the_same_options(tmp_path: Path) -> None:
     options = slurm_job.EvalOptions(
         dataset="-odd name.jsonl", problem_key="q", answer_key="a", model="-m/x", engine="vllm",
         tensor_parallel=2, data_parallel=4, samples=8, temperature=0.6, top_p=0.95, max_tokens=128, seed=7, limit=3,
-        prompt_format="boxed", chat_template=False, workers=2, wandb=True, wandb_project="p q", wandb_entity="e",
+        prompt_format="boxed", chat_template=False, workers=2, time_limit=30.0, wandb=True, wandb_project="p q",
+        wandb_entity="e",
     )
     argv = slurm_job.eval_argv(options, tmp_path / "o", python="/py")
     group = typer.main.get_command(app)
@@ -110,6 +111,7 @@ def test_argv_parses_back_to_the_same_options(tmp_path: Path) -> None:
     assert (params["engine"], params["tensor_parallel"], params["data_parallel"]) == ("vllm", 2, 4)
     assert (params["samples"], params["temperature"], params["top_p"], params["max_tokens"]) == (8, 0.6, 0.95, 128)
     assert (params["seed"], params["limit"], params["prompt_format"], params["workers"]) == (7, 3, "boxed", 2)
+    assert params["time_limit"] == 30.0  # the job grades with the same limit
     assert params["no_chat_template"] is True and params["wandb"] is True
     assert (params["wandb_project"], params["wandb_entity"]) == ("p q", "e")
     assert params["out"] == tmp_path / "o"

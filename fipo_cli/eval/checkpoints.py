@@ -134,6 +134,7 @@ def _merge(actor: Path, target: Path) -> Path:
         # the evaluation engine loads the model, and its output is kept for the error message.
         result = subprocess.run(
             _merger_command(actor, partial),
+            check=False,  # the exit code is checked below, with the output
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -10,8 +10,14 @@ Two graders share one interface, ``grade(response, answer) -> Verdict``:
     without verl grades the same way; a test runs verl's own function on the same cases.
 ``math-verify``
     LaTeX / ``\\boxed{}`` / plain-number equivalence through Hugging Face's ``math_verify``
-    (``parse`` and ``verify``), with its signal-based timeouts switched off (they silently
-    fail in threads and worker processes); :func:`grade_samples` enforces the time limit.
+    (``parse`` and ``verify``). A reference is parsed the way math_verify parses a gold
+    answer (MATH's gold is a ``\\boxed{}`` in the solution): as ``\\boxed{reference}``, so
+    that nothing around it changes its meaning (``\\$36``, ``x \\in [-2,7]``). Thousands
+    separators written as spaces (``1 000``, ``1\\,000``) are joined first: LaTeX ignores
+    them, sympy would read a product. A response's last ``Answer:`` line (the DAPO prompt's
+    format) is read the same way when it holds a bare formula, else math_verify reads the
+    whole response. Its signal-based timeouts run only in a process's main thread (they
+    fail elsewhere); :func:`grade_samples` enforces the time limit on top.
 
 ``integer_answers=True`` (AIME) compares integer values when the extracted answer and the
 reference are both integers, so ``025`` equals ``25``; integer answers are then reported
@@ -25,7 +31,10 @@ where graders disagree.
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import multiprocessing
+import os
 import re
 import signal
 import time
@@ -39,6 +48,10 @@ from fipo_cli.errors import FipoError, UsageError, unknown_key_problem
 
 # Seconds one grader may spend on one sample (math_verify's own default is 5 s per step).
 DEFAULT_TIME_LIMIT = 10.0
+# math_verify's own timeouts (whole seconds, per parse and per comparison) are this share of the
+# time limit: a sample then ends as "timeout" inside its worker, which lives on; the parent's
+# kill at the full limit stays for code that no signal interrupts (a C loop in sympy).
+OWN_TIMEOUT_SHARE = 1 / 3
 # Seconds a fresh worker may take to import and warm up its graders (sympy is slow to import
 # on a loaded login node); the per-sample limit only starts once a worker is ready.
 STARTUP_LIMIT = 120.0
@@ -195,94 +208,264 @@ class DapoGrader:
 
 # --- math-verify ---------------------------------------------------------------------------------
 
+_PIP_HINT = (
+    "pip install 'math-verify>=0.9,<0.10' (it needs no torch: installing the whole 'fipo[eval]' extra "
+    "would pull vLLM and CUDA wheels over a CPU torch)"
+)
+# A number whose digit groups are set apart by a space, LaTeX spacing or `{,}`: one number to LaTeX.
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?: |\\,|\\ |~|\\;|\{,\}|,\\!)\d{3})+(?![\d])")
+_THOUSANDS_GAP = re.compile(r"(?: |\\,|\\ |~|\\;|\{,\}|,\\!)")
+# LaTeX delimiters math_verify reads; `\$` is an escaped dollar (money), not a delimiter.
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
+# \text{…}-like commands with their text, environment names and command names: removed, what is
+# left of an answer line is prose if it still holds a word.
+_TEXT_COMMANDS = re.compile(
+    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+"
+)
+_WORD = re.compile(r"[A-Za-z]{2,}")
+# What math_verify reads before an "answer:" match (its priorities 0 and 50).
+_OUTRANKS_ANSWER_LINE = re.compile(r"\\boxed|(?i:final answer)")
 
-def _math_verify() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """``math_verify.parse`` and ``verify``, imported on first use (sympy makes them heavy)."""
-    import logging
 
+class MathVerifyTimeout(Exception):
+    """math_verify ran out of its own time on a parse or a comparison."""
+
+
+def _math_verify() -> Any:
+    """The ``math_verify`` module, imported on first use (sympy makes it heavy)."""
     try:
-        from math_verify import parse, verify
+        import math_verify
     except ImportError as error:
         raise FipoError(
-            f"the math-verify grader needs the math-verify package ({error})",
-            hint="pip install 'fipo[eval]' (or pip install math-verify), or grade with --grader dapo",
+            f"the math-verify grader needs the math-verify package ({error}); fipo grades with both graders",
+            hint=_PIP_HINT,
         ) from error
-    # With its timeouts off, math_verify warns once per process that the caller must enforce
-    # them; grade_samples does, so the warning would only repeat in every worker's output.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    return parse, verify
+    # math_verify reports its own timeouts only as log warnings (and otherwise returns "no
+    # answer" / "not equal"): they are caught here and turned into a "timeout" verdict.
+    logger = logging.getLogger("math_verify")
+    if not any(isinstance(handler, _TimeoutLog) for handler in logger.handlers):
+        logger.addHandler(_TimeoutLog())
+        logger.propagate = False  # its warning that the caller enforces timeouts would repeat per worker
+        logger.setLevel(logging.WARNING)
+    return math_verify
+
+
+class _TimeoutLog(logging.Handler):
+    """Notes math_verify's "Timeout during …" warnings for the call in progress."""
+
+    fired = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Timeout during"):
+            _TimeoutLog.fired = True
+
+
+def math_verify_available() -> bool:
+    """Whether the math-verify grader can run here (checked before any generation)."""
+    import importlib.util
+
+    return importlib.util.find_spec("math_verify") is not None
+
+
+def require_math_verify() -> None:
+    """FipoError with the install hint when math_verify is missing."""
+    if not math_verify_available():
+        raise FipoError("the math-verify grader needs the math-verify package, which is not installed; "
+                        "fipo grades every sample with both graders", hint=_PIP_HINT)
+
+
+def join_thousands(text: str) -> str:
+    """``1 000``, ``1\\,000``, ``1{,}000``, ``1,\\!000`` → ``1000``: LaTeX spacing inside a number."""
+    return _SPACED_THOUSANDS.sub(lambda match: _THOUSANDS_GAP.sub("", match.group()), text)
+
+
+def _own_timeout(seconds: int | None) -> int | None:
+    """math_verify's timeouts use SIGALRM: only in the main thread of a process (None elsewhere)."""
+    import threading
+
+    if seconds is None or os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        return None
+    return seconds
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_reference(answer: str) -> tuple[Any, ...]:
-    """The reference parsed once per worker (every sample of a problem shares it).
+def _parse_bare(text: str, timeout_s: int | None) -> tuple[Any, ...]:
+    """A bare answer (no delimiters) parsed as math_verify parses a gold: ``\\boxed{text}`` first."""
+    math_verify = _math_verify()
+    text = join_thousands(text.strip())
+    if _DELIMITED.search(text):
+        return _parse(text, timeout_s)
+    configs = [math_verify.LatexExtractionConfig(boxed_match_priority=0), math_verify.ExprExtractionConfig()]
+    return _parse("\\boxed{" + text + "}", timeout_s, configs)
 
-    A bare reference such as ``\\sqrt{2}`` has no LaTeX delimiters, and math_verify only
-    reads delimited LaTeX, so it is wrapped in ``$…$`` unless it already has ``$`` or a box.
-    """
-    parse, _ = _math_verify()
-    delimited = "$" in answer or "\\boxed" in answer
-    parsed = parse(answer if delimited else f"${answer}$", parsing_timeout=None)
-    if not parsed and not delimited:
-        parsed = parse(answer, parsing_timeout=None)
+
+def _parse(text: str, timeout_s: int | None, configs: Sequence[Any] | None = None) -> tuple[Any, ...]:
+    math_verify = _math_verify()
+    _TimeoutLog.fired = False
+    kwargs = {} if configs is None else {"extraction_config": configs}
+    parsed = math_verify.parse(text, parsing_timeout=_own_timeout(timeout_s), **kwargs)
+    if _TimeoutLog.fired:
+        raise MathVerifyTimeout
     return tuple(parsed)
+
+
+def _verify(gold: Sequence[Any], target: Sequence[Any], timeout_s: int | None) -> bool:
+    math_verify = _math_verify()
+    _TimeoutLog.fired = False
+    same = math_verify.verify(list(gold), list(target), timeout_seconds=_own_timeout(timeout_s))
+    if _TimeoutLog.fired:
+        raise MathVerifyTimeout
+    return same
+
+
+def _is_bare_formula(text: str) -> bool:
+    """An answer line that is one formula, not prose: no delimiters, no word outside ``\\text{}``."""
+    return bool(text.strip()) and not _DELIMITED.search(text) and not _WORD.search(_TEXT_COMMANDS.sub(" ", text))
 
 
 @dataclass(frozen=True)
 class MathVerifyGrader:
-    """math_verify's equivalence (``verify(gold, parse(response))``), timeouts left to the caller.
+    """math_verify's equivalence (``verify(gold, parse(response))``).
 
-    ``extracted`` is the parsed answer as sympy prints it (``1/2`` for ``\\frac{1}{2}``),
-    so that equal answers written differently vote together in cons@n; the matched text
-    when math_verify could not turn it into sympy.
+    ``extracted`` is the parsed answer as sympy prints it (``1/2`` for ``\\frac{1}{2}``);
+    the matched text when math_verify could not turn it into sympy. ``timeout_s``:
+    math_verify's own timeout per parse and per comparison (whole seconds, None: off); it
+    applies only in a process's main thread.
     """
 
     integer_answers: bool = False
+    timeout_s: int | None = None
     name: ClassVar[str] = "math-verify"
 
     def warm_up(self) -> None:
         """Import math_verify and sympy and run one comparison (sympy sets up caches on first use)."""
         self.grade("Answer: $\\frac{1}{2}$", "0.5")
 
+    def answer(self, response: str) -> tuple[Any, ...]:
+        """The parsed answer of ``response``.
+
+        math_verify's own order comes first: a ``\\boxed{}`` or a "final answer is" wins over
+        an answer line. Otherwise the last ``Answer:`` line, when it is a bare formula (less a
+        closing full stop), is read as a reference is; math_verify would read only a number
+        at its start (``3`` of ``3\\sqrt{13}``). Anything else: math_verify on the whole response.
+        """
+        lines = _ANSWER_LINE.findall(response)
+        if lines and not _OUTRANKS_ANSWER_LINE.search(response):
+            line = lines[-1].strip().removesuffix(".")
+            if _is_bare_formula(line):
+                parsed = _parse_bare(line, self.timeout_s)
+                if parsed:
+                    return parsed
+        return _parse(join_thousands(response), self.timeout_s)
+
     def grade(self, response: str, answer: str) -> Verdict:
-        parse, verify = _math_verify()
-        reference = _parse_reference(answer)
-        if not reference:
-            return Verdict(None, False, f"the reference answer {answer!r} could not be parsed")
-        parsed = parse(response, parsing_timeout=None)
-        if not parsed:
-            return Verdict(None, False)
-        extracted = str(parsed[0])
-        correct = verify(list(reference), parsed, timeout_seconds=None)
+        try:
+            reference = _parse_bare(answer, self.timeout_s)
+            if not reference:
+                return Verdict(None, False, f"the reference answer {answer!r} could not be parsed")
+            parsed = self.answer(response)
+            if not parsed:
+                return Verdict(None, False)
+            extracted = str(parsed[0])
+            correct = _verify(reference, parsed, self.timeout_s)
+        except MathVerifyTimeout:
+            return Verdict(None, False, TIMEOUT)
         if self.integer_answers:
             return _integer_verdict(extracted, answer, correct)
         return Verdict(extracted, correct)
 
+    def vote_classes(self, responses: Sequence[str]) -> list[int | None]:
+        """cons@n's classes: answers that verify as equal vote together.
 
-GRADERS: dict[str, type[DapoGrader] | type[MathVerifyGrader]] = {
+        Each response with an answer joins the first class (in response order) whose first
+        answer ``verify(first, answer)`` accepts, else starts a new one; the result is the
+        class index per response (None: no answer). Equal extracted texts share a class
+        without a comparison.
+        """
+        firsts: list[tuple[str, tuple[Any, ...]]] = []  # per class: its first answer's text and parse
+        known: dict[str, int] = {}
+        classes: list[int | None] = []
+        for response in responses:
+            try:
+                parsed = self.answer(response)
+            except MathVerifyTimeout:
+                parsed = ()
+            if not parsed:
+                classes.append(None)
+                continue
+            text = str(parsed[0])
+            if self.integer_answers and _as_integer(text) is not None:
+                text = str(_as_integer(text))
+            if text not in known:
+                known[text] = next(
+                    (index for index, (_, first) in enumerate(firsts) if self._same(first, parsed)), len(firsts)
+                )
+                if known[text] == len(firsts):
+                    firsts.append((text, parsed))
+            classes.append(known[text])
+        return classes
+
+    def _same(self, first: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+        try:
+            return _verify(first, other, self.timeout_s)
+        except MathVerifyTimeout:
+            return False
+
+
+GRADERS: dict[str, type[DapoGrader | MathVerifyGrader]] = {
     DapoGrader.name: DapoGrader,
     MathVerifyGrader.name: MathVerifyGrader,
 }
 
 
-def make_grader(name: str, *, integer_answers: bool = False) -> Grader:
-    """The grader called ``name`` (``dapo`` or ``math-verify``); UsageError for any other name."""
+def own_timeout(time_limit: float | None) -> int | None:
+    """math_verify's own timeout for a per-sample ``time_limit`` (see :data:`OWN_TIMEOUT_SHARE`)."""
+    if time_limit is None:
+        return None
+    seconds = int(time_limit * OWN_TIMEOUT_SHARE)
+    return seconds if seconds >= 1 else None
+
+
+def make_grader(name: str, *, integer_answers: bool = False, time_limit: float | None = None) -> Grader:
+    """The grader called ``name`` (``dapo`` or ``math-verify``); UsageError for any other name.
+
+    ``time_limit``: the per-sample limit :func:`grade_samples` enforces; math-verify then also
+    runs its own timeouts at a share of it (see :func:`own_timeout`).
+    """
     if name not in GRADERS:
         raise UsageError(
             f"--grader {unknown_key_problem(name, GRADERS, 'grader')}",
             hint=f"the graders are {', '.join(GRADERS)}",
         )
+    if name == MathVerifyGrader.name:
+        return MathVerifyGrader(integer_answers=integer_answers, timeout_s=own_timeout(time_limit))
     return GRADERS[name](integer_answers=integer_answers)
+
+
+def check_time_limit(time_limit: float) -> None:
+    """UsageError unless ``time_limit`` is a finite number of seconds > 0."""
+    if not (time_limit > 0 and math.isfinite(time_limit)):
+        raise UsageError(
+            f"--time-limit {time_limit}: must be a finite number of seconds > 0", hint="e.g. --time-limit 30"
+        )
 
 
 # --- many samples, in worker processes -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A call that gave no result: ``"timeout"``, the exception as ``"Type: message"``, or a dead worker."""
+
+    reason: str
+
+
 def _worker_main(conn: Connection, graders: tuple[Grader, ...]) -> None:
-    """A grading worker: warm up, say ``ready``, then answer ``(task, grader, response, answer)``.
+    """A grading worker: warm up, say ``ready``, then answer ``(task, grader, method, args)``.
 
     Messages out: ``("ready",)``, ``("failed", message, hint)`` when warming up fails, and
-    ``("verdict", task, Verdict)``. ``None`` in (or a closed pipe) ends the worker.
+    ``("result", task, value)`` (value: what ``grader.method(*args)`` returned, or
+    :class:`Failed`). ``None`` in (or a closed pipe) ends the worker.
     """
     # Ctrl-C reaches the whole process group; the parent decides what happens to workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -303,12 +486,12 @@ def _worker_main(conn: Connection, graders: tuple[Grader, ...]) -> None:
             return
         if message is None:
             return
-        task, grader_index, response, answer = message
+        task, grader_index, method, args = message
         try:
-            verdict = graders[grader_index].grade(response, answer)
+            value = getattr(graders[grader_index], method)(*args)
         except Exception as error:  # noqa: BLE001 - one bad sample must not end the run
-            verdict = Verdict(None, False, f"{type(error).__name__}: {error}")
-        conn.send(("verdict", task, verdict))
+            value = Failed(f"{type(error).__name__}: {error}")
+        conn.send(("result", task, value))
 
 
 @dataclass
@@ -374,6 +557,71 @@ class _Pool:
             self._kill(worker)
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One call to run in a worker: ``graders[grader].method(*args)`` within ``limit`` seconds."""
+
+    grader: int
+    method: str
+    args: tuple[Any, ...]
+    limit: float
+
+
+def _run_calls(
+    graders: tuple[Grader, ...], calls: Sequence[_Call], workers: int, on_result: Callable[[int, Any], None]
+) -> None:
+    """Run ``calls`` in up to ``workers`` processes; ``on_result(index, value or Failed)`` per call.
+
+    Past its limit a call's worker is killed and replaced (``Failed("timeout")``); a worker
+    that dies fails its call (``Failed("worker died …")``). Neither ends the run.
+    """
+    tasks: deque[int] = deque(range(len(calls)))
+    left = len(calls)
+
+    def finish(task: int, value: Any) -> None:
+        nonlocal left
+        left -= 1
+        on_result(task, value)
+
+    pool = _Pool(graders, min(workers, len(calls))) if calls else None
+    try:
+        while pool is not None and left:
+            for worker in pool.workers:
+                if worker.ready and worker.task is None and tasks:
+                    task = tasks.popleft()
+                    call = calls[task]
+                    try:
+                        worker.conn.send((task, call.grader, call.method, call.args))
+                    except OSError:  # it died while idle: not this task's fault, so retry it
+                        tasks.appendleft(task)
+                        pool.replace(worker)
+                        continue
+                    worker.task, worker.deadline = task, time.monotonic() + call.limit
+            waits = [w for w in pool.workers if not w.ready or w.task is not None]
+            timeout = max(0.0, min(w.deadline for w in waits) - time.monotonic())
+            readable = set(wait([w.conn for w in waits], timeout))
+            for worker in list(pool.workers):
+                if worker.conn in readable:
+                    _receive(pool, worker, finish)
+            now = time.monotonic()
+            for worker in list(pool.workers):
+                if worker.deadline > now or (worker.ready and worker.task is None):
+                    continue
+                if not worker.ready:
+                    raise FipoError(f"a grading worker did not start within {STARTUP_LIMIT:.0f} s")
+                finish(worker.task, Failed(TIMEOUT))
+                pool.replace(worker)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _check_pool_settings(workers: int, time_limit: float) -> None:
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: must be ≥ 1")
+    check_time_limit(time_limit)
+
+
 def grade_samples(
     responses: Sequence[str],
     answers: Sequence[str],
@@ -398,25 +646,27 @@ def grade_samples(
         raise UsageError(
             f"grade_samples: {len(responses)} responses but {len(answers)} answers; they pair up one to one"
         )
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: must be ≥ 1")
-    if not time_limit > 0:
-        raise UsageError(f"--time-limit {time_limit}: must be > 0 seconds")
+    _check_pool_settings(workers, time_limit)
     names = [grader.name for grader in graders]
     if not names or len(set(names)) != len(names):
         raise UsageError(f"graders {names}: give at least one grader, each at most once")
     graders = tuple(graders)
     total = len(responses)
-    tasks: deque[int] = deque(range(total * len(graders)))  # task t: sample t // G, grader t % G
-    verdicts: list[Verdict | None] = [None] * len(tasks)
+    # Call t: sample t // G, grader t % G.
+    calls = [
+        _Call(grader, "grade", (responses[sample], answers[sample]), time_limit)
+        for sample in range(total)
+        for grader in range(len(graders))
+    ]
+    verdicts: list[Verdict | None] = [None] * len(calls)
     open_graders = [len(graders)] * total
     done = 0
     if on_progress is not None:
         on_progress(0, total)
 
-    def finish(task: int, verdict: Verdict) -> None:
+    def finish(task: int, value: Any) -> None:
         nonlocal done
-        verdicts[task] = verdict
+        verdicts[task] = Verdict(None, False, value.reason) if isinstance(value, Failed) else value
         sample = task // len(graders)
         open_graders[sample] -= 1
         if open_graders[sample] == 0:
@@ -424,44 +674,48 @@ def grade_samples(
             if on_progress is not None:
                 on_progress(done, total)
 
-    pool = _Pool(graders, min(workers, len(tasks))) if tasks else None
-    try:
-        while pool is not None and done < total:
-            for worker in pool.workers:
-                if worker.ready and worker.task is None and tasks:
-                    task = tasks.popleft()
-                    sample = task // len(graders)
-                    try:
-                        worker.conn.send((task, task % len(graders), responses[sample], answers[sample]))
-                    except OSError:  # it died while idle: not this task's fault, so retry it
-                        tasks.appendleft(task)
-                        pool.replace(worker)
-                        continue
-                    worker.task, worker.deadline = task, time.monotonic() + time_limit
-            waits = [w for w in pool.workers if not w.ready or w.task is not None]
-            timeout = max(0.0, min(w.deadline for w in waits) - time.monotonic())
-            readable = set(wait([w.conn for w in waits], timeout))
-            for worker in list(pool.workers):
-                if worker.conn in readable:
-                    _receive(pool, worker, finish)
-            now = time.monotonic()
-            for worker in list(pool.workers):
-                if worker.deadline > now or (worker.ready and worker.task is None):
-                    continue
-                if not worker.ready:
-                    raise FipoError(f"a grading worker did not start within {STARTUP_LIMIT:.0f} s")
-                finish(worker.task, Verdict(None, False, TIMEOUT))
-                pool.replace(worker)
-    finally:
-        if pool is not None:
-            pool.close()
+    _run_calls(graders, calls, workers, finish)
     grouped: dict[str, list[Verdict]] = {name: [] for name in names}
     for task, verdict in enumerate(verdicts):
         grouped[names[task % len(graders)]].append(verdict)
     return grouped
 
 
-def _receive(pool: _Pool, worker: _Worker, finish: Callable[[int, Verdict], None]) -> None:
+def vote_classes(
+    grader: MathVerifyGrader,
+    problems: Sequence[Sequence[str]],
+    *,
+    workers: int = 1,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[list[int | None] | None]:
+    """cons@n's equivalence classes of each problem's responses (see :meth:`MathVerifyGrader.vote_classes`).
+
+    One call per problem, in worker processes, limited to ``time_limit`` seconds per
+    response; a problem whose call fails or runs out of time gets None (its votes then go by
+    the extracted text, as for dapo). ``on_progress(done, problems)`` as in :func:`grade_samples`.
+    """
+    _check_pool_settings(workers, time_limit)
+    calls = [
+        _Call(0, "vote_classes", (tuple(responses),), time_limit * max(1, len(responses))) for responses in problems
+    ]
+    classes: list[list[int | None] | None] = [None] * len(calls)
+    done = 0
+    if on_progress is not None:
+        on_progress(0, len(calls))
+
+    def finish(task: int, value: Any) -> None:
+        nonlocal done
+        classes[task] = None if isinstance(value, Failed) else value
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(calls))
+
+    _run_calls((grader,), calls, workers, finish)
+    return classes
+
+
+def _receive(pool: _Pool, worker: _Worker, finish: Callable[[int, Any], None]) -> None:
     """Handle one message (or the death) of ``worker``."""
     try:
         message = worker.conn.recv()
@@ -472,7 +726,7 @@ def _receive(pool: _Pool, worker: _Worker, finish: Callable[[int, Verdict], None
                 f"a grading worker exited with code {worker.process.exitcode} while starting"
             ) from None
         if worker.task is not None:
-            finish(worker.task, Verdict(None, False, f"worker died (exit code {worker.process.exitcode})"))
+            finish(worker.task, Failed(f"worker died (exit code {worker.process.exitcode})"))
         pool.replace(worker)
         return
     if message[0] == "ready":
@@ -480,9 +734,9 @@ def _receive(pool: _Pool, worker: _Worker, finish: Callable[[int, Verdict], None
     elif message[0] == "failed":
         raise FipoError(message[1], hint=message[2])
     else:
-        _, task, verdict = message
+        _, task, value = message
         worker.task = None
-        finish(task, verdict)
+        finish(task, value)
 
 
 # --- comparing graders ---------------------------------------------------------------------------

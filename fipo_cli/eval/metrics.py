@@ -13,11 +13,13 @@ Definitions (problem i has n samples, c_i of them correct; P problems):
   problems of the same kind (the spread of the n samples within a problem is inside it).
 * pass@k = mean_i [1 − C(n − c_i, k) / C(n, k)], the unbiased estimator of Chen et al.
   (2021), computed as 1 − prod_{j = n − c_i + 1}^{n} (1 − k / j): no huge binomials.
-* cons@n: per problem, a majority vote over the graders' normalised extracted answers;
-  samples without an answer do not vote. Tie rule: when several answers share the most
-  votes, the problem counts as correct only if every tied answer is correct; no votes at
-  all count as incorrect. An answer is correct when every sample that gave it was graded
-  correct (the graders' verdicts are a function of the extracted answer, so its samples agree).
+* cons@n: per problem, a majority vote over answer classes; samples without an answer do
+  not vote. By default a class is one extracted answer text (dapo: verl's normalised
+  string); a grader may give classes of equivalent answers instead (math-verify: answers
+  that verify as equal, so ``3/4`` and ``0.75`` vote together), reported by the first
+  answer given in the class. Tie rule: when several classes share the most votes, the
+  problem counts as correct only if every tied class is correct; no votes at all count as
+  incorrect. A class is correct when every sample in it was graded correct.
 """
 
 from __future__ import annotations
@@ -100,15 +102,26 @@ class Vote:
     correct: bool
 
 
-def majority_vote(verdicts: Sequence[Verdict]) -> Vote:
-    """cons@n's vote over ``verdicts`` (one problem): answers without ``extracted`` do not vote."""
-    counts = Counter(v.extracted for v in verdicts if v.extracted is not None)
-    if not counts:
+def majority_vote(verdicts: Sequence[Verdict], classes: Sequence[int | None] | None = None) -> Vote:
+    """cons@n's vote over ``verdicts`` (one problem): answers without ``extracted`` do not vote.
+
+    ``classes``: per sample, its answer class (None: no vote); default: one class per
+    extracted text. A class is named by the first extracted answer given in it.
+    """
+    if classes is None:
+        classes = [v.extracted for v in verdicts]
+    elif len(classes) != len(verdicts):
+        raise UsageError(f"majority_vote: {len(classes)} classes for {len(verdicts)} verdicts; give one per sample")
+    members: dict[Any, list[Verdict]] = {}  # first-given order
+    for verdict, group in zip(verdicts, classes):
+        if verdict.extracted is not None and group is not None:
+            members.setdefault(group, []).append(verdict)
+    if not members:
         return Vote(None, 0, (), False)
-    top = max(counts.values())
-    tied = tuple(answer for answer, votes in counts.items() if votes == top)  # first-given order
-    wrong = {v.extracted for v in verdicts if v.extracted is not None and not v.correct}
-    return Vote(tied[0], top, tied, correct=not wrong.intersection(tied))
+    top = max(len(group) for group in members.values())
+    tied = [group for group in members.values() if len(group) == top]
+    names = tuple(group[0].extracted for group in tied)
+    return Vote(names[0], top, names, correct=all(v.correct for group in tied for v in group))
 
 
 @dataclass(frozen=True)
@@ -165,12 +178,17 @@ class AccuracyReport:
         }
 
 
-def accuracy_report(problems: Mapping[str, Sequence[Verdict]], ks: Sequence[int] | None = None) -> AccuracyReport:
+def accuracy_report(
+    problems: Mapping[str, Sequence[Verdict]],
+    ks: Sequence[int] | None = None,
+    classes: Mapping[str, Sequence[int | None] | None] | None = None,
+) -> AccuracyReport:
     """avg@n, its standard error, cons@n and pass@k (``ks``, default :func:`default_ks`).
 
-    ``problems``: problem id → that problem's verdicts from one grader. ConfigError when a
-    problem has no samples or the problems have different n; UsageError for no problems or
-    a k outside 1…n.
+    ``problems``: problem id → that problem's verdicts from one grader; ``classes``: problem
+    id → cons@n's answer classes (see :func:`majority_vote`; missing or None: by extracted
+    text). ConfigError when a problem has no samples or the problems have different n;
+    UsageError for no problems or a k outside 1…n.
     """
     if not problems:
         raise UsageError("no problems to score: give at least one problem with graded samples")
@@ -190,7 +208,7 @@ def accuracy_report(problems: Mapping[str, Sequence[Verdict]], ks: Sequence[int]
     if outside:
         raise UsageError(f"pass@k: k={outside[0]}: must lie in 1…n={n} (the number of samples per problem)")
     per_problem = tuple(
-        ProblemAccuracy(pid, n, sum(v.correct for v in verdicts), majority_vote(verdicts))
+        ProblemAccuracy(pid, n, sum(v.correct for v in verdicts), majority_vote(verdicts, (classes or {}).get(pid)))
         for pid, verdicts in problems.items()
     )
     accuracies = [problem.accuracy for problem in per_problem]

@@ -15,6 +15,7 @@ per problem draws only the new ones.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -22,9 +23,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.errors import UsageError
+from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.eval.dirlock import writer_lock
 from fipo_cli.eval.engines.base import Engine, Message, Request, SamplingSettings
-from fipo_cli.eval.graders import GRADERS, GraderComparison, Verdict, compare_graders, grade_samples, make_grader
+from fipo_cli.eval.graders import (
+    DEFAULT_TIME_LIMIT,
+    GRADERS,
+    GraderComparison,
+    MathVerifyGrader,
+    Verdict,
+    compare_graders,
+    grade_samples,
+    make_grader,
+    vote_classes,
+)
 from fipo_cli.eval.metrics import AccuracyReport, LengthReport, accuracy_report, length_report
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.problems import integer_answers as all_integer
@@ -41,6 +53,22 @@ DEFAULT_MAX_TOKENS = 20480
 #: The grader whose verdicts make the headline numbers, by prompt format: the "Answer:" rule
 #: for the DAPO prompt (what training rewards), LaTeX equivalence otherwise.
 PRIMARY_GRADER = {"dapo": "dapo", "boxed": "math-verify", "raw": "math-verify"}
+#: How cons@n forms its vote, per grader (written into results.json).
+CONS_RULES = {
+    "dapo": "one vote per extracted answer string (verl's normalised string, as the training reward compares)",
+    "math-verify": (
+        "answers that math-verify verifies as equal vote together: each answer joins the first class whose "
+        "first answer verifies equal to it (verify(first, answer)), else starts one; a class is reported by "
+        "its first answer; a problem whose classing fails or times out votes by answer string"
+    ),
+    "common": "samples without an answer do not vote; a tie counts as correct only if every tied class is correct",
+}
+
+
+class Interrupted(FipoError):
+    """Ctrl-C during an evaluation: what was kept, and that rerunning resumes (exit 130, as for SIGINT)."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -64,9 +92,9 @@ class EvalSettings:
             problems.append(f"--samples {self.samples}: must be ≥ 1")
         if self.max_tokens < 1:
             problems.append(f"--max-tokens {self.max_tokens}: must be ≥ 1")
-        if self.temperature < 0:
-            problems.append(f"--temperature {self.temperature}: must be ≥ 0")
-        if not 0 < self.top_p <= 1:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            problems.append(f"--temperature {self.temperature}: must be a finite number ≥ 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:  # NaN fails this too
             problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
         if self.prompt_format not in PROMPT_FORMATS:
             problems.append(f"--prompt-format {self.prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}")
@@ -97,7 +125,11 @@ def check_directory(out_dir: Path, settings: EvalSettings) -> None:
     path = out_dir / SETTINGS_FILE
     if not path.exists():
         return
-    earlier = json.loads(path.read_text())
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"{path} is not a JSON settings file ({error})",
+                         hint="delete it (and the samples beside it) or pass another --out") from None
     differing = sorted(key for key, value in settings.identity().items() if earlier.get(key) != value)
     if differing:
         changes = ", ".join(f"{key}: {earlier.get(key)!r} → {getattr(settings, key)!r}" for key in differing)
@@ -176,6 +208,7 @@ class Scores:
     def to_json(self) -> dict[str, Any]:
         return {
             "primary_grader": self.primary_grader,
+            "cons_rule": CONS_RULES,
             "graders": {name: report.to_json() for name, report in self.accuracy.items()},
             "lengths": None if self.lengths is None else self.lengths.to_json(),
             "grader_agreement": self.comparison.to_json(),
@@ -188,9 +221,13 @@ def score(
     primary_grader: str,
     integer_answers: bool,
     workers: int = 1,
+    time_limit: float = DEFAULT_TIME_LIMIT,
     on_graded: Callable[[int, int], None] | None = None,
 ) -> Scores:
-    """Grade every sample with every grader (verdicts are stored on the samples) and compute the metrics."""
+    """Grade every sample with every grader (verdicts are stored on the samples) and compute the metrics.
+
+    cons@n votes by equivalence for math-verify (:func:`vote_classes`), by string for dapo.
+    """
     unanswered = [sample for sample in samples if sample.answer is None]
     if unanswered:
         raise UsageError(
@@ -198,14 +235,29 @@ def score(
             hint="pass --bench NAME to take answers from a benchmark, or add an answer field to each line",
         )
     ordered = _in_order(samples)
-    graders = [make_grader(name, integer_answers=integer_answers) for name in GRADERS]
+    graders = [make_grader(name, integer_answers=integer_answers, time_limit=time_limit) for name in GRADERS]
+    by_problem: dict[str, list[Sample]] = defaultdict(list)
+    for sample in ordered:
+        by_problem[sample.prompt_id].append(sample)
+    # One progress count: every sample graded, then every problem's answers put in classes.
+    steps = len(ordered) + len(by_problem)
     verdicts = grade_samples(
         [sample.response for sample in ordered], [sample.answer for sample in ordered], graders,
-        workers=workers, on_progress=on_graded,
+        workers=workers, time_limit=time_limit,
+        on_progress=on_graded and (lambda done, _: on_graded(done, steps)),
     )
     for index, sample in enumerate(ordered):
         sample.verdicts = {name: verdicts[name][index].to_json() for name in verdicts}
-    accuracy = {name: accuracy_report(_by_problem(ordered, grader_verdicts)) for name, grader_verdicts in verdicts.items()}
+    equivalent = next(grader for grader in graders if isinstance(grader, MathVerifyGrader))
+    found = vote_classes(
+        equivalent, [[s.response for s in group] for group in by_problem.values()], workers=workers,
+        time_limit=time_limit, on_progress=on_graded and (lambda done, _: on_graded(len(ordered) + done, steps)),
+    )
+    classes = {MathVerifyGrader.name: dict(zip(by_problem, found))}
+    accuracy = {
+        name: accuracy_report(_by_problem(ordered, grader_verdicts), classes=classes.get(name))
+        for name, grader_verdicts in verdicts.items()
+    }
     lengths = None
     if all(sample.token_count is not None for sample in ordered):
         lengths = length_report(
@@ -243,25 +295,37 @@ def evaluate(
     open_engine: Callable[[], Engine],
     *,
     workers: int = 1,
+    time_limit: float = DEFAULT_TIME_LIMIT,
     on_sample: Callable[[int, int], None] | None = None,
     on_graded: Callable[[int, int], None] | None = None,
 ) -> Scores:
     """Generate what is missing, then grade and score this evaluation's samples.
 
     Only the benchmark's problems and the first ``settings.samples`` samples of each are
-    scored; samples.jsonl keeps every sample drawn so far.
+    scored; samples.jsonl keeps every sample drawn so far. The directory's writer lock is
+    held throughout (:mod:`fipo_cli.eval.dirlock`); Ctrl-C ends with :class:`Interrupted`.
     """
-    generate(benchmark, settings, out_dir, open_engine, on_sample)
-    every = read_samples(out_dir / SAMPLES_FILE)
-    chosen = scored_samples(every, benchmark, settings)
-    scores = score(
-        chosen,
-        primary_grader=PRIMARY_GRADER[settings.prompt_format],
-        integer_answers=benchmark.integer_answers,
-        workers=workers,
-        on_graded=on_graded,
-    )
-    write_results(out_dir, every, scores, asdict(settings))
+    check_directory(out_dir, settings)  # before taking the lock: a refused run leaves no directory
+    with writer_lock(out_dir):
+        try:
+            generate(benchmark, settings, out_dir, open_engine, on_sample)
+            every = read_samples(out_dir / SAMPLES_FILE)
+            chosen = scored_samples(every, benchmark, settings)
+            scores = score(
+                chosen,
+                primary_grader=PRIMARY_GRADER[settings.prompt_format],
+                integer_answers=benchmark.integer_answers,
+                workers=workers,
+                time_limit=time_limit,
+                on_graded=on_graded,
+            )
+        except KeyboardInterrupt:
+            kept = len(read_samples(out_dir / SAMPLES_FILE, repair=True))
+            raise Interrupted(
+                f"interrupted: {kept} samples kept in {out_dir / SAMPLES_FILE}; "
+                "run the same command again to resume (only the missing samples are drawn)"
+            ) from None
+        write_results(out_dir, every, scores, asdict(settings))
     return scores
 
 
@@ -277,6 +341,7 @@ def score_file(
     *,
     primary_grader: str = "dapo",
     workers: int = 1,
+    time_limit: float = DEFAULT_TIME_LIMIT,
     on_graded: Callable[[int, int], None] | None = None,
 ) -> tuple[Scores, Path]:
     """Re-grade a samples file (fipo's or another tool's, see :mod:`fipo_cli.eval.samples`).
@@ -287,28 +352,53 @@ def score_file(
     """
     if primary_grader not in GRADERS:
         raise UsageError(f"--grader {primary_grader!r}: choose one of {', '.join(GRADERS)}")
+    check_samples_path(path)
     samples = read_samples(path)
     if not samples:
-        raise UsageError(f"{path}: no samples to score")
-    if benchmark is not None:
-        answers = {problem.id: problem.answer for problem in benchmark.problems}
-        unknown = sorted({s.prompt_id for s in samples if s.answer is None and s.prompt_id not in answers})
-        if unknown:
-            raise UsageError(f"{path}: prompt ids not in {benchmark.name}: {', '.join(unknown[:5])}")
-        for sample in samples:
-            sample.answer = sample.answer if sample.answer is not None else answers[sample.prompt_id]
+        raise UsageError(f"{path}: no samples to score (the file is empty)")
+    _take_answers(samples, benchmark, path)
     integer_answers = benchmark.integer_answers if benchmark else all_integer(sample.answer for sample in samples)
-    scores = score(
-        samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers, on_graded=on_graded
-    )
     if (path.parent / SETTINGS_FILE).is_file() and path.name == SAMPLES_FILE:
-        settings = json.loads((path.parent / SETTINGS_FILE).read_text())
-        return scores, write_results(path.parent, samples, scores, settings)
+        with writer_lock(path.parent):  # an evaluation directory: rewritten in place, one writer
+            samples = read_samples(path)  # as it is now that no one else writes it
+            _take_answers(samples, benchmark, path)
+            scores = score(samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers,
+                           time_limit=time_limit, on_graded=on_graded)
+            settings = _settings_of(path.parent / SETTINGS_FILE)
+            return scores, write_results(path.parent, samples, scores, settings)
+    scores = score(samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers,
+                   time_limit=time_limit, on_graded=on_graded)
     graded = path.with_name(f"{path.stem}.graded.jsonl")
     write_samples(graded, _in_order(samples))
     results = path.with_name(f"{path.stem}.results.json")
     atomic_write_json(results, {"settings": None, "samples_file": str(path), **scores.to_json()})
     return scores, results
+
+
+def check_samples_path(path: Path) -> None:
+    """UsageError unless ``path`` is an existing file (``fipo eval score FILE``)."""
+    if not path.is_file():
+        raise UsageError(f"{path}: {'not a file' if path.exists() else 'no such file'}",
+                         hint="fipo eval score path/to/samples.jsonl")
+
+
+def _take_answers(samples: Sequence[Sample], benchmark: Benchmark | None, path: Path) -> None:
+    """Fill in the reference answers samples lack from ``benchmark`` (``--bench``)."""
+    if benchmark is None:
+        return
+    answers = {problem.id: problem.answer for problem in benchmark.problems}
+    unknown = sorted({s.prompt_id for s in samples if s.answer is None and s.prompt_id not in answers})
+    if unknown:
+        raise UsageError(f"{path}: prompt ids not in {benchmark.name}: {', '.join(unknown[:5])}")
+    for sample in samples:
+        sample.answer = sample.answer if sample.answer is not None else answers[sample.prompt_id]
+
+
+def _settings_of(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"{path} is not a JSON settings file ({error})", hint="restore or delete it") from None
 
 
 def write_curve(path: Path, points: Sequence[tuple[int, Scores]]) -> Path:

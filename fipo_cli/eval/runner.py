@@ -6,14 +6,22 @@ The command gathers its options into a :class:`Protocol` (how to sample and grad
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fipo_cli.errors import FipoError
+from fipo_cli.errors import ConfigError, FipoError, UsageError
 from fipo_cli.eval import pipeline, reporting
+from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.samples import Sample, read_samples
+
+# The memory one sample takes while it is scored: its Python objects, plus ~4 bytes of text a token.
+_SAMPLE_OVERHEAD_BYTES = 2048
+_BYTES_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,66 @@ class Protocol:
     prompt_format: str
     chat_template: bool
     workers: int
+    time_limit: float = DEFAULT_TIME_LIMIT
+
+    def check(self) -> None:
+        """UsageError naming every bad option (all at once), before anything is loaded."""
+        problems = []
+        if self.samples < 1:
+            problems.append(f"--samples {self.samples}: must be ≥ 1")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            problems.append(f"--max-tokens {self.max_tokens}: must be ≥ 1")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            problems.append(f"--temperature {self.temperature}: must be a finite number ≥ 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:  # NaN fails this too
+            problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
+        if self.workers < 1:
+            problems.append(f"--workers {self.workers}: must be ≥ 1 (grading worker processes)")
+        if not (self.time_limit > 0 and math.isfinite(self.time_limit)):
+            problems.append(f"--time-limit {self.time_limit}: must be a finite number of seconds > 0")
+        if problems:
+            raise ConfigError(problems, hint="see `fipo eval --help` for each option's range")
+
+
+def check_fits(problems: Benchmark, protocol: Protocol, max_tokens: int) -> None:
+    """UsageError when the samples asked for cannot be held in this machine's memory while scored."""
+    total = len(problems.problems) * protocol.samples
+    needed = total * (_SAMPLE_OVERHEAD_BYTES + _BYTES_PER_TOKEN * max_tokens)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        most = max(1, memory // (len(problems.problems) * (_SAMPLE_OVERHEAD_BYTES + _BYTES_PER_TOKEN * max_tokens)))
+        raise UsageError(
+            f"--samples {protocol.samples}: {len(problems.problems)} problems × {protocol.samples} samples of up to "
+            f"{max_tokens} tokens need about {needed / 2**30:,.0f} GiB to score, and this machine has "
+            f"{memory / 2**30:,.0f} GiB",
+            hint=f"--samples {most} at most here",
+        )
+
+
+def model_context(model: str) -> int | None:
+    """The positions a local model directory's config.json allows (None: not known here)."""
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    for source in (data, data.get("text_config") or {}):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            if isinstance(source.get(key), int) and source[key] > 0:
+                return source[key]
+    return None
+
+
+def resolve_max_tokens(model: str, requested: int | None, default: int) -> tuple[int, str | None]:
+    """Max new tokens: ``requested`` or ``default``, capped by the model's context; and a note when capped."""
+    max_tokens = default if requested is None else requested
+    context = model_context(model)
+    if context is not None and max_tokens > context:
+        origin = f"--max-tokens {requested}" if requested is not None else f"the default max tokens {default}"
+        return context, f"note: {origin} exceeds {model}'s context of {context} positions; capped to {context}"
+    return max_tokens, None
 
 
 @dataclass(frozen=True)
@@ -55,11 +123,20 @@ def evaluate_model(
     response_length: int,
     directory: Path | None,
     quiet: bool,
+    say: Callable[[str], None] = print,
 ) -> Evaluated:
-    """Evaluate one model into ``directory`` (default ``evals/MODEL/BENCH``)."""
+    """Evaluate one model into ``directory`` (default ``evals/MODEL/BENCH``).
+
+    ``max_tokens`` (``protocol``'s, else ``response_length``) is capped by the model's context,
+    with a note through ``say``.
+    """
+    max_tokens, note = resolve_max_tokens(model, protocol.max_tokens, response_length)
+    if note:
+        say(note)
+    check_fits(problems, protocol, max_tokens)
     settings = pipeline.EvalSettings(
         benchmark=problems.name, model=model, engine=reporting.resolve_engine(engine.name), samples=protocol.samples,
-        temperature=protocol.temperature, top_p=protocol.top_p, max_tokens=protocol.max_tokens or response_length,
+        temperature=protocol.temperature, top_p=protocol.top_p, max_tokens=max_tokens,
         seed=protocol.seed, prompt_format=protocol.prompt_format, chat_template=protocol.chat_template,
     )
 
@@ -74,7 +151,7 @@ def evaluate_model(
     directory = directory or pipeline.default_out_dir(settings)
     with reporting.progress(quiet=quiet) as bars:
         scores = pipeline.evaluate(
-            problems, settings, directory, open_engine, workers=protocol.workers,
+            problems, settings, directory, open_engine, workers=protocol.workers, time_limit=protocol.time_limit,
             on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
         )
     graded = pipeline.scored_samples(read_samples(directory / pipeline.SAMPLES_FILE), problems, settings)
@@ -123,6 +200,7 @@ def evaluate_checkpoints(
         evaluated = evaluate_model(
             problems, str(merged.absolute()), protocol, engine,
             response_length=checkpoints.run_max_tokens(run_dir), directory=base / f"step_{checkpoint}", quiet=quiet,
+            say=say,
         )
         show(evaluated)
         curve.append((checkpoint, evaluated.scores))

@@ -14,17 +14,22 @@ Schema (``fipo eval score`` reads files from other tools in this form)::
 Generations are appended as they finish and flushed, so a killed evaluation loses at most
 the line being written; :func:`read_samples` drops such a cut line and the next
 run regenerates only what is missing. Grading rewrites the file atomically with verdicts.
+
+A line is a line for every JSON reader: U+0085, U+2028 and U+2029 (line breaks to
+``str.splitlines`` and to JavaScript) and lone surrogates (not encodable in UTF-8) are
+written as ``\\u`` escapes, everything else as UTF-8; lines are split at ``\\n`` only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.errors import FipoError
+from fipo_cli.errors import UsageError
 from fipo_cli.runs import atomic_write_text
 
 REQUIRED = ("prompt_id", "sample_index", "response")
@@ -46,20 +51,43 @@ class Sample:
         return self.prompt_id, self.sample_index
 
 
+def _problem(path: Path, number: int, what: str) -> UsageError:
+    return UsageError(
+        f"{path} line {number}: {what}",
+        hint="a samples file holds one JSON object per line with prompt_id, sample_index (an integer ≥ 0) and "
+        "response (a string); see `fipo eval score --help`",
+    )
+
+
 def _parse(line: str, path: Path, number: int) -> Sample:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise FipoError(f"{path} line {number} is not valid JSON: {error}") from error
+        raise _problem(path, number, f"not valid JSON ({error})") from error
+    if not isinstance(record, dict):
+        raise _problem(path, number, f"a JSON {type(record).__name__}, not an object")
     missing = [key for key in REQUIRED if key not in record]
     if missing:
-        raise FipoError(
-            f"{path} line {number} lacks {', '.join(missing)}",
-            hint="samples.jsonl needs prompt_id, sample_index and response per line (see `fipo eval score --help`)",
-        )
+        raise _problem(path, number, f"lacks {', '.join(missing)}")
+    index = record["sample_index"]
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise _problem(path, number, f"sample_index {index!r}: must be an integer ≥ 0")
+    if not isinstance(record["response"], str):
+        raise _problem(path, number, f"response: a JSON {type(record['response']).__name__}, not a string")
     known = {name: record[name] for name in Sample.__dataclass_fields__ if name in record}
     known["prompt_id"] = str(known["prompt_id"])
     return Sample(**known)
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UsageError(
+            f"{path} line {line} is not UTF-8 (byte {data[error.start]:#04x} at offset {error.start})",
+            hint="samples files are UTF-8 JSON lines; convert it, e.g. iconv -f latin1 -t utf-8",
+        ) from None
 
 
 def read_samples(path: Path, *, repair: bool = False) -> list[Sample]:
@@ -67,6 +95,8 @@ def read_samples(path: Path, *, repair: bool = False) -> list[Sample]:
 
     A last line without its newline is what a killed writer leaves: with ``repair`` it is
     cut from the file (so appending can go on), otherwise it is an error like any bad line.
+    UsageError (exit 2) for a line that is not UTF-8 or not a sample, naming file and line,
+    and for a (prompt_id, sample_index) given twice.
     """
     if not path.exists():
         return []
@@ -78,8 +108,23 @@ def read_samples(path: Path, *, repair: bool = False) -> list[Sample]:
         else:
             with path.open("r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
-    text = complete.decode("utf-8")
-    return [_parse(line, path, number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    text = _decode(complete, path)
+    samples: list[Sample] = []
+    seen: dict[tuple[str, int], int] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        sample = _parse(line, path, number)
+        if sample.key in seen:
+            raise UsageError(
+                f"{path} line {number} repeats sample {sample.sample_index} of problem {sample.prompt_id!r} "
+                f"(first on line {seen[sample.key]})",
+                hint="each (prompt_id, sample_index) may appear once; remove the duplicates "
+                "(two evaluations writing into one directory leave them)",
+            )
+        seen[sample.key] = number
+        samples.append(sample)
+    return samples
 
 
 class SampleWriter:
@@ -90,7 +135,7 @@ class SampleWriter:
         self._file = path.open("a", encoding="utf-8")
 
     def append(self, sample: Sample) -> None:
-        self._file.write(json.dumps(_record(sample), ensure_ascii=False) + "\n")
+        self._file.write(_line(sample))
         # Flushed to the OS, which keeps it through a killed or crashed fipo; no fsync per
         # sample (thousands of them): after a machine crash the lost tail is regenerated.
         self._file.flush()
@@ -98,7 +143,7 @@ class SampleWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> SampleWriter:
+    def __enter__(self) -> SampleWriter:  # noqa: PYI034 - the project targets Python 3.10 (no Self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -109,6 +154,16 @@ def _record(sample: Sample) -> dict[str, Any]:
     return {key: value for key, value in asdict(sample).items() if value is not None and value != {}}
 
 
+# Characters that end a line for some reader (splitlines, JavaScript) or cannot be UTF-8: in
+# JSON output they only occur inside strings, where a \u escape means the same character.
+_ESCAPED = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
+
+
+def _line(sample: Sample) -> str:
+    text = json.dumps(_record(sample), ensure_ascii=False)
+    return _ESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+
+
 def write_samples(path: Path, samples: Iterable[Sample]) -> None:
     """Replace ``path`` with ``samples`` in one atomic step."""
-    atomic_write_text(path, "".join(json.dumps(_record(s), ensure_ascii=False) + "\n" for s in samples))
+    atomic_write_text(path, "".join(_line(s) for s in samples))

@@ -51,6 +51,7 @@ class EvalOptions:
     prompt_format: str = "dapo"
     chat_template: bool = True
     workers: int = 1
+    time_limit: float | None = None
     wandb: bool | None = None
     wandb_project: str = "fipo"
     wandb_entity: str | None = None
@@ -99,6 +100,7 @@ def eval_argv(options: EvalOptions, out: Path, python: str | None = None) -> lis
     if not options.chat_template:
         argv.append("--no-chat-template")
     add("--workers", options.workers)
+    add("--time-limit", options.time_limit)
     if options.wandb is not None:
         argv.append("--wandb" if options.wandb else "--no-wandb")
     if options.model is not None:  # the project and entity of a model's own eval run

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.utils import logging as transformers_logging
 
 from fipo_cli.errors import UsageError
 from fipo_cli.eval.engines.base import (
@@ -72,6 +73,8 @@ class TransformersEngine:
         if dtype not in DTYPES:
             raise UsageError(f"dtype {dtype!r}: the transformers engine takes one of {', '.join(DTYPES)}")
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        # transformers' "Loading weights" bar would land between fipo's own progress bars.
+        transformers_logging.disable_progress_bar()
         self._tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
         self._model = AutoModelForCausalLM.from_pretrained(
             model, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
