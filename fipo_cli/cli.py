@@ -560,6 +560,10 @@ def report_charts(
     from_wandb: bool = typer.Option(
         False, "--from-wandb", help="Read the training metrics from the runs' online W&B history, not metrics.jsonl."
     ),
+    paper_lines: Optional[bool] = typer.Option(
+        None, "--paper-lines/--no-paper-lines",
+        help="Draw the paper's AIME 2024 reference points (32B models). Default: when a run trains a 32B model.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the report."),
 ) -> None:
     """Draw the paper's charts for your runs: PNGs and one self-contained report.html.
@@ -573,7 +577,8 @@ def report_charts(
     from fipo_cli.report import runner
     from fipo_cli.report.data import parse_steps
 
-    report = runner.make_report(references, out=out, steps=parse_steps(steps), from_wandb=from_wandb, to_wandb=wandb)
+    report = runner.make_report(references, out=out, steps=parse_steps(steps), from_wandb=from_wandb, to_wandb=wandb,
+                                paper_lines=paper_lines)
     if as_json:
         typer.echo(json.dumps(report.to_json()))
         return
