@@ -134,8 +134,11 @@ def train(
     import os
 
     from fipo_cli import train as training
+    from fipo_cli.errors import UsageError
     from fipo_cli.overrides import parse_assignments
 
+    if as_json and not dry_run:
+        raise UsageError("--json goes with --dry-run", hint="fipo train EXP --dry-run --json")
     words = list(assignments or [])
     if experiment is not None and "=" in experiment:  # `fipo train --model M gamma=0.9`
         words.insert(0, experiment)
@@ -365,8 +368,9 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     out: Path = typer.Option(Path("data"), "--out", "-o", help="Directory for the parquet files."),
-    train: str = typer.Option(
-        "BytedTsinghua-SIA/DAPO-Math-17k", "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file."
+    train: Optional[str] = typer.Option(
+        None, "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file. [default: "
+        "BytedTsinghua-SIA/DAPO-Math-17k]"
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
     validation: Optional[list[str]] = typer.Option(
@@ -379,13 +383,17 @@ def data_prepare(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Write DAPO-Math-17k and AIME 2024/2025 as verl parquet files with the DAPO "Answer:" prompt."""
-    from fipo_cli.data_prepare import DEFAULT_VALIDATION, prepare
+    from fipo_cli.data_prepare import DEFAULT_TRAIN, DEFAULT_VALIDATION, prepare, recipe_note
+    from fipo_cli.errors import UsageError
 
+    if no_train and train is not None:
+        raise UsageError(f"--train {train} and --no-train contradict each other", hint="drop one of them")
     sets = [name.strip() for item in (validation or []) for name in item.split(",") if name.strip()]
     report = prepare(
-        out, None if no_train else train, sets or DEFAULT_VALIDATION,
+        out, None if no_train else train or DEFAULT_TRAIN, sets or DEFAULT_VALIDATION,
         problem_key=problem_key, answer_key=answer_key, force=force, dry_run=dry_run,
     )
+    note = recipe_note(report)
     rows = [
         {
             "name": f.name, "role": f.role, "source": str(f.source), "path": str(f.path), "read": f.rows_read,
@@ -395,7 +403,7 @@ def data_prepare(
         for f in report.files
     ]
     if as_json:
-        typer.echo(json.dumps({"dry_run": dry_run, "files": rows}))
+        typer.echo(json.dumps({"dry_run": dry_run, "files": rows, "note": note}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -406,7 +414,10 @@ def data_prepare(
     for row in rows:
         table.add_row(row["name"], row["path"], *(str(row[k]) for k in ("read", "incomplete", "duplicates", "written")),
                       row["outcome"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if note:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

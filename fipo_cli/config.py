@@ -445,12 +445,9 @@ def suggest_key(key: str) -> str | None:
     (``algorithm.lr`` → ``trainer.lr``), else the closest spelling, in its own section first."""
     known = known_keys()
     section, _, leaf = key.rpartition(".")
-    if section:  # a bare key may be an alias itself, which the caller knows
-        for table in (ALIASES, SYNONYMS):
-            if leaf in table:
-                return table[leaf]
-    elif leaf in SYNONYMS:
-        return SYNONYMS[leaf]
+    for table in (ALIASES, SYNONYMS):  # an alias is no key in a YAML file, nor in a section
+        if leaf in table:
+            return table[leaf]
     same_leaf = [name for name in known if name.rpartition(".")[2] == leaf]
     if same_leaf:
         return same_leaf[0]

@@ -149,6 +149,57 @@ def test_bad_overrides_report_every_problem_and_write_nothing(project):
     assert runs(project) == []
 
 
+def test_nan_infinity_and_huge_integers_are_refused_everywhere_naming_the_key(project):
+    result = fipo(project, "train", "smoke", "lr=inf", "tau=1e400", "gamma=nan", "max_response_length=99999999999999999999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "trainer.lr=inf: must be a finite number, not NaN or ±infinity" in result.stderr
+    assert "algorithm.decay_rate=inf: must be a finite number" in result.stderr
+    assert "algorithm.gamma=nan: must be a finite number" in result.stderr
+    assert ("data.max_response_length=99999999999999999999: out of range; integers must lie within "
+            "±9223372036854775807 (64 bits)") in result.stderr
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_text(config_file.read_text().replace("  temperature: 1.0", "  temperature: .inf", 1))
+    result = fipo(project, "train", "smoke")
+    assert result.returncode == 2 and "rollout.temperature=inf: must be a finite number" in result.stderr
+    config_file.write_text(config_file.read_text().replace("  temperature: .inf", "  temperature: 1.0", 1))
+    result = fipo(project, "knobs", "tau=inf")
+    assert result.returncode == 2 and "decay_rate=inf: must be a finite number" in result.stderr
+    result = fipo(project, "sweep", "smoke", "lr=1e-6,inf", "--dry-run")
+    assert result.returncode == 2 and "trainer.lr=inf: must be a finite number" in result.stderr
+    result = fipo(project, "sweep", "smoke", "seed=range(0,99999999999999999999,1)", "--dry-run")
+    assert result.returncode == 2 and "range(): seed=99999999999999999999: out of range" in result.stderr
+    assert runs(project) == []
+
+
+def test_an_unknown_yaml_key_points_at_the_schemas_name(project):
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    text = config_file.read_text()
+    config_file.write_text(text.replace("trainer:\n", "trainer:\n  learning_rate: 2.0e-6\n", 1) + "tau: 16\n")
+    result = fipo(project, "train", "smoke")
+    assert result.returncode == 2
+    assert "'trainer.learning_rate' is not a known key; did you mean 'trainer.lr'?" in result.stderr
+    assert "'tau' is not a known key; did you mean 'algorithm.decay_rate'?" in result.stderr  # aliases: overrides only
+    result = fipo(project, "train", "smoke", "algorithm.lr=1e-6", "trainer.n=8")
+    assert "'algorithm.lr' is not a known key; did you mean 'trainer.lr'?" in result.stderr
+    assert "'trainer.n' is not a known key; did you mean 'rollout.n'?" in result.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_named_with_its_line(project):
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_bytes(config_file.read_bytes() + b"# caf\xe9\n")
+    line = config_file.read_bytes().count(b"\n")
+    for command in (["train", "smoke", "--dry-run"], ["doctor", "smoke"]):
+        result = fipo(project, *command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"experiments/smoke/fipo.yaml:{line}: not UTF-8 text (byte 0xe9" in result.stderr
+
+
+def test_json_without_dry_run_is_refused_not_ignored(project):
+    result = fipo(project, "train", "smoke", "--json")
+    assert result.returncode == 2 and "--json goes with --dry-run" in result.stderr
+    assert runs(project) == []
+
+
 def test_missing_experiment_is_a_usage_error(project):
     result = fipo(project, "train", "nope")
     assert result.returncode == 2 and "no experiment 'nope'" in result.stderr and "smoke" in result.stderr
