@@ -18,6 +18,7 @@ import typer
 
 from fipo_cli import __version__
 from fipo_cli.errors import FipoError
+from fipo_cli.text import cell, plural
 
 app = typer.Typer(
     name="fipo",
@@ -85,7 +86,7 @@ def knobs(
     table.add_column("setting")
     table.add_column("value", justify="right")
     for name, value in resolved.items():
-        table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+        table.add_row(name, cell(value))
     console = Console()
     console.print(table)
     console.print("verl overrides:", style="bold")
@@ -218,17 +219,17 @@ def sweep(
 
     console = Console()
     keys = list(plan.runs[0].params)
-    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {len(plan.runs)} runs, launcher {plan.launcher})")
+    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {plural(len(plan.runs), 'run')}, launcher {plan.launcher})")
     for column in ("#", "run", *keys, "action"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for run in plan.runs:
         action = "submit" if run.action == "submit" else f"skip: {run.reason}"
-        table.add_row(str(run.index), run.name, *(str(run.params[key]) for key in keys), action)
+        table.add_row(str(run.index), run.name, *(cell(run.params[key]) for key in keys), action)
     console.print(table)
     hours = plan.gpu_hours()
     cluster = plan.runs[0].plan.experiment.cluster
     console.print(
-        f"{len(plan.to_submit)} to launch × {cluster.total_gpus} GPUs; reserves "
+        f"{len(plan.to_submit)} to launch × {plural(cluster.total_gpus, 'GPU')}; reserves "
         + (f"{hours:,.0f} GPU-hours at most (cluster.time_limit {cluster.time_limit})" if hours is not None
            else "an unknown number of GPU-hours (set cluster.time_limit to know)"),
         highlight=False,
@@ -247,7 +248,7 @@ def sweep(
     if plan.launcher == "local":
         raise typer.Exit(sweeps.run_locally(plan, os.environ, console.print))
     job_id = sweeps.submit(plan, os.environ)
-    console.print(f"submitted {len(plan.to_submit)} runs as SLURM job array {job_id} "
+    console.print(f"submitted {plural(len(plan.to_submit), 'run')} as SLURM job array {job_id} "
                   f"(logs in {plan.directory / sweeps.LOGS_DIR})", highlight=False)
     console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
 
@@ -287,7 +288,11 @@ def status(
         if colour and number:
             cells[2] = typer.style(cells[2], fg=colours.get(rows[number - 1]["state"]))
         typer.echo("  ".join([*cells, line[5]]))
-    typer.echo(f"{len(rows)} runs" + "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items())))
+    for item in rows:
+        if item["problem"]:  # why a run is unreadable; --json has it as "problem"
+            typer.echo(f"{item['experiment']}/{item['run']} is unreadable: {item['problem']}")
+    counts = "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items()))
+    typer.echo(plural(len(rows), "run") + counts)
 
 
 @app.command()

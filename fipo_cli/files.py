@@ -39,7 +39,7 @@ def write_all(directory: Path, option: str, writers: Mapping[str, Callable[[Path
     that was not there before: a UsageError naming ``option`` and the directory.
     """
     directory = Path(directory)
-    created = _first_missing(directory)
+    created = first_missing(directory)
     temporaries: dict[Path, Path] = {}
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -60,8 +60,9 @@ def write_all(directory: Path, option: str, writers: Mapping[str, Callable[[Path
     return list(temporaries)
 
 
-def _first_missing(directory: Path) -> Path | None:
-    """The topmost directory of ``directory``'s path that does not exist yet (None: it exists)."""
+def first_missing(directory: Path) -> Path | None:
+    """The topmost directory of ``directory``'s path that does not exist yet (None: it exists): what
+    removing a directory created with ``mkdir(parents=True)`` must remove."""
     missing = None
     for path in (directory, *directory.parents):
         if path.exists():

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from fipo_cli import config, experiments, registry, sweep_space, train
 from fipo_cli.config import SAFE_NAME, TIME_LIMIT
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
+from fipo_cli.files import first_missing
+from fipo_cli.wandb_identity import wandb_link
 from fipo_cli.launch import slurm
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
 
@@ -99,11 +102,24 @@ def default_name(experiment: str, tokens: Sequence[str], strategy: str, samples:
 
 
 def run_name(sweep: str, index: int, varying: Mapping[str, Any]) -> str:
-    """``SWEEP-007-gamma0.95-eps_f_high0.1``, cut to SLURM's and fipo's 64 characters."""
+    """``SWEEP-007-gamma0.95-eps_f_high0.1``, cut to SLURM's and fipo's 64 characters.
+
+    A value drawn from an interval is written to 3 significant digits (``lr2.69e-06``), the
+    index keeping two close draws apart; values the user wrote keep their YAML spelling.
+    """
     stem = f"{sweep[:48]}-{index:03d}"
-    slug = "-".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in varying.items())
+    slug = "-".join(f"{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in varying.items())
     slug = re.sub(r"[^A-Za-z0-9._-]", "_", slug)
     return f"{stem}-{slug}"[:64].rstrip("-._") if slug else stem
+
+
+def _short(value: Any) -> str:
+    """A value as the user writes it (``true``, ``null``, ``0.95``); a random draw's 17 digits cut to 3."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float) and float(f"{value:.12g}") != value:
+        return f"{value:.3g}"
+    return str(value)
 
 
 def plan_sweep(
@@ -259,25 +275,40 @@ def _create_runs(plan: SweepPlan, launcher: str, inherited: Mapping[str, str]) -
         write_status(run.plan.run_dir, RunStatus(
             state="created", launcher=launcher, sweep=plan.name,
             created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"), wandb_url=train.wandb_link(run.plan),
+            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"), wandb_url=wandb_link(run.plan.experiment.tracking, run.plan.env),
         ))
 
 
 def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
     """Create the runs to submit and sbatch them as one job array; the array's job id.
 
-    If sbatch refuses, the runs stay ``created``: running the sweep again submits them.
+    If sbatch is missing or refuses, everything this call wrote is removed again (new run
+    directories, the array script, the manifest's changes), as ``fipo train --launcher slurm``
+    removes its run: nothing is left for ``fipo status`` to show as ``created``.
     """
     if not plan.to_submit:
         _write_manifest(plan, None)
         return None
-    (plan.directory / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    _write_manifest(plan, None)
-    _create_runs(plan, "slurm", inherited)
-    previous = json.loads((plan.directory / MANIFEST).read_text())["submissions"]
-    script = plan.directory / f"array-{len(previous) + 1}.sbatch"
-    atomic_write_text(script, array_script(plan) or "")
-    job_id = slurm.submit(script)
+    manifest = plan.directory / MANIFEST
+    before = manifest.read_text() if manifest.is_file() else None
+    new_dirs = {first_missing(path) for path in (plan.directory / LOGS_DIR, *(r.plan.run_dir for r in plan.to_submit))}
+    script = None
+    try:
+        (plan.directory / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        _write_manifest(plan, None)
+        _create_runs(plan, "slurm", inherited)
+        previous = json.loads(manifest.read_text())["submissions"]
+        script = plan.directory / f"array-{len(previous) + 1}.sbatch"
+        atomic_write_text(script, array_script(plan) or "")
+        job_id = slurm.submit(script)
+    except BaseException:
+        if script is not None:
+            script.unlink(missing_ok=True)
+        if before is not None:
+            atomic_write_text(manifest, before)
+        for path in new_dirs - {None}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     for index, run in enumerate(plan.to_submit):
         task = f"{job_id}_{index}"
         train.record_submission(run.plan.run_dir, task, plan.directory / LOGS_DIR / f"{task}.out", index)

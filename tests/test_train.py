@@ -200,6 +200,19 @@ def test_json_without_dry_run_is_refused_not_ignored(project):
     assert runs(project) == []
 
 
+def test_runs_trained_with_model_resume_under_the_recipes_name(tmp_path):
+    from fipo_cli import config, recipes
+
+    # What `fipo train --model tiny` leaves: experiments/tiny-fipo/runs/RUN with the config it trained.
+    run_dir = tmp_path / "experiments" / "tiny-fipo" / "runs" / "20261122-013000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config.load(recipes.recipe_path("tiny")).to_yaml())
+    result = fipo(tmp_path, "train", "tiny-fipo", "--resume", run_dir.name, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["run_dir"] == str(run_dir)
+    assert fipo(tmp_path, "train", "tiny-dapo", "--dry-run").returncode == 2  # no runs of it: no experiment
+
+
 def test_missing_experiment_is_a_usage_error(project):
     result = fipo(project, "train", "nope")
     assert result.returncode == 2 and "no experiment 'nope'" in result.stderr and "smoke" in result.stderr

@@ -80,7 +80,7 @@ def make_report(
     report.files = write_all(out, "--out", writers)[: len(images)]
     if to_wandb:
         from fipo_cli.report.wandb_charts import log_charts
-        from fipo_cli.train import wandb_sync_command
+        from fipo_cli.wandb_identity import wandb_sync_command
 
         report.wandb_run = log_charts(built.charts, runs, steps, out)
         report.wandb_sync = wandb_sync_command(out) if report.wandb_run else None

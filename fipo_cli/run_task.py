@@ -1,9 +1,12 @@
 """Inside a SLURM job: run one run's trainer from its directory.
 
-``python -m fipo_cli.launch.task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
+``python -m fipo_cli.run_task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
 its trainer command as ``fipo train`` does, and runs it on this node (the Ray head), with the
 output in the run's ``train.log`` and the job log. A requeued job runs this again: the same
 W&B run id, and verl resumes from the run's last checkpoint (``trainer.resume_mode=auto``).
+
+It is the job's half of ``fipo train``, not a launcher: launchers (``fipo_cli.launch``) start
+processes and talk to schedulers, and do not import :mod:`fipo_cli.train`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m fipo_cli.launch.task RUN_DIR", file=sys.stderr)
+        print("usage: python -m fipo_cli.run_task RUN_DIR", file=sys.stderr)
         return 2
     try:
         return run_task(Path(args[0]), dict(os.environ))
