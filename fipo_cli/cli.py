@@ -20,6 +20,21 @@ from fipo_cli import __version__
 from fipo_cli.errors import FipoError
 from fipo_cli.text import cell, plural
 
+def _help_without_python_types() -> None:
+    """typer 0.29 writes a Python type beside every parameter in --help: ``<bool>`` beside a flag,
+    ``<list[str]>`` beside the KEY=VALUE words. A flag takes no value and an argument's name says
+    what it takes, so they show none; options that take a value keep theirs (``<int>``, ``<path>``)."""
+    from typer import core
+
+    if not hasattr(core.TyperOption, "display_type_rich"):
+        return  # an older typer: it writes click's own metavars
+    option_type = core.TyperOption.display_type_rich
+    core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else option_type(self, ctx)
+    core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+
+_help_without_python_types()
+
 app = typer.Typer(
     name="fipo",
     help="Run FIPO (Future-KL Influenced Policy Optimization) on verl.",
@@ -51,7 +66,7 @@ def root(
 @app.command()
 def knobs(
     assignments: Optional[list[str]] = typer.Argument(
-        None, metavar="[KNOB=VALUE]...", help="FIPO knobs, in fipo's or the official launcher's names."
+        None, metavar="KNOB=VALUE", help="FIPO knobs, in fipo's or the official launcher's names."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
@@ -120,9 +135,9 @@ def init(
 
 @app.command()
 def train(
-    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Experiment name or path."),
+    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Experiment name or path."),
     assignments: Optional[list[str]] = typer.Argument(
-        None, metavar="[KEY=VALUE]...", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
+        None, metavar="KEY=VALUE", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
     algo: str = typer.Option("fipo", "--algo", "-a", help="With --model: fipo (default) or dapo."),
@@ -180,7 +195,7 @@ def train(
 def sweep(
     experiment: str = typer.Argument(..., metavar="EXP", help="Experiment name or path."),
     axes: list[str] = typer.Argument(
-        ..., metavar="KEY=VALUES...",
+        ..., metavar="KEY=VALUES",
         help="gamma=0.95,0.99  tau=range(16,65,16)  eps_f_high=choice(0.1,0.2)  lr=interval(1e-6,3e-6) (random)",
     ),
     strategy: str = typer.Option("grid", "--strategy", help="grid (cartesian product) or random."),
@@ -255,7 +270,7 @@ def sweep(
 
 @app.command()
 def status(
-    target: Optional[str] = typer.Argument(None, metavar="[EXP|EXP/RUN|SWEEP]", help="Which runs (default: all)."),
+    target: Optional[str] = typer.Argument(None, metavar="EXP|EXP/RUN|SWEEP", help="Which runs (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of runs."),
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM about unfinished SLURM runs."),
 ) -> None:
@@ -338,7 +353,7 @@ def logs(
 
 @app.command()
 def doctor(
-    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Also check this experiment's needs."),
+    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Also check this experiment's needs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of checks."),
 ) -> None:
     """Preflight checks: verl, the future_kl loss, GPUs, batch arithmetic, data, W&B, SLURM tools."""
@@ -379,7 +394,7 @@ def data_prepare(
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
     validation: Optional[list[str]] = typer.Option(
-        None, "--validation", help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files."
+        None, "--validation", metavar="SETS", help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files."
     ),
     problem_key: Optional[str] = typer.Option(None, "--problem-key", help="Column holding the problem text."),
     answer_key: Optional[str] = typer.Option(None, "--answer-key", help="Column holding the answer."),
@@ -566,7 +581,7 @@ def evaluate(
 @app.command("report")
 def report_charts(
     references: list[str] = typer.Argument(
-        ..., metavar="EXP_OR_RUN...", help="Experiments (all their runs) or runs as EXP/RUN."
+        ..., metavar="EXP_OR_RUN", help="Experiments (all their runs) or runs as EXP/RUN."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default experiments/EXP/report)."),
     steps: Optional[str] = typer.Option(
