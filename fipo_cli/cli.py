@@ -20,6 +20,7 @@ from fipo_cli import __version__
 from fipo_cli.errors import FipoError
 from fipo_cli.text import cell, plural
 
+
 def _help_without_python_types() -> None:
     """typer 0.29 writes a Python type beside every parameter in --help: ``<bool>`` beside a flag,
     ``<list[str]>`` beside the KEY=VALUE words. A flag takes no value and an argument's name says
@@ -234,7 +235,8 @@ def sweep(
 
     console = Console()
     keys = list(plan.runs[0].params)
-    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {plural(len(plan.runs), 'run')}, launcher {plan.launcher})")
+    runs = plural(len(plan.runs), "run")
+    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {runs}, launcher {plan.launcher})")
     for column in ("#", "run", *keys, "action"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for run in plan.runs:
@@ -388,13 +390,14 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     out: Path = typer.Option(Path("data"), "--out", "-o", help="Directory for the parquet files."),
-    train: Optional[str] = typer.Option(
+    train: str | None = typer.Option(
         None, "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file. [default: "
         "BytedTsinghua-SIA/DAPO-Math-17k]"
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
     validation: Optional[list[str]] = typer.Option(
-        None, "--validation", metavar="SETS", help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files."
+        None, "--validation", metavar="SETS",
+        help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files.",
     ),
     problem_key: Optional[str] = typer.Option(None, "--problem-key", help="Column holding the problem text."),
     answer_key: Optional[str] = typer.Option(None, "--answer-key", help="Column holding the answer."),
@@ -591,7 +594,7 @@ def report_charts(
     from_wandb: bool = typer.Option(
         False, "--from-wandb", help="Read the training metrics from the runs' online W&B history, not metrics.jsonl."
     ),
-    paper_lines: Optional[bool] = typer.Option(
+    paper_lines: bool | None = typer.Option(
         None, "--paper-lines/--no-paper-lines",
         help="Draw the paper's AIME 2024 reference points (32B models). Default: when a run trains a 32B model.",
     ),

@@ -155,7 +155,8 @@ def _batch_checks(experiment: Experiment) -> Iterator[Check]:
     data, rollout, trainer, cluster = experiment.data, experiment.rollout, experiment.trainer, experiment.cluster
     sp = trainer.sequence_parallel_size
     if cluster.total_gpus % sp:
-        yield Check("batch arithmetic", "fail", f"{plural(cluster.total_gpus, 'GPU')} are not a multiple of sequence parallel {sp}")
+        gpus = plural(cluster.total_gpus, "GPU")
+        yield Check("batch arithmetic", "fail", f"{gpus} are not a multiple of sequence parallel {sp}")
         return
     data_parallel = cluster.total_gpus // sp
     problems = []
@@ -165,7 +166,8 @@ def _batch_checks(experiment: Experiment) -> Iterator[Check]:
             problems.append(f"{label} {prompts} × {rollout.n} responses = {responses} is not divisible by "
                             f"{data_parallel} data-parallel ranks ({cluster.total_gpus} GPUs / sequence parallel {sp})")
     if cluster.gpus_per_node % rollout.tensor_parallel_size:
-        problems.append(f"{plural(cluster.gpus_per_node, 'GPU')} per node are not a multiple of rollout tensor parallel "
+        problems.append(f"{plural(cluster.gpus_per_node, 'GPU')} per node are not a multiple of rollout tensor "
+                        "parallel "
                         f"{rollout.tensor_parallel_size}")
     yield Check(
         "batch arithmetic",

@@ -275,7 +275,8 @@ def _create_runs(plan: SweepPlan, launcher: str, inherited: Mapping[str, str]) -
         write_status(run.plan.run_dir, RunStatus(
             state="created", launcher=launcher, sweep=plan.name,
             created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"), wandb_url=wandb_link(run.plan.experiment.tracking, run.plan.env),
+            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"),
+            wandb_url=wandb_link(run.plan.experiment.tracking, run.plan.env),
         ))
 
 

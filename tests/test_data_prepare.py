@@ -45,6 +45,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def run_prepare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
 
@@ -381,27 +386,14 @@ def test_importing_the_library_loads_no_data_stack():
 
 
 def test_cli_writes_the_bundled_sets_and_refuses_to_overwrite(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
-
-    first = run("--no-train", "--json")
+    first = run_prepare(tmp_path, "--no-train", "--json")
     assert first.returncode == 0, first.stderr
     files = json.loads(first.stdout)["files"]
     assert [(f["name"], f["written"], f["outcome"]) for f in files] == [("aime24", 30, "written"), ("aime25", 30, "written")]
     before = (tmp_path / "data" / "aime24.parquet").read_bytes()
-    again = run("--no-train")
+    again = run_prepare(tmp_path, "--no-train")
     assert again.returncode == 2 and "--force" in again.stderr
     assert (tmp_path / "data" / "aime24.parquet").read_bytes() == before
-
-
-def run_prepare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_bad_training_files_exit_2_naming_the_file_and_line(tmp_path):

@@ -75,7 +75,8 @@ def test_wandb_run_identity_has_one_room():
     identity = {node.name for node in trees[IDENTITY].body if isinstance(node, ast.FunctionDef)}
     identity |= {target.id for node in trees[IDENTITY].body if isinstance(node, ast.Assign)
                  for target in node.targets if isinstance(target, ast.Name)}
-    assert {"wandb_mode", "wandb_tags", "wandb_run_id", "wandb_run_name", "wandb_env", "TRACKING_CONFIG_ENV"} <= identity
+    assert {"wandb_mode", "wandb_tags", "wandb_run_id", "wandb_run_name", "wandb_env",
+            "TRACKING_CONFIG_ENV"} <= identity
     for name, tree in trees.items():
         if name == IDENTITY:
             continue

@@ -95,8 +95,7 @@ def test_the_plan_table_shows_runs_and_the_gpu_hours_reserved(project):
     # 2 runs × 16 nodes × 8 GPUs × 24 h
     assert "6,144 GPU-hours" in result.stdout and "gamma0.95" in result.stdout
     assert "2 runs" in result.stdout and "× 128 GPUs" in result.stdout
-    one = fipo(project, "sweep", "exp", "gamma=0.95", "nodes=1", "cluster.gpus_per_node=1", "algorithm.safety_thresh=10",
-               "--dry-run")
+    one = fipo(project, "sweep", "exp", "gamma=0.95", "nodes=1", "cluster.gpus_per_node=1", "--dry-run")
     assert "1 run," in one.stdout and "× 1 GPU;" in one.stdout, one.stdout + one.stderr
 
 
@@ -108,7 +107,8 @@ def test_the_plan_table_writes_values_as_yaml_does(project):
     assert " true " in result.stdout and " false " in result.stdout and " - " in result.stdout
     names = [run["name"] for run in dry_run(project, "trainer.val_before_train=true,false", "algorithm.gamma=null,0.9",
                                             "--launcher", "local")["runs"]]
-    assert names[0].endswith("-000-val_before_traintrue-gammanull") and names[3].endswith("-003-val_before_trainfalse-gamma0.9")
+    assert names[0].endswith("-000-val_before_traintrue-gammanull")
+    assert names[3].endswith("-003-val_before_trainfalse-gamma0.9")
 
 
 def test_more_than_a_hundred_runs_need_yes(project):

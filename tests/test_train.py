@@ -150,7 +150,8 @@ def test_bad_overrides_report_every_problem_and_write_nothing(project):
 
 
 def test_nan_infinity_and_huge_integers_are_refused_everywhere_naming_the_key(project):
-    result = fipo(project, "train", "smoke", "lr=inf", "tau=1e400", "gamma=nan", "max_response_length=99999999999999999999")
+    result = fipo(project, "train", "smoke", "lr=inf", "tau=1e400", "gamma=nan",
+                  "max_response_length=99999999999999999999")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "trainer.lr=inf: must be a finite number, not NaN or ±infinity" in result.stderr
     assert "algorithm.decay_rate=inf: must be a finite number" in result.stderr

@@ -55,7 +55,8 @@ def test_the_run_has_group_job_type_tags_and_the_fipo_config(tmp_path, offline_w
     assert logged["fipo"] == experiment.to_dict() and logged["fipo"]["algorithm"]["gamma"] == 0.99
     assert logged["fipo_verl_overrides"] == plan.overrides
     assert logged["trainer"] == {"project_name": PROJECT}  # verl's own config is kept
-    assert wandb_identity.wandb_sync_command(plan.run_dir) == f"wandb sync {plan.run_dir.absolute() / 'wandb'}/offline-run-*"
+    sync = wandb_identity.wandb_sync_command(plan.run_dir)
+    assert sync == f"wandb sync {plan.run_dir.absolute() / 'wandb'}/offline-run-*"
 
 
 def test_without_a_group_or_readable_config_file_the_run_still_starts(tmp_path, offline_wandb, monkeypatch, caplog):

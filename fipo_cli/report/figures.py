@@ -16,10 +16,10 @@ run has is left out, and :class:`Figures` says which metric was missing.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass, field
 
 from fipo_cli.report.data import RunData, StepRange
