@@ -264,6 +264,13 @@ def test_nan_infinity_and_a_huge_value_are_named_once_and_kept_off_the_axes(proj
     assert 7 not in grad_norm.lines[0].xs and 8 in grad_norm.lines[0].xs
 
 
+def test_only_values_a_million_times_the_typical_one_are_outliers():
+    assert figures.outlier_limit([1.0, 2.0, 3.0, 1e308]) == 2.5e6  # the median magnitude, 2.5, times 1e6
+    assert figures.outlier_limit([0.0] * 28 + [0.01, 1e308]) == 1e4  # mostly 0: the smallest nonzero, 0.01
+    assert figures.outlier_limit([0.0, 0.0, 0.0]) is None
+    assert figures.outlier_limit([-0.02, 0.01, 0.03]) == 2e4
+
+
 def test_paper_reference_lines_only_for_32b_runs_or_on_request_and_the_axis_names_n(project, monkeypatch):
     monkeypatch.chdir(project)
     def reference_lines(report):

@@ -90,11 +90,10 @@ class RunData:
     """Metric → the steps whose logged value was NaN or ±infinity (left out of ``metrics``)."""
 
     @property
-    def steps_logged(self) -> tuple[int, int] | None:
-        """The first and last training step with a metric or an evaluation; None without either."""
-        steps = [step for values in self.metrics.values() for step in values]
-        steps += [point.step for points in self.evals.values() for point in points]
-        return (min(steps), max(steps)) if steps else None
+    def steps_logged(self) -> set[int]:
+        """Every training step with a metric or an evaluation."""
+        return {step for values in self.metrics.values() for step in values} | {
+            point.step for points in self.evals.values() for point in points}
 
     @property
     def ref(self) -> str:

@@ -29,9 +29,10 @@ AIME24_REFERENCES = (("DAPO", 50.0), ("DeepSeek-R1-Zero-32B", 47.0), ("o1-mini",
 REFERENCE_BENCHMARK = "aime24"
 #: The model size the reference points apply to, as it appears in a model's path (Qwen/Qwen2.5-32B).
 REFERENCE_MODEL_SIZE = re.compile(r"(?<![0-9.])32b\b", re.IGNORECASE)
-#: A value further than this many interquartile ranges outside the quartiles of its panel is an
-#: outlier: left out of the drawing (so one 1e308 does not flatten every other point) and named.
-OUTLIER_IQRS = 20.0
+#: A value more than this many times larger (in magnitude) than its panel's typical one is an
+#: outlier: left out of the drawing, so that one 1e308 from a broken step does not flatten every
+#: other line, and named. Real spikes (a gradient norm 1,000× its median) stay drawn.
+OUTLIER_FACTOR = 1e6
 #: matplotlib's tab10: one colour per run, the same in every chart.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -169,30 +170,30 @@ def _steps_text(steps: Sequence[int], shown: int = 5) -> str:
     return listed + (f" and {len(steps) - shown} more" if len(steps) > shown else "")
 
 
-def outlier_fence(values: Sequence[float]) -> tuple[float, float] | None:
-    """The range outside which a value is an outlier: :data:`OUTLIER_IQRS` interquartile ranges
-    beyond the quartiles (None for fewer than four values: too few to tell)."""
-    if len(values) < 4:
-        return None
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    # A flat series (IQR 0) still gets a fence: a share of its level, so one wild value stands out.
-    spread = max(q3 - q1, 1e-3 * max(abs(q1), abs(q3)), 1e-12)
-    return q1 - OUTLIER_IQRS * spread, q3 + OUTLIER_IQRS * spread
+def outlier_limit(values: Sequence[float]) -> float | None:
+    """The magnitude above which a value is an outlier: :data:`OUTLIER_FACTOR` times the median
+    magnitude, or, where most values are 0 (a clip fraction), times the smallest nonzero one.
+    None when every value is 0."""
+    magnitudes = [abs(value) for value in values]
+    typical = statistics.median(magnitudes) if magnitudes else 0.0
+    if typical == 0:
+        typical = min((magnitude for magnitude in magnitudes if magnitude > 0), default=0.0)
+    return OUTLIER_FACTOR * typical if typical > 0 else None
 
 
 def _without_outliers(figures: Figures, chart: Chart) -> Chart:
     """The chart with each panel's outliers left out of its lines, each named once in ``figures.notes``."""
     panels = []
     for panel in chart.panels:
-        fence = outlier_fence([y for line in panel.lines if line.style != "reference" for y in line.ys])
-        if fence is None:
+        limit = outlier_limit([y for line in panel.lines if line.style != "reference" for y in line.ys])
+        if limit is None:
             panels.append(panel)
             continue
         lines = []
         for line in panel.lines:
-            kept = [(x, y) for x, y in zip(line.xs, line.ys) if line.style == "reference" or fence[0] <= y <= fence[1]]
+            kept = [(x, y) for x, y in zip(line.xs, line.ys) if line.style == "reference" or abs(y) <= limit]
             if len(kept) < len(line.xs):
-                cut = [f"{x:g}: {y:.3g}" for x, y in zip(line.xs, line.ys) if not fence[0] <= y <= fence[1]]
+                cut = [f"{x:g}: {y:.3g}" for x, y in zip(line.xs, line.ys) if abs(y) > limit]
                 figures.notes.append(f"{chart.name}.png, {panel.title}: {line.run or line.label}: "
                                      f"outlier{'s' if len(cut) > 1 else ''} left out of the chart ({', '.join(cut)})")
             if kept:

@@ -89,13 +89,9 @@ def make_report(
 
 def _require_steps_logged(runs: list[RunData], steps: StepRange) -> None:
     """A UsageError when ``--steps`` holds none of the steps the runs logged, naming the range they did."""
-    logged = [run.steps_logged for run in runs if run.steps_logged is not None]
-    if not logged or steps == StepRange():
+    logged = set().union(*(run.steps_logged for run in runs))
+    if not logged or any(step in steps for step in logged):
         return
-    first, last = min(low for low, _ in logged), max(high for _, high in logged)
-    if any(step in steps for run in runs for values in run.metrics.values() for step in values):
-        return
-    if any(point.step in steps for run in runs for points in run.evals.values() for point in points):
-        return
+    first, last = min(logged), max(logged)
     raise UsageError(f"--steps {steps}: no step of these runs lies there; they logged steps {first} to {last}",
                      hint=f"pass a range within {first}:{last}, or leave --steps out")
