@@ -370,6 +370,7 @@ def doctor(
         typer.echo(json.dumps([asdict(check) for check in checks]))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"fipo doctor{' ' + experiment if experiment else ''}")
@@ -377,7 +378,8 @@ def doctor(
             table.add_column(column)
         styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
         for check in checks:
-            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", check.detail)
+            # The detail is text, not markup: `pip install 'fipo[train]'` keeps its brackets.
+            table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", escape(check.detail))
         Console().print(table)
     if any(check.outcome == "fail" for check in checks):
         raise typer.Exit(1)

@@ -159,20 +159,20 @@ def _batch_checks(experiment: Experiment) -> Iterator[Check]:
         yield Check("batch arithmetic", "fail", f"{gpus} are not a multiple of sequence parallel {sp}")
         return
     data_parallel = cluster.total_gpus // sp
+    ranks = plural(data_parallel, "data-parallel rank")
     problems = []
     for label, prompts in (("prompts per step", data.train_batch_size), ("mini-batch", trainer.mini_batch_size)):
         responses = prompts * rollout.n
         if responses % data_parallel:
             problems.append(f"{label} {prompts} × {rollout.n} responses = {responses} is not divisible by "
-                            f"{data_parallel} data-parallel ranks ({cluster.total_gpus} GPUs / sequence parallel {sp})")
+                            f"{ranks} ({plural(cluster.total_gpus, 'GPU')} / sequence parallel {sp})")
     if cluster.gpus_per_node % rollout.tensor_parallel_size:
         problems.append(f"{plural(cluster.gpus_per_node, 'GPU')} per node are not a multiple of rollout tensor "
-                        "parallel "
-                        f"{rollout.tensor_parallel_size}")
+                        f"parallel {rollout.tensor_parallel_size}")
     yield Check(
         "batch arithmetic",
         "fail" if problems else "pass",
-        "; ".join(problems) or f"{data.train_batch_size} × {rollout.n} responses over {data_parallel} data-parallel ranks",
+        "; ".join(problems) or f"{data.train_batch_size} × {rollout.n} responses over {ranks}",
     )
     budget = trainer.max_tokens_per_gpu or experiment.max_tokens
     fits = budget >= experiment.max_tokens

@@ -336,6 +336,7 @@ def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
     assert all(check["outcome"] == "pass" for check in checks.values()), checks
     assert checks["W&B"]["detail"].startswith("credentials found (WANDB_API_KEY)")
     assert checks["rollout engine"]["detail"].startswith(vllm)
+    assert checks["batch arithmetic"]["detail"].endswith(" responses over 1 data-parallel rank")
     assert "sekrit-123" not in result.stdout + result.stderr
 
 
@@ -360,6 +361,8 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.returncode == 1 and checks["rollout engine"]["outcome"] == "fail"
     assert DOCTOR_INSTALL[other] in checks["rollout engine"]["detail"]
+    table = fipo(project, "doctor", "smoke", CUDA_VISIBLE_DEVICES="0", COLUMNS="400").stdout
+    assert DOCTOR_INSTALL[other] in table  # `fipo[train]` is text, not a rich markup tag
     # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
     hide_transfer_queue = (
         "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "
