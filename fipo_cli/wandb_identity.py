@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fipo_cli.config import Experiment, TrackingConfig
+from fipo_cli.errors import FipoError
+from fipo_cli.runs import STATUS_FILE, read_status
 
 #: Names the tracking config file; fipo's verl plugin merges it into the config W&B records.
 TRACKING_CONFIG_ENV = "FIPO_TRACKING_CONFIG"
@@ -54,21 +56,32 @@ def wandb_tags(experiment: Experiment) -> list[str]:
     return list(dict.fromkeys(tag for tag in cleaned if tag))
 
 
-def wandb_run_id(experiment_name: str, run_name: str) -> str:
-    """The run's W&B id: stable across resumes and requeues, unique per run.
+def _qualified(experiment_name: str, run_name: str) -> str:
+    """``EXP-RUN``, or the run's name alone when it starts with the experiment's already (a sweep's runs:
+    ``EXP-swXXXXXX-000-gamma0.9``)."""
+    return run_name if run_name.startswith(f"{experiment_name}-") else f"{experiment_name}-{run_name}"
 
-    Always ``EXP-RUN``, also for sweep runs whose name starts with the experiment's: an id
-    must not change under a run that W&B already knows.
-    """
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment_name}-{run_name}")[:128]
+
+def wandb_run_id(experiment_name: str, run_name: str) -> str:
+    """A new run's W&B id: unique per run, ``EXP-RUN`` with what W&B does not allow in an id made ``-``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", _qualified(experiment_name, run_name))[:128]
+
+
+def recorded_run_id(run_dir: Path) -> str | None:
+    """The W&B id a run started with (its status.json), which it keeps across resumes and requeues,
+    also when an older fipo named it; None for a new run."""
+    if not (run_dir / STATUS_FILE).is_file():
+        return None
+    try:
+        return read_status(run_dir).wandb_run_id
+    except FipoError:  # an unreadable record: the run gets the id fipo would give it now
+        return None
 
 
 def wandb_run_name(experiment: Experiment, run_name: str) -> str:
-    """The run's W&B display name: ``tracking.run_name``, else ``EXP-RUN``, or the run's name alone
-    when it already starts with the experiment's (a sweep's runs: ``EXP-swXXXXXX-000-gamma0.9``)."""
-    if experiment.tracking.run_name:
-        return experiment.tracking.run_name
-    return run_name if run_name.startswith(f"{experiment.name}-") else f"{experiment.name}-{run_name}"
+    """The run's W&B display name: ``tracking.run_name``, else ``EXP-RUN`` (the run's name alone
+    when it starts with the experiment's)."""
+    return experiment.tracking.run_name or _qualified(experiment.name, run_name)
 
 
 def wandb_env(experiment: Experiment, run_name: str, run_dir: Path, inherited: Mapping[str, str]) -> dict[str, str]:
@@ -79,7 +92,7 @@ def wandb_env(experiment: Experiment, run_name: str, run_dir: Path, inherited: M
         return {}
     env = {
         "WANDB_MODE": mode,
-        "WANDB_RUN_ID": wandb_run_id(experiment.name, run_name),
+        "WANDB_RUN_ID": recorded_run_id(run_dir) or wandb_run_id(experiment.name, run_name),
         "WANDB_RESUME": "allow",
         "WANDB_DIR": str(run_dir),
         "WANDB_JOB_TYPE": "train",

@@ -160,6 +160,22 @@ def test_time_limits_in_every_slurm_form_convert_to_hours():
     assert sweep.time_limit_hours(None) is None
 
 
+def test_wandb_ids_do_not_repeat_the_experiment_and_a_run_keeps_the_id_it_started_with(tmp_path):
+    from fipo_cli import config, train, wandb_identity
+    from fipo_cli.experiments import ExperimentDir
+    from fipo_cli.runs import RunStatus, write_status
+
+    assert wandb_identity.wandb_run_id("exp", "exp-swd41c8a-000-gamma0.9") == "exp-swd41c8a-000-gamma0-9"
+    assert wandb_identity.wandb_run_id("exp", "20261122-013000") == "exp-20261122-013000"
+    experiment = config.build({"name": "exp", "model": {"path": "m"}, "tracking": {"mode": "offline"}})
+    where = ExperimentDir(tmp_path / "exp", tmp_path / "exp" / "fipo.yaml")
+    run_dir = where.runs / "exp-swd41c8a-000-gamma0.9"
+    assert train.plan_run(experiment, where, run_dir.name).env["WANDB_RUN_ID"] == "exp-swd41c8a-000-gamma0-9"
+    run_dir.mkdir(parents=True)  # a run an older fipo started, with the id it named it by
+    write_status(run_dir, RunStatus(state="failed", launcher="slurm", wandb_run_id="exp-exp-swd41c8a-000-gamma0-9"))
+    assert train.plan_run(experiment, where, run_dir.name).env["WANDB_RUN_ID"] == "exp-exp-swd41c8a-000-gamma0-9"
+
+
 def test_run_names_are_safe_and_fit_sixty_four_characters():
     from fipo_cli.config import SAFE_NAME
 
