@@ -87,6 +87,12 @@ def test_init_writes_the_commented_recipe_and_refuses_to_overwrite(tmp_path):
     assert "# T2: mini-batch 64 prompts" in written.read_text()
 
 
+def test_init_lines_up_its_next_steps_for_any_name(tmp_path):
+    result = fipo(tmp_path, "init", "a-rather-long-experiment-name", "--model", "qwen2.5-0.5b")
+    steps = result.stdout.split("next:\n", 1)[1].splitlines()
+    assert len(steps) == 4 and len({line.index("  # ") for line in steps}) == 1, result.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
