@@ -18,6 +18,23 @@ import typer
 
 from fipo_cli import __version__
 from fipo_cli.errors import FipoError
+from fipo_cli.text import cell, plural
+
+
+def _help_without_python_types() -> None:
+    """typer 0.29 writes a Python type beside every parameter in --help: ``<bool>`` beside a flag,
+    ``<list[str]>`` beside the KEY=VALUE words. A flag takes no value and an argument's name says
+    what it takes, so they show none; options that take a value keep theirs (``<int>``, ``<path>``)."""
+    from typer import core
+
+    if not hasattr(core.TyperOption, "display_type_rich"):
+        return  # an older typer: it writes click's own metavars
+    option_type = core.TyperOption.display_type_rich
+    core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else option_type(self, ctx)
+    core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+
+_help_without_python_types()
 
 app = typer.Typer(
     name="fipo",
@@ -50,7 +67,7 @@ def root(
 @app.command()
 def knobs(
     assignments: Optional[list[str]] = typer.Argument(
-        None, metavar="[KNOB=VALUE]...", help="FIPO knobs, in fipo's or the official launcher's names."
+        None, metavar="KNOB=VALUE", help="FIPO knobs, in fipo's or the official launcher's names."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
@@ -85,7 +102,7 @@ def knobs(
     table.add_column("setting")
     table.add_column("value", justify="right")
     for name, value in resolved.items():
-        table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+        table.add_row(name, cell(value))
     console = Console()
     console.print(table)
     console.print("verl overrides:", style="bold")
@@ -119,9 +136,9 @@ def init(
 
 @app.command()
 def train(
-    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Experiment name or path."),
+    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Experiment name or path."),
     assignments: Optional[list[str]] = typer.Argument(
-        None, metavar="[KEY=VALUE]...", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
+        None, metavar="KEY=VALUE", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
     algo: str = typer.Option("fipo", "--algo", "-a", help="With --model: fipo (default) or dapo."),
@@ -134,8 +151,11 @@ def train(
     import os
 
     from fipo_cli import train as training
+    from fipo_cli.errors import UsageError
     from fipo_cli.overrides import parse_assignments
 
+    if as_json and not dry_run:
+        raise UsageError("--json goes with --dry-run", hint="fipo train EXP --dry-run --json")
     words = list(assignments or [])
     if experiment is not None and "=" in experiment:  # `fipo train --model M gamma=0.9`
         words.insert(0, experiment)
@@ -183,7 +203,7 @@ def train(
 def sweep(
     experiment: str = typer.Argument(..., metavar="EXP", help="Experiment name or path."),
     axes: list[str] = typer.Argument(
-        ..., metavar="KEY=VALUES...",
+        ..., metavar="KEY=VALUES",
         help="gamma=0.95,0.99  tau=range(16,65,16)  eps_f_high=choice(0.1,0.2)  lr=interval(1e-6,3e-6) (random)",
     ),
     strategy: str = typer.Option("grid", "--strategy", help="grid (cartesian product) or random."),
@@ -226,17 +246,18 @@ def sweep(
 
     console = Console()
     keys = list(plan.runs[0].params)
-    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {len(plan.runs)} runs, launcher {plan.launcher})")
+    runs = plural(len(plan.runs), "run")
+    table = Table(title=f"sweep {plan.name} ({plan.strategy}, {runs}, launcher {plan.launcher})")
     for column in ("#", "run", *keys, "action"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for run in plan.runs:
         action = "submit" if run.action == "submit" else f"skip: {run.reason}"
-        table.add_row(str(run.index), run.name, *(str(run.params[key]) for key in keys), action)
+        table.add_row(str(run.index), run.name, *(cell(run.params[key]) for key in keys), action)
     console.print(table)
     hours = plan.gpu_hours()
     cluster = plan.runs[0].plan.experiment.cluster
     console.print(
-        f"{len(plan.to_submit)} to launch × {cluster.total_gpus} GPUs; reserves "
+        f"{len(plan.to_submit)} to launch × {plural(cluster.total_gpus, 'GPU')}; reserves "
         + (f"{hours:,.0f} GPU-hours at most (cluster.time_limit {cluster.time_limit})" if hours is not None
            else "an unknown number of GPU-hours (set cluster.time_limit to know)"),
         highlight=False,
@@ -259,14 +280,14 @@ def sweep(
         console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
         return
     job_id = sweeps.submit(plan, os.environ)
-    console.print(f"submitted {len(plan.to_submit)} runs as SLURM job array {job_id} "
+    console.print(f"submitted {plural(len(plan.to_submit), 'run')} as SLURM job array {job_id} "
                   f"(logs in {plan.directory / sweeps.LOGS_DIR})", highlight=False)
     console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
 
 
 @app.command()
 def status(
-    target: Optional[str] = typer.Argument(None, metavar="[EXP|EXP/RUN|SWEEP]", help="Which runs (default: all)."),
+    target: Optional[str] = typer.Argument(None, metavar="EXP|EXP/RUN|SWEEP", help="Which runs (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of runs."),
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM or the Ray cluster about unfinished runs."),
 ) -> None:
@@ -299,7 +320,11 @@ def status(
         if colour and number:
             cells[2] = typer.style(cells[2], fg=colours.get(rows[number - 1]["state"]))
         typer.echo("  ".join([*cells, line[5]]))
-    typer.echo(f"{len(rows)} runs" + "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items())))
+    for item in rows:
+        if item["problem"]:  # why a run is unreadable; --json has it as "problem"
+            typer.echo(f"{item['experiment']}/{item['run']} is unreadable: {item['problem']}")
+    counts = "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items()))
+    typer.echo(plural(len(rows), "run") + counts)
 
 
 @app.command()
@@ -347,7 +372,7 @@ def logs(
 
 @app.command()
 def doctor(
-    experiment: Optional[str] = typer.Argument(None, metavar="[EXP]", help="Also check this experiment's needs."),
+    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Also check this experiment's needs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of checks."),
 ) -> None:
     """Preflight checks: verl, the future_kl loss, GPUs, batch arithmetic, data, W&B, SLURM tools."""
@@ -370,7 +395,7 @@ def doctor(
             table.add_column(column, overflow="fold")  # a long key or path goes on the next line, not cut with "…"
         styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
         for check in checks:
-            # Details quote install commands (fipo[train]) and verl's messages: text, not rich markup.
+            # The detail is text, not markup: `pip install 'fipo[train]'` keeps its brackets.
             table.add_row(check.name, f"[{styles[check.outcome]}]{check.outcome}[/]", escape(check.detail))
         Console().print(table)
     if any(check.outcome == "fail" for check in checks):
@@ -384,12 +409,14 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     out: Path = typer.Option(Path("data"), "--out", "-o", help="Directory for the parquet files."),
-    train: str = typer.Option(
-        "BytedTsinghua-SIA/DAPO-Math-17k", "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file."
+    train: str | None = typer.Option(
+        None, "--train", help="Training set: a hub id or a local .jsonl/.json/.parquet file. [default: "
+        "BytedTsinghua-SIA/DAPO-Math-17k]"
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
     validation: Optional[list[str]] = typer.Option(
-        None, "--validation", help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files."
+        None, "--validation", metavar="SETS",
+        help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files.",
     ),
     problem_key: Optional[str] = typer.Option(None, "--problem-key", help="Column holding the problem text."),
     answer_key: Optional[str] = typer.Option(None, "--answer-key", help="Column holding the answer."),
@@ -398,13 +425,17 @@ def data_prepare(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Write DAPO-Math-17k and AIME 2024/2025 as verl parquet files with the DAPO "Answer:" prompt."""
-    from fipo_cli.data_prepare import DEFAULT_VALIDATION, prepare
+    from fipo_cli.data_prepare import DEFAULT_TRAIN, DEFAULT_VALIDATION, prepare, recipe_note
+    from fipo_cli.errors import UsageError
 
+    if no_train and train is not None:
+        raise UsageError(f"--train {train} and --no-train contradict each other", hint="drop one of them")
     sets = [name.strip() for item in (validation or []) for name in item.split(",") if name.strip()]
     report = prepare(
-        out, None if no_train else train, sets or DEFAULT_VALIDATION,
+        out, None if no_train else train or DEFAULT_TRAIN, sets or DEFAULT_VALIDATION,
         problem_key=problem_key, answer_key=answer_key, force=force, dry_run=dry_run,
     )
+    note = recipe_note(report)
     rows = [
         {
             "name": f.name, "role": f.role, "source": str(f.source), "path": str(f.path), "read": f.rows_read,
@@ -414,7 +445,7 @@ def data_prepare(
         for f in report.files
     ]
     if as_json:
-        typer.echo(json.dumps({"dry_run": dry_run, "files": rows}))
+        typer.echo(json.dumps({"dry_run": dry_run, "files": rows, "note": note}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -425,7 +456,10 @@ def data_prepare(
     for row in rows:
         table.add_row(row["name"], row["path"], *(str(row[k]) for k in ("read", "incomplete", "duplicates", "written")),
                       row["outcome"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if note:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 # `fipo eval score` is a mode of `fipo eval` (BENCH|score), so click would print all of eval's
@@ -636,7 +670,7 @@ def _bench_spec(bench: str) -> str:
 @app.command("report")
 def report_charts(
     references: list[str] = typer.Argument(
-        ..., metavar="EXP_OR_RUN...", help="Experiments (all their runs) or runs as EXP/RUN."
+        ..., metavar="EXP_OR_RUN", help="Experiments (all their runs) or runs as EXP/RUN."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default experiments/EXP/report)."),
     steps: Optional[str] = typer.Option(
@@ -645,6 +679,10 @@ def report_charts(
     wandb: bool = typer.Option(False, "--wandb", help="Also log the charts to W&B as native charts (job type report)."),
     from_wandb: bool = typer.Option(
         False, "--from-wandb", help="Read the training metrics from the runs' online W&B history, not metrics.jsonl."
+    ),
+    paper_lines: bool | None = typer.Option(
+        None, "--paper-lines/--no-paper-lines",
+        help="Draw the paper's AIME 2024 reference points (32B models). Default: when a run trains a 32B model.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the report."),
 ) -> None:
@@ -659,7 +697,8 @@ def report_charts(
     from fipo_cli.report import runner
     from fipo_cli.report.data import parse_steps
 
-    report = runner.make_report(references, out=out, steps=parse_steps(steps), from_wandb=from_wandb, to_wandb=wandb)
+    report = runner.make_report(references, out=out, steps=parse_steps(steps), from_wandb=from_wandb, to_wandb=wandb,
+                                paper_lines=paper_lines)
     if as_json:
         typer.echo(json.dumps(report.to_json()))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -22,7 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from fipo_cli import local_assets
-from fipo_cli.errors import ConfigError, UsageError, unknown_key_problem
+from fipo_cli.errors import ConfigError, UsageError, number_problem, unknown_key_problem
+from fipo_cli.files import read_utf8
 from fipo_cli.loss import knobs
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -41,6 +43,21 @@ ALIASES: dict[str, str] = {
     "max_response_length": "data.max_response_length",
     "n": "rollout.n",
     "seed": "trainer.seed",
+}
+#: Names people reach for (from verl, Hugging Face and other trainers) that the schema spells otherwise:
+#: an unknown key with one of these last parts is pointed at the schema's key.
+SYNONYMS: dict[str, str] = {
+    "learning_rate": "trainer.lr",
+    "batch_size": "data.train_batch_size",
+    "epochs": "trainer.total_epochs",
+    "num_train_epochs": "trainer.total_epochs",
+    "max_steps": "trainer.total_training_steps",
+    "response_length": "data.max_response_length",
+    "prompt_length": "data.max_prompt_length",
+    "gpus": "cluster.gpus_per_node",
+    "n_gpus_per_node": "cluster.gpus_per_node",
+    "nnodes": "cluster.nodes",
+    "model_name_or_path": "model.path",
 }
 
 
@@ -321,7 +338,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: _Problems) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            problems.append(unknown_key_problem(f"{prefix}{key}", [f"{prefix}{name}" for name in fields], "known key"))
+            problems.append(unknown_key_problem(f"{prefix}{key}", (), "known key", suggest_key(f"{prefix}{key}")))
     values = {}
     for name, spec in fields.items():
         if name not in raw:
@@ -329,6 +346,10 @@ def _build(cls: type, raw: Any, prefix: str, problems: _Problems) -> Any:
         annotation, value, dotted = hints[name], raw[name], f"{prefix}{name}"
         if dataclasses.is_dataclass(annotation):
             values[name] = _build(annotation, value, f"{dotted}.", problems)
+            continue
+        out_of_range = number_problem(dotted, value)
+        if out_of_range:
+            problems.add(dotted, out_of_range)
             continue
         ok, converted = _matches(value, annotation)
         if not ok:
@@ -425,6 +446,23 @@ def known_keys() -> list[str]:
     return walk(Experiment, "")
 
 
+def suggest_key(key: str) -> str | None:
+    """The schema key an unknown ``key`` most likely means: an alias or a synonym of its last part
+    (``trainer.learning_rate`` → ``trainer.lr``), the same last part in another section
+    (``algorithm.lr`` → ``trainer.lr``), else the closest spelling, in its own section first."""
+    known = known_keys()
+    section, _, leaf = key.rpartition(".")
+    for table in (ALIASES, SYNONYMS):  # an alias is no key in a YAML file, nor in a section
+        if leaf in table:
+            return table[leaf]
+    same_leaf = [name for name in known if name.rpartition(".")[2] == leaf]
+    if same_leaf:
+        return same_leaf[0]
+    siblings = [name for name in known if name.startswith(f"{section}.")] if section else [*ALIASES, *known]
+    close = difflib.get_close_matches(key, siblings, n=1) or difflib.get_close_matches(key, known, n=1)
+    return close[0] if close else None
+
+
 def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
     """A copy of ``raw`` with dotted-key assignments (aliases allowed) applied; unknown keys are problems."""
     known = known_keys()
@@ -432,7 +470,7 @@ def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], pro
     for key, value in assignments.items():
         dotted = ALIASES.get(key, key)
         if dotted not in known:
-            problems.add(key, unknown_key_problem(key, [*known, *ALIASES], "known key"))
+            problems.add(key, unknown_key_problem(key, (), "known key", suggest_key(key)))
             continue
         *sections, leaf = dotted.split(".")
         node = updated
@@ -464,7 +502,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such file", hint="create an experiment with `fipo init NAME --model MODEL`")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as error:
         raise ConfigError([f"{path}: not valid YAML ({error})"]) from error
     if raw is not None and not isinstance(raw, Mapping):

@@ -25,14 +25,15 @@ failure leaves no half-prepared data behind.
 from __future__ import annotations
 
 import enum
+import functools
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fipo_cli.errors import ConfigError, FipoError, UsageError
+from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.files import write_all
 from fipo_cli.prompts import dapo_prompt
 from fipo_cli.sources import (
     ANSWER_COLUMNS,
@@ -174,7 +175,9 @@ def prepare(
     Raises:
         UsageError: a bad source, two sets with one output name, or existing outputs.
         ConfigError: a problem or answer column that is missing.
-        FipoError: the Hub cannot be reached or has no such dataset; a source with no usable rows.
+        UsageError: also a source with no usable rows, a file that is not UTF-8 or not JSON, and an
+            output directory that cannot be written (nothing is written then).
+        FipoError: the Hub cannot be reached or has no such dataset.
     """
     out_dir = Path(out_dir)
     planned: list[tuple[Role, Source]] = [("validation", resolve_source(spec)) for spec in validation]
@@ -198,11 +201,14 @@ def prepare(
         for role, source in planned
     ]
 
+    existed = [path.exists() for path in paths]
+    if not dry_run:
+        write_all(out_dir, "--out", {
+            path.name: functools.partial(_write_parquet, records=[row.record() for row in result.rows])
+            for path, result in zip(paths, converted)
+        })
     files = []
-    for (role, source), path, result in zip(planned, paths, converted):
-        existed = path.exists()
-        if not dry_run:
-            write_parquet_atomically(path, [row.record() for row in result.rows])
+    for (role, source), path, result, was_there in zip(planned, paths, converted, existed):
         files.append(
             PreparedFile(
                 name=source.name,
@@ -213,10 +219,21 @@ def prepare(
                 incomplete_removed=result.incomplete_removed,
                 duplicates_removed=result.duplicates_removed,
                 rows_written=len(result.rows),
-                outcome=_outcome(existed=existed, dry_run=dry_run),
+                outcome=_outcome(existed=was_there, dry_run=dry_run),
             )
         )
     return PrepareReport(files=tuple(files), dry_run=dry_run)
+
+
+def recipe_note(report: PrepareReport) -> str | None:
+    """What to change so the recipes train on a training set written under another name than the
+    file they read (``data/dapo-math-17k.parquet``); None when there is nothing to say."""
+    recipe_file = output_path(DEFAULT_OUT_DIR, DEFAULT_TRAIN)
+    written = report.train_files
+    if not written or written[0] == recipe_file:
+        return None
+    return (f"the recipes train on {recipe_file}, not {written[0]}: set data.train_files: [{written[0]}] in "
+            f"fipo.yaml, or train with data.train_files=[{written[0]}]")
 
 
 def _outcome(*, existed: bool, dry_run: bool) -> Outcome:
@@ -279,7 +296,7 @@ def _convert(
         seen.add(key)
         rows.append(_Row(data_source, prompt, answer, index=len(rows), split=_VERL_SPLIT[role]))
     if not rows:
-        raise FipoError(
+        raise UsageError(
             f"{source.spec!r} has no row with both a problem and an answer ({rows_read} rows read)",
             hint="check the file, and name its columns with --problem-key and --answer-key",
         )
@@ -333,21 +350,12 @@ def _ground_truth(value: Any) -> str | None:
     return text or None
 
 
-def write_parquet_atomically(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    """Write verl rows (the columns of this module's docstring) to ``path``, replacing it atomically."""
+def _write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Write verl rows (the columns of this module's docstring) to ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(records), schema=_schema())
-    # Same directory, so os.replace is an atomic rename; a named file (not mkstemp) so the
-    # result gets the usual permissions.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    pq.write_table(pa.Table.from_pylist(list(records), schema=_schema()), path)
 
 
 def _schema() -> Any:

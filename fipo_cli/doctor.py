@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from fipo_cli.config import Experiment
+from fipo_cli.text import plural
 
 Outcome = Literal["pass", "warn", "fail"]
 EXPECTED_VERL = "0.9.1"
@@ -178,7 +179,7 @@ def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
     cluster = experiment.cluster
     if experiment.trainer.device == "cpu":
         return Check("GPUs", "pass", f"none needed: trainer.device is cpu ({cluster.gpus_per_node} CPU worker(s) per node)")
-    needed = f"{cluster.nodes} node(s) × {cluster.gpus_per_node} GPUs = {cluster.total_gpus}"
+    needed = f"{plural(cluster.nodes, 'node')} × {plural(cluster.gpus_per_node, 'GPU')} = {cluster.total_gpus}"
     if cluster.launcher == "slurm":
         return Check("GPUs", "pass", f"{needed}, allocated by SLURM")
     enough = found.count >= cluster.total_gpus
@@ -189,22 +190,24 @@ def _batch_checks(experiment: Experiment) -> Iterator[Check]:
     data, rollout, trainer, cluster = experiment.data, experiment.rollout, experiment.trainer, experiment.cluster
     sp = trainer.sequence_parallel_size
     if cluster.total_gpus % sp:
-        yield Check("batch arithmetic", "fail", f"{cluster.total_gpus} GPUs are not a multiple of sequence parallel {sp}")
+        gpus = plural(cluster.total_gpus, "GPU")
+        yield Check("batch arithmetic", "fail", f"{gpus} are not a multiple of sequence parallel {sp}")
         return
     data_parallel = cluster.total_gpus // sp
+    ranks = plural(data_parallel, "data-parallel rank")
     problems = []
     for label, prompts in (("prompts per step", data.train_batch_size), ("mini-batch", trainer.mini_batch_size)):
         responses = prompts * rollout.n
         if responses % data_parallel:
             problems.append(f"{label} {prompts} × {rollout.n} responses = {responses} is not divisible by "
-                            f"{data_parallel} data-parallel ranks ({cluster.total_gpus} GPUs / sequence parallel {sp})")
+                            f"{ranks} ({plural(cluster.total_gpus, 'GPU')} / sequence parallel {sp})")
     if cluster.gpus_per_node % rollout.tensor_parallel_size:
-        problems.append(f"{cluster.gpus_per_node} GPUs per node are not a multiple of rollout tensor parallel "
-                        f"{rollout.tensor_parallel_size}")
+        problems.append(f"{plural(cluster.gpus_per_node, 'GPU')} per node are not a multiple of rollout tensor "
+                        f"parallel {rollout.tensor_parallel_size}")
     yield Check(
         "batch arithmetic",
         "fail" if problems else "pass",
-        "; ".join(problems) or f"{data.train_batch_size} × {rollout.n} responses over {data_parallel} data-parallel ranks",
+        "; ".join(problems) or f"{data.train_batch_size} × {rollout.n} responses over {ranks}",
     )
     budget = trainer.max_tokens_per_gpu or experiment.max_tokens
     fits = budget >= experiment.max_tokens
@@ -247,7 +250,7 @@ def _parquet_check(role: str, path: Path) -> Check:
 
 
 def _wandb_check(experiment: Experiment, env: Mapping[str, str]) -> Check:
-    from fipo_cli.train import wandb_credentials
+    from fipo_cli.wandb_identity import wandb_credentials
 
     mode = experiment.tracking.mode
     if mode == "disabled":

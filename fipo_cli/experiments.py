@@ -59,13 +59,20 @@ def init_experiment(name: str, model: str, algorithm: str, *, force: bool = Fals
 
 
 def find_experiment(reference: str, root: Path = EXPERIMENTS_DIR) -> ExperimentDir:
-    """An experiment by name (``root/NAME``) or by path (its directory or its YAML file)."""
+    """An experiment by name (``root/NAME``) or by path (its directory or its YAML file).
+
+    The runs of ``fipo train --model M`` (``root/M-ALGO/runs``) make ``M-ALGO`` an experiment
+    too, defined by its recipe: ``fipo train M-ALGO --resume RUN`` continues one of them.
+    """
     candidate = Path(reference)
     if candidate.is_file():
         return ExperimentDir(candidate.parent, candidate)
     for directory in (candidate, root / reference):
         if (directory / CONFIG_FILE).is_file():
             return ExperimentDir(directory, directory / CONFIG_FILE)
+    model, _, algorithm = reference.rpartition("-")
+    if (root / reference).is_dir() and model in recipes.MODELS and algorithm in recipes.ALGORITHMS:
+        return recipe_experiment_dir(model, algorithm, root)
     known = sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")) if root.is_dir() else []
     raise UsageError(
         f"no experiment {reference!r} (looked for {root / reference / CONFIG_FILE})",

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from fipo_cli.errors import UsageError
+from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.registry import RunEntry
 from fipo_cli.runs import FINAL_STATES, read_status
 from fipo_cli.train import LOG_FILE
@@ -38,9 +38,9 @@ def print_log(entry: RunEntry, *, job_log: bool = False, follow: bool = False, o
     path = log_path(entry, job_log)
     if not path.exists() and not follow:
         state = entry.state
-        print(f"{entry.reference} is {state}: {path} does not exist yet"
-              + (" (follow it with -f)" if state not in FINAL_STATES else ""), file=sys.stderr)
-        return 0
+        raise FipoError(f"{entry.reference} is {state}: {path} does not exist"
+                        + ("" if state in FINAL_STATES else " yet"),
+                        hint=None if state in FINAL_STATES else f"follow it with: fipo logs {entry.reference} -f")
     offset = 0
     try:
         while True:

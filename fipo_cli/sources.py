@@ -19,6 +19,7 @@ from typing import Any
 
 from fipo_cli.bundled import BENCHMARKS, load_bundled
 from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.files import read_utf8
 
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
 #: Columns that hold a problem or its answer, tried in this order when none is named.
@@ -119,14 +120,14 @@ def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        raise FipoError(f"cannot read {str(path)!r} as parquet: {error}") from error
+        raise UsageError(f"cannot read {str(path)!r} as parquet: {error}") from error
     for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS):
         yield from batch.to_pylist()
 
 
 def _json_records(path: Path) -> list[dict[str, Any]]:
     """A JSON array of objects, or JSON lines (whatever the suffix says: both are common)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError:
@@ -134,7 +135,7 @@ def _json_records(path: Path) -> list[dict[str, Any]]:
     else:
         records = [document] if isinstance(document, dict) else document
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
-        raise FipoError(
+        raise UsageError(
             f"{str(path)!r} holds no list of objects",
             hint="write one JSON object per line, or one JSON array of objects",
         )
@@ -148,7 +149,7 @@ def _json_lines(path: Path, text: str) -> list[Any]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise FipoError(f"{str(path)!r} line {number} is not valid JSON: {error}") from error
+                raise UsageError(f"{path}:{number}: not valid JSON: {error}") from error
     return records
 
 
@@ -160,6 +161,7 @@ def _hub_records(hub_id: str, option: str) -> Iterator[dict[str, Any]]:
     hint = (
         f"download it where the Hub is reachable and pass the file, e.g. {option} path/to/file.parquet "
         "(.jsonl and .json work too)"
+        + ("; or pass --no-train to write only the validation sets" if option == "--train" else "")
     )
     if not offline:
         # Without this probe an unreachable Hub costs half a minute of download retries.

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ from fipo_cli import config, experiments, registry, sweep_space, train
 from fipo_cli.config import SAFE_NAME, TIME_LIMIT
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
+from fipo_cli.files import first_missing
 from fipo_cli.launch import ray_job, slurm
+from fipo_cli.wandb_identity import wandb_link
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
 
 MANIFEST = "sweep.json"
@@ -101,11 +104,24 @@ def default_name(experiment: str, tokens: Sequence[str], strategy: str, samples:
 
 
 def run_name(sweep: str, index: int, varying: Mapping[str, Any]) -> str:
-    """``SWEEP-007-gamma0.95-eps_f_high0.1``, cut to SLURM's and fipo's 64 characters."""
+    """``SWEEP-007-gamma0.95-eps_f_high0.1``, cut to SLURM's and fipo's 64 characters.
+
+    A value drawn from an interval is written to 3 significant digits (``lr2.69e-06``), the
+    index keeping two close draws apart; values the user wrote keep their YAML spelling.
+    """
     stem = f"{sweep[:48]}-{index:03d}"
-    slug = "-".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in varying.items())
+    slug = "-".join(f"{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in varying.items())
     slug = re.sub(r"[^A-Za-z0-9._-]", "_", slug)
     return f"{stem}-{slug}"[:64].rstrip("-._") if slug else stem
+
+
+def _short(value: Any) -> str:
+    """A value as the user writes it (``true``, ``null``, ``0.95``); a random draw's 17 digits cut to 3."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float) and float(f"{value:.12g}") != value:
+        return f"{value:.3g}"
+    return str(value)
 
 
 def plan_sweep(
@@ -269,33 +285,49 @@ def _write_manifest(plan: SweepPlan, submission: dict[str, Any] | None) -> None:
     })
 
 
-def _create_runs(plan: SweepPlan, launcher: str, inherited: Mapping[str, str]) -> None:
-    for run in plan.to_submit:
+def _create_runs(plan: SweepPlan, runs: Sequence[SweepRun], launcher: str, inherited: Mapping[str, str]) -> None:
+    for run in runs:
         run.plan.run_dir.mkdir(parents=True, exist_ok=True)
         train.record_run(run.plan, inherited)
         previous = read_status(run.plan.run_dir) if (run.plan.run_dir / STATUS_FILE).is_file() else None
         write_status(run.plan.run_dir, RunStatus(
             state="created", launcher=launcher, sweep=plan.name,
             created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"), wandb_url=train.wandb_link(run.plan),
+            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"),
+            wandb_url=wandb_link(run.plan.experiment.tracking, run.plan.env),
         ))
 
 
 def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
     """Create the runs to submit and sbatch them as one job array; the array's job id.
 
-    If sbatch refuses, the runs stay ``created``: running the sweep again submits them.
+    If sbatch is missing or refuses, everything this call wrote is removed again (new run
+    directories, the array script, the manifest's changes), as ``fipo train --launcher slurm``
+    removes its run: nothing is left for ``fipo status`` to show as ``created``.
     """
     if not plan.to_submit:
         _write_manifest(plan, None)
         return None
-    (plan.directory / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    _write_manifest(plan, None)
-    _create_runs(plan, "slurm", inherited)
-    previous = json.loads((plan.directory / MANIFEST).read_text())["submissions"]
-    script = plan.directory / f"array-{len(previous) + 1}.sbatch"
-    atomic_write_text(script, array_script(plan) or "")
-    job_id = slurm.submit(script)
+    manifest = plan.directory / MANIFEST
+    before = manifest.read_text() if manifest.is_file() else None
+    new_dirs = {first_missing(path) for path in (plan.directory / LOGS_DIR, *(r.plan.run_dir for r in plan.to_submit))}
+    script = None
+    try:
+        (plan.directory / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        _write_manifest(plan, None)
+        _create_runs(plan, plan.to_submit, "slurm", inherited)
+        previous = json.loads(manifest.read_text())["submissions"]
+        script = plan.directory / f"array-{len(previous) + 1}.sbatch"
+        atomic_write_text(script, array_script(plan) or "")
+        job_id = slurm.submit(script)
+    except BaseException:
+        if script is not None:
+            script.unlink(missing_ok=True)
+        if before is not None:
+            atomic_write_text(manifest, before)
+        for path in new_dirs - {None}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     for index, run in enumerate(plan.to_submit):
         task = f"{job_id}_{index}"
         train.record_submission(run.plan.run_dir, task, plan.directory / LOGS_DIR / f"{task}.out", index)
@@ -308,7 +340,7 @@ def run_locally(plan: SweepPlan, inherited: Mapping[str, str], say) -> int:
     """The runs one after another on this machine; stops at the first Ctrl-C. The worst exit code."""
     train.require_local_resources(plan.runs[0].plan.experiment)
     _write_manifest(plan, None)
-    _create_runs(plan, "local", inherited)
+    _create_runs(plan, plan.to_submit, "local", inherited)
     worst = 0
     for position, run in enumerate(plan.to_submit, 1):
         say(f"[{position}/{len(plan.to_submit)}] {run.name}")
@@ -324,20 +356,25 @@ def submit_ray(plan: SweepPlan, inherited: Mapping[str, str], say, poll_s: float
     """One Ray job per run; with ``--max-parallel K`` fipo stays and submits the next run when fewer
     than K of the sweep's jobs are queued or running. The submitted jobs' ids.
 
-    The cluster is asked first: an unreachable one leaves nothing behind. On Ctrl-C the runs not
-    submitted stay ``created`` (fipo status shows them) and running the sweep again submits them.
+    The cluster is asked first: an unreachable one leaves nothing behind. Each run is created just
+    before its job is submitted, and removed again if the cluster refuses it or Ctrl-C comes first:
+    the runs not submitted do not exist, and running the sweep again submits them.
     """
-    first = plan.to_submit[0].plan
-    client = ray_job.connect(train.ray_submission(first, inherited).address)
-    _write_manifest(plan, None)
-    _create_runs(plan, "ray", inherited)
-    submitted: list[str] = []
+    client = ray_job.connect(train.ray_submission(plan.to_submit[0].plan, inherited).address)
+    submitted: list[tuple[str, str]] = []
     try:
         for position, run in enumerate(plan.to_submit, 1):
             if plan.max_parallel is not None:
                 _wait_for_slot(plan, plan.max_parallel, poll_s)
-            status = train.submit_ray_job(run.plan, client, inherited)
-            submitted.append(status.job_id)
+            new_dir = first_missing(run.plan.run_dir)
+            try:
+                _create_runs(plan, [run], "ray", inherited)
+                status = train.submit_ray_job(run.plan, client, inherited)
+            except BaseException:
+                if new_dir is not None:
+                    shutil.rmtree(new_dir, ignore_errors=True)
+                raise
+            submitted.append((run.name, status.job_id))
             say(f"[{position}/{len(plan.to_submit)}] {run.name}: Ray job {status.job_id}")
     except KeyboardInterrupt:
         say(f"interrupted: {len(submitted)} of {len(plan.to_submit)} runs submitted; "
@@ -345,9 +382,9 @@ def submit_ray(plan: SweepPlan, inherited: Mapping[str, str], say, poll_s: float
         raise
     finally:
         if submitted:
-            _write_manifest(plan, {"job_ids": submitted, "runs": [r.name for r in plan.to_submit[:len(submitted)]],
+            _write_manifest(plan, {"job_ids": [job for _, job in submitted], "runs": [name for name, _ in submitted],
                                    "submitted_at": utc_now()})
-    return submitted
+    return [job for _, job in submitted]
 
 
 def _wait_for_slot(plan: SweepPlan, max_parallel: int, poll_s: float) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fipo_cli import config
-from fipo_cli.errors import UsageError, unknown_key_problem
+from fipo_cli.errors import UsageError, number_problem, unknown_key_problem
 from fipo_cli.overrides import parse_value
 
 GRAMMAR = (
@@ -113,8 +113,11 @@ def _items(token: str, i: int, in_call: bool) -> tuple[list[tuple[Any, int, bool
 
 def _number(token: str, item: tuple[Any, int, bool], function: str) -> int | float:
     value, pos, quoted = item
-    if quoted or isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if quoted or isinstance(value, bool) or not isinstance(value, int | float):
         raise _error(token, pos, f"{function}() takes numbers")
+    out_of_range = number_problem(token.partition("=")[0], value)
+    if out_of_range:
+        raise _error(token, pos, f"{function}(): {out_of_range}")
     return value
 
 
@@ -189,7 +192,7 @@ def parse_axes(tokens: Sequence[str]) -> list[Axis]:
         axis = _parse_axis(token)
         dotted = config.ALIASES.get(axis.key, axis.key)
         if dotted not in known:
-            problem = unknown_key_problem(axis.key, [*config.ALIASES, *known], "known key")
+            problem = unknown_key_problem(axis.key, (), "known key", config.suggest_key(axis.key))
             raise _error(token, 0, problem, hint=f"sweep an alias ({', '.join(config.ALIASES)}) or a dotted key")
         if dotted in seen:
             raise _error(token, 0, f"{dotted} is already swept by {seen[dotted]!r}", hint="give each key once")

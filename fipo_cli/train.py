@@ -16,13 +16,12 @@ A run lives in ``experiments/EXP/runs/RUN/``:
     status.json     the run's state, written atomically
 
 Every launcher runs the trainer through :func:`execute_run`: the local one in this process,
-the slurm one inside the job (``fipo_cli.launch.task``), after the batch script has started
+the slurm one inside the job (``fipo_cli.run_task``), after the batch script has started
 Ray on the job's nodes, and the ray one inside a job of a Ray cluster that already runs.
 """
 
 from __future__ import annotations
 
-import netrc
 import os
 import re
 import shutil
@@ -50,6 +49,14 @@ from fipo_cli.runs import (
     utc_now,
     write_status,
 )
+from fipo_cli.text import plural
+from fipo_cli.wandb_identity import (
+    TRACKING_CONFIG_ENV,
+    wandb_env,
+    wandb_link,
+    wandb_run_name,
+    wandb_sync_command,
+)
 
 CONFIG_FILE = "config.yaml"
 COMMAND_FILE = "command.json"
@@ -64,66 +71,10 @@ HYDRA_DIR = "hydra"
 RAY_LOG_FILE = "ray.log"
 SCRIPT_FILE = "job.sbatch"
 SLURM_OUTPUT = "slurm-%j.out"
-TRACKING_CONFIG_FILE = "tracking_config.json"
-#: Names the tracking config file; fipo's verl plugin merges it into the config W&B records.
-TRACKING_CONFIG_ENV = "FIPO_TRACKING_CONFIG"
-#: W&B's limit on the length of one tag.
-MAX_TAG = 64
 #: Inherited variables worth recording next to fipo's own (values of secrets are masked).
 RECORDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "NCCL_", "CUDA_VISIBLE_DEVICES", "RAY_", "VLLM_")
 #: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
 INTERRUPTED = (130, 143)
-
-
-def wandb_mode(setting: str, env: Mapping[str, str]) -> str:
-    """``auto`` is online when W&B credentials are present (WANDB_API_KEY or ~/.netrc), offline otherwise."""
-    if setting != "auto":
-        return setting
-    return "online" if wandb_credentials(env) else "offline"
-
-
-def wandb_credentials(env: Mapping[str, str]) -> str | None:
-    """Where W&B credentials were found (never their value), or None."""
-    if env.get("WANDB_API_KEY"):
-        return "WANDB_API_KEY"
-    netrc_path = Path(env.get("NETRC", Path.home() / ".netrc"))
-    try:
-        if netrc_path.is_file() and netrc.netrc(netrc_path).authenticators("api.wandb.ai"):
-            return str(netrc_path)
-    except (netrc.NetrcParseError, OSError):
-        return None
-    return None
-
-
-def wandb_tags(experiment: Experiment) -> list[str]:
-    """The W&B tags of an experiment's runs: the algorithm, the model's last path part, then ``tracking.tags``.
-
-    Commas are dropped (``WANDB_TAGS`` is comma-separated), duplicates too, and each tag is
-    cut to W&B's 64 characters.
-    """
-    model = experiment.model.path.rstrip("/").rpartition("/")[2]
-    tags = [experiment.algorithm.name, model, *experiment.tracking.tags]
-    cleaned = (tag.replace(",", "").strip()[:MAX_TAG] for tag in tags)
-    return list(dict.fromkeys(tag for tag in cleaned if tag))
-
-
-def wandb_sync_command(directory: Path) -> str | None:
-    """The command that uploads the offline W&B runs kept under ``directory/wandb``; None when there are none.
-
-    The glob covers every offline folder of the run (a resumed run adds one per resume);
-    W&B names them by start time, so the shell passes them in order.
-    """
-    import shlex
-
-    wandb_dir = Path(directory).absolute() / "wandb"
-    if not any(wandb_dir.glob("offline-run-*")):
-        return None
-    return f"wandb sync {shlex.quote(str(wandb_dir))}/offline-run-*"
-
-
-def wandb_run_id(experiment_name: str, run_name: str) -> str:
-    """The run's W&B id: stable across resumes and requeues, unique per run."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment_name}-{run_name}")[:128]
 
 
 @dataclass(frozen=True)
@@ -175,34 +126,20 @@ def plan_run(
     """The plan of one run: the trainer command, verl's overrides and the environment."""
     inherited = os.environ if inherited is None else inherited
     run_dir = (experiment_dir.runs / run_name).absolute()
-    mode = wandb_mode(experiment.tracking.mode, inherited)
+    tracking = wandb_env(experiment, run_name, run_dir, inherited)
     env = {
         "VERL_FILE_LOGGER_PATH": str(run_dir / METRICS_FILE),
         "PYTHONUNBUFFERED": "1",  # the trainer's output reaches the log as it is printed
         "HYDRA_FULL_ERROR": "1",
         **verl_overrides.device_env(experiment.trainer.device),
+        **tracking,
     }
-    if mode != "disabled":
-        env |= {
-            "WANDB_MODE": mode,
-            "WANDB_RUN_ID": wandb_run_id(experiment.name, run_name),
-            "WANDB_RESUME": "allow",
-            "WANDB_DIR": str(run_dir),
-            # wandb.init reads these; verl's Tracking passes none of them, so they stand.
-            "WANDB_JOB_TYPE": "train",
-            "WANDB_TAGS": ",".join(wandb_tags(experiment)),
-            TRACKING_CONFIG_ENV: str(run_dir / TRACKING_CONFIG_FILE),
-        }
-        if experiment.tracking.entity:
-            env["WANDB_ENTITY"] = experiment.tracking.entity
-        if experiment.tracking.group:
-            env["WANDB_RUN_GROUP"] = experiment.tracking.group
     overrides = verl_overrides.experiment_overrides(
         experiment,
-        experiment_name=experiment.tracking.run_name or f"{experiment.name}-{run_name}",
+        experiment_name=wandb_run_name(experiment, run_name),
         checkpoint_dir=run_dir / CHECKPOINT_DIR,
         hydra_dir=run_dir / HYDRA_DIR,
-        wandb=mode != "disabled",
+        wandb=bool(tracking),
         worker_env=env,
     )
     return TrainPlan(
@@ -261,7 +198,8 @@ def require_local_resources(experiment: Experiment) -> None:
             hint="use `--launcher slurm`, or set nodes=1",
         )
     if experiment.trainer.device == "cuda":
-        require_gpus(cluster.total_gpus, layout=f"{cluster.nodes} node × {cluster.gpus_per_node} GPUs per node")
+        layout = f"{plural(cluster.nodes, 'node')} × {plural(cluster.gpus_per_node, 'GPU')} per node"
+        require_gpus(cluster.total_gpus, layout=layout)
 
 
 def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, TrainPlan]:
@@ -300,7 +238,7 @@ def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
 def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]) -> int:
     """Run the trainer of a prepared run on this machine, recording its state before and after.
 
-    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.launch.task``. Built-in
+    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.run_task``. Built-in
     assets the run names (``builtin:``) are built first. A SLURM run stopped by a signal keeps its
     state: SLURM knows why (cancel, time limit, preemption and requeue) and ``fipo status`` asks it.
     """
@@ -308,7 +246,7 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.started_at = utc_now()
     status.finished_at = status.exit_code = None
     status.wandb_run_id = plan.env.get("WANDB_RUN_ID")
-    status.wandb_url = wandb_link(plan)
+    status.wandb_url = wandb_link(plan.experiment.tracking, plan.env)
     write_status(plan.run_dir, status)
     keep_earlier_metrics(plan.run_dir)
     try:
@@ -388,7 +326,7 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
         if sync:
             lines.append(f"  W&B:         offline; to upload the run: {sync}")
         elif plan.env.get("WANDB_RUN_ID"):
-            lines.append(f"  W&B:         {wandb_link(plan)}")
+            lines.append(f"  W&B:         {wandb_link(plan.experiment.tracking, plan.env)}")
         lines.append(f"  next:        fipo eval aime24 --run {reference}   ·   fipo report {plan.experiment_dir.path.name}")
         return lines
     if exit_code in INTERRUPTED:
@@ -420,18 +358,6 @@ def keep_earlier_metrics(run_dir: Path) -> None:
         earlier.flush()
         os.fsync(earlier.fileno())
     current.unlink()
-
-
-def wandb_link(plan: TrainPlan) -> str | None:
-    """Where the run's W&B run is: its URL when the entity is known, else project/runs/ID."""
-    run_id, mode = plan.env.get("WANDB_RUN_ID"), plan.env.get("WANDB_MODE")
-    if run_id is None:
-        return None
-    tracking = plan.experiment.tracking
-    path = f"{tracking.project}/runs/{run_id}"
-    if mode == "offline":
-        return f"{path} (offline)"
-    return f"https://wandb.ai/{tracking.entity}/{path}" if tracking.entity else path
 
 
 def batch_job(plan: TrainPlan) -> slurm.BatchJob:
@@ -481,7 +407,7 @@ def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) ->
             launcher="slurm",
             created_at=previous.created_at if previous else utc_now(),
             wandb_run_id=plan.env.get("WANDB_RUN_ID"),
-            wandb_url=wandb_link(plan),
+            wandb_url=wandb_link(plan.experiment.tracking, plan.env),
             resumed_from=plan.run_name if plan.resume else None,
         ))
         job_id = slurm.submit(script)
@@ -541,7 +467,7 @@ def submit_ray(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> t
             launcher="ray",
             created_at=previous.created_at if previous else utc_now(),
             wandb_run_id=plan.env.get("WANDB_RUN_ID"),
-            wandb_url=wandb_link(plan),
+            wandb_url=wandb_link(plan.experiment.tracking, plan.env),
             resumed_from=plan.run_name if plan.resume else None,
         ))
         status = submit_ray_job(plan, client, inherited)

@@ -55,7 +55,7 @@ from verl.workers.config import PolicyLossConfig  # noqa: E402
 from fipo_cli.length_metrics import length_metrics  # noqa: E402
 from fipo_cli.loss import knobs  # noqa: E402
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms  # noqa: E402
-from fipo_cli.train import TRACKING_CONFIG_ENV  # noqa: E402
+from fipo_cli.wandb_identity import TRACKING_CONFIG_ENV  # noqa: E402
 
 LOSS_NAME = "future_kl"
 CONFIG_TARGET = f"{__name__}.FutureKLPolicyLossConfig"

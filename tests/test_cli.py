@@ -32,6 +32,19 @@ def test_version_and_help():
     assert "knobs" in help_text and "FIPO" in help_text
 
 
+@pytest.mark.parametrize("command", [["train"], ["sweep"], ["knobs"], ["status"], ["doctor"], ["report"],
+                                     ["data", "prepare"], ["logs"], ["cancel"], ["init"]])
+def test_help_names_values_in_words_not_python_types(command):
+    result = fipo(*command, "--help", COLUMNS="200")
+    assert result.returncode == 0, result.stderr
+    usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
+    assert "[[" not in usage and "...]..." not in usage and "...}..." not in usage, usage
+    assert "<bool>" not in result.stdout and "<list[" not in result.stdout
+    if command == ["train"]:
+        assert usage.split("train ", 1)[1].strip() == "[OPTIONS] [EXP] [KEY=VALUE]..."
+        assert "<int>" not in result.stdout and "<str>  Train straight from this model's recipe." in result.stdout
+
+
 def test_console_script_is_installed():
     script = shutil.which("fipo", path=os.path.dirname(sys.executable)) or shutil.which("fipo")
     assert script is not None

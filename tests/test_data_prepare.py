@@ -45,6 +45,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def run_prepare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
 
@@ -369,7 +374,7 @@ def test_hub_out_of_reach_says_so_and_how_to_pass_a_local_file(tmp_path, env):
     error = json.loads(result.stdout.strip().splitlines()[-1])
     assert error["type"] == "FipoError" and error["exit_code"] == EXIT_RUNTIME
     assert "'BytedTsinghua-SIA/DAPO-Math-17k'" in error["message"]
-    assert "--train path/to/file.parquet" in error["hint"]
+    assert "--train path/to/file.parquet" in error["hint"] and "--no-train" in error["hint"]
     assert not (tmp_path / "out").exists()
 
 
@@ -381,19 +386,68 @@ def test_importing_the_library_loads_no_data_stack():
 
 
 def test_cli_writes_the_bundled_sets_and_refuses_to_overwrite(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
-
-    first = run("--no-train", "--json")
+    first = run_prepare(tmp_path, "--no-train", "--json")
     assert first.returncode == 0, first.stderr
     files = json.loads(first.stdout)["files"]
     assert [(f["name"], f["written"], f["outcome"]) for f in files] == [("aime24", 30, "written"), ("aime25", 30, "written")]
     before = (tmp_path / "data" / "aime24.parquet").read_bytes()
-    again = run("--no-train")
+    again = run_prepare(tmp_path, "--no-train")
     assert again.returncode == 2 and "--force" in again.stderr
     assert (tmp_path / "data" / "aime24.parquet").read_bytes() == before
+
+
+def test_bad_training_files_exit_2_naming_the_file_and_line(tmp_path):
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"problem": "1+1", "answer": "2"}\n{"problem": "caf\xe9", "answer": "3"}\n')
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": \n')
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"problem": "", "answer": "2"}])
+    for train, expected in ((latin1, f"{latin1}:2: not UTF-8 text (byte 0xe9"),
+                            (broken, f"{broken}:2: not valid JSON"),
+                            (empty, "has no row with both a problem and an answer")):
+        result = run_prepare(tmp_path, "--train", str(train), "--validation", "aime24")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert expected in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_unwritable_out_directory_is_a_usage_error_and_nothing_is_written(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for out in ("/sys/fipo-data", str(tmp_path / "a-file" / "data")):  # /sys refuses even root
+        result = run_prepare(tmp_path, "--no-train", "--out", out)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"--out {out}: cannot write there" in result.stderr and "nothing was written" in result.stderr
+    assert not Path("/sys/fipo-data").exists()
+
+
+def test_a_failed_write_leaves_no_file_and_no_directory(tmp_path, monkeypatch):
+    calls = []
+
+    def write_then_fail(path, records):  # the second file's disk fills up
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        pq.write_table(pa.Table.from_pylist(list(records), schema=data_prepare._schema()), path)
+
+    monkeypatch.setattr(data_prepare, "_write_parquet", write_then_fail)
+    with pytest.raises(UsageError, match="No space left on device"):
+        prepare(tmp_path / "new" / "out", train=None, validation=("aime24", "aime25"))
+    assert len(calls) == 2 and not (tmp_path / "new").exists()
+
+
+def test_train_with_no_train_is_refused_not_ignored(tmp_path):
+    result = run_prepare(tmp_path, "--train", "mine.jsonl", "--no-train")
+    assert result.returncode == 2 and "--train mine.jsonl and --no-train contradict each other" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_training_file_of_another_name_says_what_the_recipes_read(tmp_path):
+    write_jsonl(tmp_path / "mytrain.jsonl", [{"problem": "1+1", "answer": "2"}])
+    result = run_prepare(tmp_path, "--train", "mytrain.jsonl", "--validation", "aime24")
+    assert result.returncode == 0, result.stderr
+    assert "data/mytrain.parquet" in result.stdout
+    assert ("note: the recipes train on data/dapo-math-17k.parquet, not data/mytrain.parquet: set "
+            "data.train_files: [data/mytrain.parquet] in fipo.yaml, or train with "
+            "data.train_files=[data/mytrain.parquet]") in " ".join(result.stdout.split())
+    quiet = run_prepare(tmp_path, "--no-train", "--validation", "aime25", "--json")
+    assert json.loads(quiet.stdout)["note"] is None

@@ -11,7 +11,7 @@ pytest.importorskip("wandb")  # the core install has no wandb; verl (the `train`
 
 import wandb_records  # noqa: E402  (needs wandb, checked above)
 
-from fipo_cli import config, train  # noqa: E402
+from fipo_cli import config, train, wandb_identity  # noqa: E402
 from fipo_cli.eval import tracking  # noqa: E402
 from fipo_cli.eval.pipeline import Scores, score  # noqa: E402
 from fipo_cli.eval.samples import Sample  # noqa: E402
@@ -91,7 +91,7 @@ def assert_nothing_secret(root: Path) -> None:
 def test_checkpoint_eval_appends_to_the_training_run_at_its_step(tmp_path, monkeypatch, graded):
     scores, samples = graded
     run_dir = make_training_run(tmp_path, "succeeded", monkeypatch)
-    training_id = train.wandb_run_id("exp", RUN_NAME)
+    training_id = wandb_identity.wandb_run_id("exp", RUN_NAME)
 
     assert tracking.log_run_checkpoint(run_dir, 4, "aime24", scores, samples) == training_id
 
@@ -133,7 +133,7 @@ def test_checkpoint_eval_appends_to_the_training_run_at_its_step(tmp_path, monke
 def test_a_run_that_may_still_log_steps_gets_a_linked_eval_run(tmp_path, monkeypatch, graded):
     scores, samples = graded
     run_dir = make_training_run(tmp_path, "running", monkeypatch)
-    training_id = train.wandb_run_id("exp", RUN_NAME)
+    training_id = wandb_identity.wandb_run_id("exp", RUN_NAME)
 
     assert tracking.log_run_checkpoint(run_dir, 2, "aime24", scores, samples) == f"{training_id}-eval"
     assert tracking.log_run_checkpoint(run_dir, 4, "aime24", scores, samples) == f"{training_id}-eval"

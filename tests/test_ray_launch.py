@@ -1,7 +1,7 @@
 """`fipo train --launcher ray`, `fipo sweep --launcher ray`, `status`, `logs` and `cancel` against a real Ray cluster.
 
 The cluster is a Ray head started here with its dashboard, which serves Ray's job submission
-API. Every job runs fipo's entrypoint (``python3 -m fipo_cli.launch.task``) on it; the trainer is
+API. Every job runs fipo's entrypoint (``python3 -m fipo_cli.run_task``) on it; the trainer is
 a stand-in set through the experiment's `trainer.entrypoint` that joins the job's Ray cluster,
 counts its GPUs and exits with a code chosen by its overrides (the job's environment is the
 cluster's, not the test's). The last test trains the tiny recipe with verl's real trainer.
@@ -147,7 +147,7 @@ def test_dry_run_shows_the_exact_submission_and_writes_nothing(project, cluster)
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)["ray_job"]
     assert job["address"] == cluster
-    assert job["entrypoint"].startswith("python3 -m fipo_cli.launch.task --record run ")
+    assert job["entrypoint"].startswith("python3 -m fipo_cli.run_task --record run ")
     forwarded = job["runtime_env"]["env_vars"]
     assert forwarded.items() >= {"WANDB_MODE": "offline", "WANDB_API_KEY": "${WANDB_API_KEY}",
                                  "HF_TOKEN": "${HF_TOKEN}", "HF_HOME": "/data/hf"}.items()
@@ -188,6 +188,9 @@ def test_an_unreachable_cluster_is_a_clear_error_and_leaves_no_run(project):
     assert f"cannot reach a Ray cluster at http://127.0.0.1:{closed}" in result.stderr
     assert "Traceback" not in result.stderr
     assert runs(project) == []
+    swept = fipo(project, "sweep", "smoke", "seed=1,2", f"cluster.ray_address=http://127.0.0.1:{closed}")
+    assert swept.returncode == 1 and "cannot reach a Ray cluster" in swept.stderr
+    assert runs(project) == [] and not (project / "experiments" / "smoke" / "sweeps").exists()
     missing = fipo(project, "train", "smoke", "cluster.ray_address=null")
     assert missing.returncode == 2 and "needs the address of a Ray cluster" in missing.stderr
 

@@ -94,6 +94,11 @@ def test_status_lists_runs_with_job_state_elapsed_step_and_wandb(root):
     assert table[1].split() == ["a/r1", "11", "succeeded", "01:30:05", "3", "https://wandb.ai/me/fipo/runs/a-r1"]
     assert table[2].split()[:4] == ["a/s-000", "12_0", "failed", "(3)"]
     assert table[-1] == "2 runs, 1 failed, 1 succeeded"
+    table = fipo(root.parent, "status", "b").stdout.splitlines()
+    broken = next(line for line in table if line.startswith("b/broken is unreadable: "))
+    assert "status.json" in broken and broken.endswith(by_run["b/broken"]["problem"])
+    assert table[-1].startswith("2 runs, ") and "1 unreadable" in table[-1]
+    assert fipo(root.parent, "status", "a/r1").stdout.splitlines()[-1] == "1 run, 1 succeeded"
 
 
 def test_status_of_an_unknown_target_exits_2(root):
@@ -105,6 +110,8 @@ def test_logs_print_the_trainer_log_and_say_when_there_is_none(root):
     (root / "a" / "runs" / "r1" / "train.log").write_text("step 1\nstep 2\n")
     assert fipo(root.parent, "logs", "a/r1").stdout == "step 1\nstep 2\n"
     missing = fipo(root.parent, "logs", "b/r1")
-    assert missing.returncode == 0 and "b/r1 is cancelled" in missing.stderr and "does not exist" in missing.stderr
+    assert missing.returncode == 1 and "error: b/r1 is cancelled" in missing.stderr
+    assert "does not exist" in missing.stderr
+    assert missing.stdout == "" and "Traceback" not in missing.stderr
     no_job_log = fipo(root.parent, "logs", "b/r1", "--job")
     assert no_job_log.returncode == 2 and "has no SLURM job log" in no_job_log.stderr

@@ -165,7 +165,7 @@ def test_missing_metrics_skip_their_chart_and_say_which(tmp_path):
 
 def test_steps_crop_every_chart(project, monkeypatch):
     monkeypatch.chdir(project)
-    report = runner.make_report(["fipo-a"], out=project / "cropped", steps=StepRange(12, 20))
+    report = runner.make_report(["fipo-a"], out=project / "cropped", steps=StepRange(12, 20), paper_lines=True)
     for chart in report.figures.charts:
         for panel in chart.panels:
             for line in panel.lines:
@@ -210,6 +210,84 @@ def test_bad_input_is_a_usage_error(project, args, message):
     assert not (project / "experiments" / "fipo-a" / "report").exists()
 
 
+def test_steps_outside_the_logged_range_are_refused_naming_the_range(project):
+    result = fipo(project, "fipo-a", "--steps", "500:600")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--steps 500:600: no step of these runs lies there; they logged steps 1 to 30" in result.stderr
+    assert not (project / "experiments" / "fipo-a" / "report").exists()
+
+
+def test_a_metrics_file_that_is_not_utf8_is_named_with_its_line(project):
+    metrics = project / "experiments" / "fipo-a" / "runs" / "20261122-010000" / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(b"".join(lines[:2]) + b'{"step": 3, "data": {"x\xe9": 1}}\n' + b"".join(lines[3:]))
+    result = fipo(project, "fipo-a/20261122-010000")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "experiments/fipo-a/runs/20261122-010000/metrics.jsonl:3: not UTF-8 text (byte 0xe9" in result.stderr
+    assert not (project / "experiments" / "fipo-a" / "report").exists()
+    # Named with its experiment, the run is left out, saying why.
+    result = fipo(project, "fipo-a")
+    assert result.returncode == 0 and "left out run fipo-a/20261122-010000: " in result.stdout
+    assert "metrics.jsonl:3: not UTF-8 text" in result.stdout
+
+
+def test_an_unwritable_out_directory_is_a_usage_error_and_nothing_is_written(project):
+    (project / "a-file").write_text("")
+    for out in ("/sys/fipo-report", str(project / "a-file" / "report")):  # /sys refuses even root
+        result = fipo(project, "fipo-a", "--out", out)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"--out {out}: cannot write there" in result.stderr and "nothing was written" in result.stderr
+    assert not Path("/sys/fipo-report").exists() and (project / "a-file").read_text() == ""
+    assert not (project / "experiments" / "fipo-a" / "report").exists()
+
+
+def test_nan_infinity_and_a_huge_value_are_named_once_and_kept_off_the_axes(project, monkeypatch):
+    monkeypatch.chdir(project)
+    run_dir = project / "experiments" / "fipo-a" / "runs" / "20261122-010000"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records[4]["data"]["actor/grad_norm"] = math.nan
+    records[5]["data"]["actor/grad_norm"] = math.inf
+    records[6]["data"]["actor/grad_norm"] = 1e308
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))  # NaN, Infinity
+
+    result = fipo(project, "fipo-a", "--json")
+    assert result.returncode == 0 and "Warning" not in result.stderr and "overflow" not in result.stderr, result.stderr
+    notes = json.loads(result.stdout)["notes"]
+    assert notes.count("fipo-a/20261122-010000: NaN or infinite values left out: actor/grad_norm (steps 5, 6)") == 1
+    outliers = [note for note in notes if "outlier" in note]
+    expected = "stability.png, gradient norm: fipo-a/20261122-010000: outlier left out of the chart (7: 1e+308)"
+    assert outliers == [expected]
+    report = runner.make_report(["fipo-a"], out=project / "again", steps=StepRange())
+    grad_norm = next(chart for chart in report.figures.charts if chart.name == "stability").panels[2]
+    assert grad_norm.name == "grad_norm"
+    assert max(y for line in grad_norm.lines for y in line.ys) <= 1.0  # uniform(0, 1) draws only
+    assert 7 not in grad_norm.lines[0].xs and 8 in grad_norm.lines[0].xs
+
+
+def test_only_values_a_million_times_the_typical_one_are_outliers():
+    assert figures.outlier_limit([1.0, 2.0, 3.0, 1e308]) == 2.5e6  # the median magnitude, 2.5, times 1e6
+    assert figures.outlier_limit([0.0] * 28 + [0.01, 1e308]) == 1e4  # mostly 0: the smallest nonzero, 0.01
+    assert figures.outlier_limit([0.0, 0.0, 0.0]) is None
+    assert figures.outlier_limit([-0.02, 0.01, 0.03]) == 2e4
+
+
+def test_paper_reference_lines_only_for_32b_runs_or_on_request_and_the_axis_names_n(project, monkeypatch):
+    monkeypatch.chdir(project)
+    def reference_lines(report):
+        chart = next(chart for chart in report.figures.charts if chart.name == "eval_aime24")
+        assert chart.panels[0].ylabel == "avg@32 (%)" and chart.panels[1].ylabel == "cons@32 (%)"
+        return [line.label for line in chart.panels[0].lines if line.style == "reference"]
+
+    assert reference_lines(runner.make_report(["fipo-a"], out=project / "r1", steps=StepRange())) == []
+    drawn = reference_lines(runner.make_report(["fipo-a"], out=project / "r2", steps=StepRange(), paper_lines=True))
+    assert drawn == ["DAPO (50)", "DeepSeek-R1-Zero-32B (47)", "o1-mini (56)"]
+    config_file = project / "experiments" / "fipo-a" / "runs" / "20261122-010000" / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-32B"))
+    assert reference_lines(runner.make_report(["fipo-a"], out=project / "r3", steps=StepRange())) == drawn
+    assert reference_lines(runner.make_report(["fipo-a"], out=project / "r4", steps=StepRange(),
+                                              paper_lines=False)) == []
+
+
 def test_without_matplotlib_report_says_how_to_install_it_and_writes_nothing(project):
     hide = ("import sys; sys.modules['matplotlib'] = None; sys.argv = ['fipo', 'report', 'fipo-a']; "
             "from fipo_cli.cli import main; main()")
@@ -239,7 +317,8 @@ def test_wandb_gets_the_same_charts_as_native_line_series(project, offline_wandb
     from fipo_cli.report.wandb_charts import chart_keys
 
     monkeypatch.chdir(project)
-    report = runner.make_report(["fipo-a", "dapo-b"], out=project / "out", steps=StepRange(), to_wandb=True)
+    report = runner.make_report(["fipo-a", "dapo-b"], out=project / "out", steps=StepRange(), to_wandb=True,
+                                paper_lines=True)
     wandb.teardown()
 
     (path,) = wandb_records.run_files(project / "out" / "wandb")

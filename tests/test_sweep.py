@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -73,11 +74,42 @@ def test_random_strategy_draws_seeded_distinct_points(project):
     assert dry_run(project, *args, "--seed", "2")["runs"] != first["runs"]
 
 
+def test_random_draws_get_short_unique_names_and_wandb_names_do_not_repeat_the_experiment(project):
+    plan = dry_run(project, "lr=interval(1e-6,3e-6)", "gamma=0.95,0.99", "--strategy", "random", "--samples", "4")
+    names = [run["name"] for run in plan["runs"]]
+    assert len(set(names)) == 4
+    for index, run in enumerate(plan["runs"]):
+        lr = run["params"]["lr"]
+        assert run["name"] == f"{plan['sweep']}-{index:03d}-lr{lr:.3g}-gamma{run['params']['gamma']}"
+        assert len(repr(lr)) > 12  # the draw itself keeps every digit, and reaches verl with them
+        assert f"actor_rollout_ref.actor.optim.lr={lr}" in run["overrides"]
+        # The sweep's run names start with the experiment's: W&B shows them as they are.
+        assert plan["sweep"].startswith("exp-") and f"trainer.experiment_name={run['name']}" in run["overrides"]
+    single = fipo(project, "train", "exp", "--dry-run", "--json")
+    run_name = Path(json.loads(single.stdout)["run_dir"]).name
+    assert f"trainer.experiment_name=exp-{run_name}" in json.loads(single.stdout)["overrides"]
+
+
 def test_the_plan_table_shows_runs_and_the_gpu_hours_reserved(project):
     result = fipo(project, "sweep", "exp", "gamma=0.95,0.99", "cluster.time_limit=1-00:00:00", "--dry-run")
     assert result.returncode == 0, result.stderr
     # 2 runs × 16 nodes × 8 GPUs × 24 h
     assert "6,144 GPU-hours" in result.stdout and "gamma0.95" in result.stdout
+    assert "2 runs" in result.stdout and "× 128 GPUs" in result.stdout
+    one = fipo(project, "sweep", "exp", "gamma=0.95", "nodes=1", "cluster.gpus_per_node=1", "--dry-run")
+    assert "1 run," in one.stdout and "× 1 GPU;" in one.stdout, one.stdout + one.stderr
+
+
+def test_the_plan_table_writes_values_as_yaml_does(project):
+    result = fipo(project, "sweep", "exp", "trainer.val_before_train=true,false", "algorithm.gamma=null,0.9",
+                  "--launcher", "local", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "True" not in result.stdout and "None" not in result.stdout
+    assert " true " in result.stdout and " false " in result.stdout and " - " in result.stdout
+    names = [run["name"] for run in dry_run(project, "trainer.val_before_train=true,false", "algorithm.gamma=null,0.9",
+                                            "--launcher", "local")["runs"]]
+    assert names[0].endswith("-000-val_before_traintrue-gammanull")
+    assert names[3].endswith("-003-val_before_trainfalse-gamma0.9")
 
 
 def test_more_than_a_hundred_runs_need_yes(project):
@@ -109,11 +141,40 @@ def test_bad_sweeps_exit_2_with_the_reason_and_write_nothing(project, args, mess
     assert not (project / "experiments" / "exp" / "runs").exists()
 
 
+def test_a_slurm_sweep_without_sbatch_leaves_nothing_behind(project, tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with bash (the script's syntax check) and no SLURM
+    bin_dir.mkdir()
+    (bin_dir / "bash").symlink_to(shutil.which("bash"))
+    assert shutil.which("sbatch", path=str(bin_dir)) is None
+    result = run_fipo(project, "sweep", "exp", "gamma=0.95,0.99", "--launcher", "slurm", PATH=str(bin_dir))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "sbatch" in result.stderr
+    assert not (project / "experiments" / "exp" / "sweeps").exists()
+    assert not (project / "experiments" / "exp" / "runs").exists()
+    assert "0 runs" in fipo(project, "status").stdout
+
+
 def test_time_limits_in_every_slurm_form_convert_to_hours():
     assert sweep.time_limit_hours("90") == 1.5
     assert sweep.time_limit_hours("12:30:00") == 12.5
     assert sweep.time_limit_hours("2-06:00:00") == 54
     assert sweep.time_limit_hours(None) is None
+
+
+def test_wandb_ids_do_not_repeat_the_experiment_and_a_run_keeps_the_id_it_started_with(tmp_path):
+    from fipo_cli import config, train, wandb_identity
+    from fipo_cli.experiments import ExperimentDir
+    from fipo_cli.runs import RunStatus, write_status
+
+    assert wandb_identity.wandb_run_id("exp", "exp-swd41c8a-000-gamma0.9") == "exp-swd41c8a-000-gamma0-9"
+    assert wandb_identity.wandb_run_id("exp", "20261122-013000") == "exp-20261122-013000"
+    experiment = config.build({"name": "exp", "model": {"path": "m"}, "tracking": {"mode": "offline"}})
+    where = ExperimentDir(tmp_path / "exp", tmp_path / "exp" / "fipo.yaml")
+    run_dir = where.runs / "exp-swd41c8a-000-gamma0.9"
+    assert train.plan_run(experiment, where, run_dir.name).env["WANDB_RUN_ID"] == "exp-swd41c8a-000-gamma0-9"
+    run_dir.mkdir(parents=True)  # a run an older fipo started, with the id it named it by
+    write_status(run_dir, RunStatus(state="failed", launcher="slurm", wandb_run_id="exp-exp-swd41c8a-000-gamma0-9"))
+    assert train.plan_run(experiment, where, run_dir.name).env["WANDB_RUN_ID"] == "exp-exp-swd41c8a-000-gamma0-9"
 
 
 def test_run_names_are_safe_and_fit_sixty_four_characters():

@@ -88,6 +88,12 @@ def test_init_writes_the_commented_recipe_and_refuses_to_overwrite(tmp_path):
     assert "# T2: mini-batch 64 prompts" in written.read_text()
 
 
+def test_init_lines_up_its_next_steps_for_any_name(tmp_path):
+    result = fipo(tmp_path, "init", "a-rather-long-experiment-name", "--model", "qwen2.5-0.5b")
+    steps = result.stdout.split("next:\n", 1)[1].splitlines()
+    assert len(steps) == 4 and len({line.index("  # ") for line in steps}) == 1, result.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -165,6 +171,71 @@ def test_bad_overrides_report_every_problem_and_write_nothing(project):
     assert "algorithm.decay_rate=-1" in result.stderr
     assert "algorithm.gamma=1.5: must lie in (0, 1]" in result.stderr
     assert runs(project) == []
+
+
+def test_nan_infinity_and_huge_integers_are_refused_everywhere_naming_the_key(project):
+    result = fipo(project, "train", "smoke", "lr=inf", "tau=1e400", "gamma=nan",
+                  "max_response_length=99999999999999999999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "trainer.lr=inf: must be a finite number, not NaN or ±infinity" in result.stderr
+    assert "algorithm.decay_rate=inf: must be a finite number" in result.stderr
+    assert "algorithm.gamma=nan: must be a finite number" in result.stderr
+    assert ("data.max_response_length=99999999999999999999: out of range; integers must lie within "
+            "±9223372036854775807 (64 bits)") in result.stderr
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_text(config_file.read_text().replace("  temperature: 1.0", "  temperature: .inf", 1))
+    result = fipo(project, "train", "smoke")
+    assert result.returncode == 2 and "rollout.temperature=inf: must be a finite number" in result.stderr
+    config_file.write_text(config_file.read_text().replace("  temperature: .inf", "  temperature: 1.0", 1))
+    result = fipo(project, "knobs", "tau=inf")
+    assert result.returncode == 2 and "decay_rate=inf: must be a finite number" in result.stderr
+    result = fipo(project, "sweep", "smoke", "lr=1e-6,inf", "--dry-run")
+    assert result.returncode == 2 and "trainer.lr=inf: must be a finite number" in result.stderr
+    result = fipo(project, "sweep", "smoke", "seed=range(0,99999999999999999999,1)", "--dry-run")
+    assert result.returncode == 2 and "range(): seed=99999999999999999999: out of range" in result.stderr
+    assert runs(project) == []
+
+
+def test_an_unknown_yaml_key_points_at_the_schemas_name(project):
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    text = config_file.read_text()
+    config_file.write_text(text.replace("trainer:\n", "trainer:\n  learning_rate: 2.0e-6\n", 1) + "tau: 16\n")
+    result = fipo(project, "train", "smoke")
+    assert result.returncode == 2
+    assert "'trainer.learning_rate' is not a known key; did you mean 'trainer.lr'?" in result.stderr
+    assert "'tau' is not a known key; did you mean 'algorithm.decay_rate'?" in result.stderr  # aliases: overrides only
+    result = fipo(project, "train", "smoke", "algorithm.lr=1e-6", "trainer.n=8")
+    assert "'algorithm.lr' is not a known key; did you mean 'trainer.lr'?" in result.stderr
+    assert "'trainer.n' is not a known key; did you mean 'rollout.n'?" in result.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_named_with_its_line(project):
+    config_file = project / "experiments" / "smoke" / "fipo.yaml"
+    config_file.write_bytes(config_file.read_bytes() + b"# caf\xe9\n")
+    line = config_file.read_bytes().count(b"\n")
+    for command in (["train", "smoke", "--dry-run"], ["doctor", "smoke"]):
+        result = fipo(project, *command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"experiments/smoke/fipo.yaml:{line}: not UTF-8 text (byte 0xe9" in result.stderr
+
+
+def test_json_without_dry_run_is_refused_not_ignored(project):
+    result = fipo(project, "train", "smoke", "--json")
+    assert result.returncode == 2 and "--json goes with --dry-run" in result.stderr
+    assert runs(project) == []
+
+
+def test_runs_trained_with_model_resume_under_the_recipes_name(tmp_path):
+    from fipo_cli import config, recipes
+
+    # What `fipo train --model tiny` leaves: experiments/tiny-fipo/runs/RUN with the config it trained.
+    run_dir = tmp_path / "experiments" / "tiny-fipo" / "runs" / "20261122-013000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config.load(recipes.recipe_path("tiny")).to_yaml())
+    result = fipo(tmp_path, "train", "tiny-fipo", "--resume", run_dir.name, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["run_dir"] == str(run_dir)
+    assert fipo(tmp_path, "train", "tiny-dapo", "--dry-run").returncode == 2  # no runs of it: no experiment
 
 
 def test_missing_experiment_is_a_usage_error(project):
@@ -289,6 +360,7 @@ def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
     assert all(check["outcome"] == "pass" for check in checks.values()), checks
     assert checks["W&B"]["detail"].startswith("credentials found (WANDB_API_KEY)")
     assert checks["rollout engine"]["detail"].startswith(vllm)
+    assert checks["batch arithmetic"]["detail"].endswith(" responses over 1 data-parallel rank")
     assert "sekrit-123" not in result.stdout + result.stderr
 
 
@@ -313,8 +385,8 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.returncode == 1 and checks["rollout engine"]["outcome"] == "fail"
     assert DOCTOR_INSTALL[other] in checks["rollout engine"]["detail"]
-    # The table prints the install command as it is (rich would take `[train]` for markup).
-    assert DOCTOR_INSTALL[other] in fipo(project, "doctor", "smoke", CUDA_VISIBLE_DEVICES="0", COLUMNS="300").stdout
+    table = fipo(project, "doctor", "smoke", CUDA_VISIBLE_DEVICES="0", COLUMNS="400").stdout
+    assert DOCTOR_INSTALL[other] in table  # `fipo[train]` is text, not a rich markup tag
     # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
     hide_transfer_queue = (
         "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "

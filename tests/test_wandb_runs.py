@@ -14,7 +14,7 @@ pytest.importorskip("verl")  # verl's Tracking is what starts the W&B run
 
 import wandb_records  # noqa: E402
 
-from fipo_cli import config, train  # noqa: E402
+from fipo_cli import config, train, wandb_identity  # noqa: E402
 from fipo_cli.experiments import ExperimentDir  # noqa: E402
 
 PROJECT = "fipo-test"
@@ -48,14 +48,15 @@ def test_the_run_has_group_job_type_tags_and_the_fipo_config(tmp_path, offline_w
 
     (path,) = wandb_records.run_files(plan.run_dir / "wandb")
     record = wandb_records.run_record(path)
-    assert record.run_id == train.wandb_run_id("exp", plan.run_name) and record.project == PROJECT
+    assert record.run_id == wandb_identity.wandb_run_id("exp", plan.run_name) and record.project == PROJECT
     assert (record.run_group, record.job_type) == ("sweep-gamma", "train")
     assert list(record.tags) == ["fipo", "Qwen2.5-32B", "paper", "ab"]
     logged = wandb_records.config(path)
     assert logged["fipo"] == experiment.to_dict() and logged["fipo"]["algorithm"]["gamma"] == 0.99
     assert logged["fipo_verl_overrides"] == plan.overrides
     assert logged["trainer"] == {"project_name": PROJECT}  # verl's own config is kept
-    assert train.wandb_sync_command(plan.run_dir) == f"wandb sync {plan.run_dir.absolute() / 'wandb'}/offline-run-*"
+    sync = wandb_identity.wandb_sync_command(plan.run_dir)
+    assert sync == f"wandb sync {plan.run_dir.absolute() / 'wandb'}/offline-run-*"
 
 
 def test_without_a_group_or_readable_config_file_the_run_still_starts(tmp_path, offline_wandb, monkeypatch, caplog):
@@ -77,5 +78,5 @@ def test_without_a_group_or_readable_config_file_the_run_still_starts(tmp_path, 
 def test_disabled_tracking_sets_no_wandb_variable(tmp_path):
     experiment = config.build({"name": "exp", "model": {"path": "m"}, "tracking": {"mode": "disabled"}})
     plan = train.plan_run(experiment, ExperimentDir(tmp_path, tmp_path / "fipo.yaml"), "r", inherited={})
-    assert not [name for name in plan.env if name.startswith("WANDB_") or name == train.TRACKING_CONFIG_ENV]
+    assert not [name for name in plan.env if name.startswith("WANDB_") or name == wandb_identity.TRACKING_CONFIG_ENV]
     assert "trainer.logger=[console,file]" in plan.overrides

@@ -51,7 +51,8 @@ from fipo_cli.errors import FipoError
 from fipo_cli.eval.pipeline import Scores
 from fipo_cli.eval.samples import Sample
 from fipo_cli.runs import read_status
-from fipo_cli.train import CONFIG_FILE, wandb_mode, wandb_tags
+from fipo_cli.train import CONFIG_FILE
+from fipo_cli.wandb_identity import wandb_mode, wandb_tags
 
 #: The custom x-axis of checkpoint evaluations: the checkpoint's training step.
 STEP_METRIC = "eval/step"

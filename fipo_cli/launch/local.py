@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any, BinaryIO, Literal, Optional, TextIO, Union
 
 from fipo_cli.errors import FipoError
+from fipo_cli.text import plural
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
@@ -275,10 +276,6 @@ def require_gpus(needed: int, inventory: GpuInventory | None = None, *, layout: 
         return
     because = f" ({layout})" if layout else ""
     raise FipoError(
-        f"the run needs {_gpus(needed)}{because}; found {inventory.count} ({inventory.detail})",
+        f"the run needs {plural(needed, 'GPU')}{because}; found {inventory.count} ({inventory.detail})",
         hint="use `--launcher slurm` to run on a cluster, or lower the trainer's nodes or GPUs per node",
     )
-
-
-def _gpus(count: int) -> str:
-    return f"{count} GPU" if count == 1 else f"{count} GPUs"

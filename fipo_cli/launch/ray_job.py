@@ -5,7 +5,7 @@ run's record (``config.yaml``, ``command.json``, ``env.json``, ``tracking_config
 ``status.json``, under ``run/``) and the local inputs the config names by a relative path (data
 files, a reward function's file, a custom entrypoint's script), each at that path. Absolute paths
 and hub ids are read where they point, on the cluster. The entrypoint, ``python3 -m
-fipo_cli.launch.task --record run RUN_DIR`` (the cluster's Python, with fipo installed), puts the
+fipo_cli.run_task --record run RUN_DIR`` (the cluster's Python, with fipo installed), puts the
 record into the run directory as the cluster sees it when it is not there already, and runs the
 trainer as a SLURM job's task does; verl's trainer joins the job's Ray cluster (``RAY_ADDRESS``,
 set by Ray), and Ray merges the job's variables into those of verl's workers.
@@ -180,7 +180,7 @@ def plan_submission(
     return JobSubmission(
         address=address,
         submission_id=f"fipo-{safe}-{secrets.token_hex(3)}",
-        entrypoint=shlex.join(["python3", "-m", "fipo_cli.launch.task", "--record", RECORD_DIR, on_cluster]),
+        entrypoint=shlex.join(["python3", "-m", "fipo_cli.run_task", "--record", RECORD_DIR, on_cluster]),
         env_vars=forwarded,
         record=[Path(run_dir).absolute() / name for name in record],
         uploads=input_uploads(inputs),

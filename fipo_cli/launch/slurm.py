@@ -2,7 +2,7 @@
 
 One template (``templates/slurm/train.sbatch.j2``) serves a single run and a sweep's job
 array: the script holds the list of run directories and each array task takes its own
-(``SLURM_ARRAY_TASK_ID``). Inside the job, ``python -m fipo_cli.launch.task RUN_DIR`` reads
+(``SLURM_ARRAY_TASK_ID``). Inside the job, ``python -m fipo_cli.run_task RUN_DIR`` reads
 the run's resolved config and starts the trainer, so a requeued job starts the same run again.
 
 Nothing here imports torch, verl or ray: this runs on login nodes.

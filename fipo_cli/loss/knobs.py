@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fipo_cli.errors import ConfigError, unknown_key_problem
+from fipo_cli.errors import ConfigError, number_problem, unknown_key_problem
 
 INCLUDE_CURRENT = "include_current"
 EXCLUDE_CURRENT = "exclude_current"
@@ -105,8 +105,9 @@ def _number(problems: list[str], name: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(f"{name}={value!r}: expected a number")
         return None
-    if math.isnan(value):
-        problems.append(f"{name}={value!r}: expected a number, got NaN")
+    out_of_range = number_problem(name, value)
+    if out_of_range:
+        problems.append(out_of_range)
         return None
     return float(value)
 
@@ -114,6 +115,10 @@ def _number(problems: list[str], name: str, value: Any) -> float | None:
 def _integer(problems: list[str], name: str, value: Any) -> int | None:
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
         problems.append(f"{name}={value!r}: expected an integer")
+        return None
+    out_of_range = number_problem(name, int(value))
+    if out_of_range:
+        problems.append(out_of_range)
         return None
     return int(value)
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import secrets
-from pathlib import Path
 
 from fipo_cli.errors import FipoError
 from fipo_cli.report.figures import Chart, Line
@@ -111,14 +108,3 @@ def _draw(ax, line: Line, colour: str):
     marker = "o" if len(line.xs) <= 20 else None  # a few checkpoints show as dots; hundreds of steps as a line
     return ax.plot(line.xs, line.ys, color=colour, linewidth=1.3, marker=marker, markersize=3, label=line.label)[0]
 
-
-def write_png(path: Path, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` atomically: a temporary file beside it, then a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path

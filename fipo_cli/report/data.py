@@ -24,6 +24,7 @@ from fipo_cli import config, experiments
 from fipo_cli.config import Experiment
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.eval.pipeline import RESULTS_FILE
+from fipo_cli.files import read_utf8
 from fipo_cli.loss import knobs
 from fipo_cli.train import CONFIG_FILE, EARLIER_METRICS_FILE, METRICS_FILE
 
@@ -85,6 +86,14 @@ class RunData:
     metrics: Metrics = field(default_factory=dict)
     evals: dict[str, list[EvalPoint]] = field(default_factory=dict)
     """Benchmark → its evaluated checkpoints, by step."""
+    non_finite: dict[str, list[int]] = field(default_factory=dict)
+    """Metric → the steps whose logged value was NaN or ±infinity (left out of ``metrics``)."""
+
+    @property
+    def steps_logged(self) -> set[int]:
+        """Every training step with a metric or an evaluation."""
+        return {step for values in self.metrics.values() for step in values} | {
+            point.step for points in self.evals.values() for point in points}
 
     @property
     def ref(self) -> str:
@@ -144,40 +153,44 @@ def _resolve_one(reference: str, root: Path) -> list[tuple[Path, bool]]:
 def load_run(run_dir: Path, *, from_wandb: bool = False) -> RunData:
     """A run with its config, its metrics (``metrics.jsonl``, or its W&B history) and its eval results."""
     experiment = config.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
+    non_finite: dict[str, list[int]] = {}
     if from_wandb:
         from fipo_cli.report.wandb_history import read_history
 
         metrics = read_history(run_dir, experiment)
     else:
-        metrics = read_metrics(run_dir / METRICS_FILE)
-    return RunData(run_dir.parent.parent.name, run_dir.name, run_dir, experiment, metrics, read_evals(run_dir))
+        metrics = read_metrics(run_dir / METRICS_FILE, non_finite)
+    return RunData(run_dir.parent.parent.name, run_dir.name, run_dir, experiment, metrics, read_evals(run_dir),
+                   non_finite)
 
 
-def read_metrics(path: Path) -> Metrics:
+def read_metrics(path: Path, non_finite: dict[str, list[int]] | None = None) -> Metrics:
     """The numeric metrics of verl's file-logger file ``path``, as ``{name: {step: value}}``.
 
     The steps a run logged before a resume or requeue come first, from the file next to it
     (:data:`fipo_cli.train.EARLIER_METRICS_FILE`); a step logged again takes its later value.
-    Values that are not finite numbers are left out. A last line without its newline is
-    left out when it does not parse: the trainer may be writing it. UsageError for a
-    missing file, a malformed line or a file without any metric.
+    NaN and ±infinity are left out, their steps recorded in ``non_finite`` by metric. A last
+    line without its newline is left out when it does not parse: the trainer may be writing
+    it. UsageError for a missing file, a file that is not UTF-8, a malformed line or a file
+    without any metric.
     """
     earlier = path.with_name(EARLIER_METRICS_FILE)
     if not path.is_file() and not earlier.is_file():
         raise UsageError(f"{path}: no metrics file",
                          hint="verl's file logger writes it once the run logs its first step")
     metrics: Metrics = {}
+    non_finite = {} if non_finite is None else non_finite
     for part in (earlier, path):
         if part.is_file():
-            _read_metric_lines(part, metrics)
+            _read_metric_lines(part, metrics, non_finite)
     if not metrics:
         raise UsageError(f"{path}: the metrics file is empty (no step with a numeric metric)",
                          hint="has the run trained a step yet? see its train.log")
     return metrics
 
 
-def _read_metric_lines(path: Path, metrics: Metrics) -> None:
-    text = path.read_text(encoding="utf-8")
+def _read_metric_lines(path: Path, metrics: Metrics, non_finite: dict[str, list[int]]) -> None:
+    text = read_utf8(path)
     lines = text.splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -192,8 +205,12 @@ def _read_metric_lines(path: Path, metrics: Metrics) -> None:
                 and isinstance(record.get("data"), dict)):
             raise UsageError(f'{path}:{number}: expected {{"step": N, "data": {{...}}}}, as verl\'s file logger writes')
         for name, value in record["data"].items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
                 metrics.setdefault(name, {})[record["step"]] = float(value)
+            else:
+                non_finite.setdefault(name, []).append(record["step"])
 
 
 def read_evals(run_dir: Path) -> dict[str, list[EvalPoint]]:
@@ -208,7 +225,7 @@ def read_evals(run_dir: Path) -> dict[str, list[EvalPoint]]:
 
 def _eval_point(path: Path, step: int) -> EvalPoint:
     try:
-        results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        results: dict[str, Any] = json.loads(read_utf8(path))
         headline = results["graders"][results["primary_grader"]]
         n = headline["n"]
         mean_length = (results.get("lengths") or {}).get("mean")

@@ -16,14 +16,23 @@ run has is left out, and :class:`Figures` says which metric was missing.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fipo_cli.report.data import RunData, StepRange
 
-#: AIME 2024 avg@32 (Pass@1, %) of the paper's reference points (FIPO.md §3).
+#: AIME 2024 avg@32 (Pass@1, %) of the paper's reference points (FIPO.md §3): all of 32B-class models.
 AIME24_REFERENCES = (("DAPO", 50.0), ("DeepSeek-R1-Zero-32B", 47.0), ("o1-mini", 56.0))
 REFERENCE_BENCHMARK = "aime24"
+#: The model size the reference points apply to, as it appears in a model's path (Qwen/Qwen2.5-32B).
+REFERENCE_MODEL_SIZE = re.compile(r"(?<![0-9.])32b\b", re.IGNORECASE)
+#: A value more than this many times larger (in magnitude) than its panel's typical one is an
+#: outlier: left out of the drawing, so that one 1e308 from a broken step does not flatten every
+#: other line, and named. Real spikes (a gradient norm 1,000× its median) stay drawn.
+OUTLIER_FACTOR = 1e6
 #: matplotlib's tab10: one colour per run, the same in every chart.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -121,14 +130,30 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, 
     return slope, intercept, (1.0 - residual / total) if total > 0 else None
 
 
-def build(runs: Sequence[RunData], steps: StepRange) -> Figures:
-    """Every chart the runs have data for, cropped to ``steps``, and why the others are missing."""
+def paper_references_apply(runs: Sequence[RunData]) -> bool:
+    """Whether the paper's AIME 2024 reference points compare with these runs: some run trains a 32B model."""
+    return any(run.config is not None and REFERENCE_MODEL_SIZE.search(run.config.model.path) for run in runs)
+
+
+def build(runs: Sequence[RunData], steps: StepRange, references: bool | None = None) -> Figures:
+    """Every chart the runs have data for, cropped to ``steps``, and why the others are missing.
+
+    ``references``: draw the paper's 32B reference points on the AIME 2024 chart; None: when
+    :func:`paper_references_apply`.
+    """
     figures = Figures()
+    for run in runs:
+        if run.non_finite:
+            named = ", ".join(f"{key} (step{'s' if len(at) > 1 else ''} {_steps_text(at)})"
+                              for key, at in sorted(run.non_finite.items()))
+            figures.notes.append(f"{run.ref}: NaN or infinite values left out: {named}")
+    if references is None:
+        references = paper_references_apply(runs)
     _history_chart(figures, "length_percentiles", "Response length per training step (tokens)", LENGTH_PANELS,
                    runs, steps)
     for benchmark in sorted({benchmark for run in runs for benchmark in run.evals}):
         _accuracy_vs_length(figures, benchmark, runs, steps)
-        _eval_chart(figures, benchmark, runs, steps)
+        _eval_chart(figures, benchmark, runs, steps, references)
     if not any(run.evals for run in runs):
         figures.skipped.append(
             "skipped accuracy_vs_length and eval charts: no `fipo eval` results in these runs "
@@ -136,7 +161,45 @@ def build(runs: Sequence[RunData], steps: StepRange) -> Figures:
         )
     _history_chart(figures, "stability", "Stability diagnostics", STABILITY_PANELS, runs, steps)
     _history_chart(figures, "advantage_reward", "Advantage and reward", ADVANTAGE_PANELS, runs, steps)
+    figures.charts = [_without_outliers(figures, chart) for chart in figures.charts]
     return figures
+
+
+def _steps_text(steps: Sequence[int], shown: int = 5) -> str:
+    listed = ", ".join(map(str, sorted(steps)[:shown]))
+    return listed + (f" and {len(steps) - shown} more" if len(steps) > shown else "")
+
+
+def outlier_limit(values: Sequence[float]) -> float | None:
+    """The magnitude above which a value is an outlier: :data:`OUTLIER_FACTOR` times the median
+    magnitude, or, where most values are 0 (a clip fraction), times the smallest nonzero one.
+    None when every value is 0."""
+    magnitudes = [abs(value) for value in values]
+    typical = statistics.median(magnitudes) if magnitudes else 0.0
+    if typical == 0:
+        typical = min((magnitude for magnitude in magnitudes if magnitude > 0), default=0.0)
+    return OUTLIER_FACTOR * typical if typical > 0 else None
+
+
+def _without_outliers(figures: Figures, chart: Chart) -> Chart:
+    """The chart with each panel's outliers left out of its lines, each named once in ``figures.notes``."""
+    panels = []
+    for panel in chart.panels:
+        limit = outlier_limit([y for line in panel.lines if line.style != "reference" for y in line.ys])
+        if limit is None:
+            panels.append(panel)
+            continue
+        lines = []
+        for line in panel.lines:
+            kept = [(x, y) for x, y in zip(line.xs, line.ys) if line.style == "reference" or abs(y) <= limit]
+            if len(kept) < len(line.xs):
+                cut = [f"{x:g}: {y:.3g}" for x, y in zip(line.xs, line.ys) if abs(y) > limit]
+                figures.notes.append(f"{chart.name}.png, {panel.title}: {line.run or line.label}: "
+                                     f"outlier{'s' if len(cut) > 1 else ''} left out of the chart ({', '.join(cut)})")
+            if kept:
+                lines.append(dataclasses.replace(line, xs=tuple(x for x, _ in kept), ys=tuple(y for _, y in kept)))
+        panels.append(dataclasses.replace(panel, lines=tuple(lines)))
+    return dataclasses.replace(chart, panels=tuple(panels))
 
 
 def _history_chart(figures: Figures, name: str, title: str, definitions: Sequence[tuple[str, str, str]],
@@ -193,22 +256,30 @@ def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData
         figures.skipped.append(f"skipped {name}.png: missing metric {benchmark} mean response length "
                                f"(results.json lengths.mean) in --steps {steps}")
         return
-    panel = Panel("avg", "avg@n per checkpoint, linear fit per run", "mean response length (tokens)", "avg@n (%)",
-                  tuple(lines))
+    n = _samples_label(run.evals.get(benchmark, []) for run in runs)
+    panel = Panel("avg", f"avg@{n} per checkpoint, linear fit per run", "mean response length (tokens)",
+                  f"avg@{n} (%)", tuple(lines))
     figures.charts.append(Chart(name, f"{benchmark}: accuracy against mean response length", (panel,)))
 
 
-def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps: StepRange) -> None:
+def _samples_label(point_lists) -> str:
+    """n of avg@n when every evaluation drew the same number of samples per problem, else ``n``."""
+    ns = {point.n for points in point_lists for point in points}
+    return str(ns.pop()) if len(ns) == 1 else "n"
+
+
+def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps: StepRange, references: bool) -> None:
     name = f"eval_{benchmark}"
     panels = []
-    for panel_name, title in (("avg", "avg@n (Pass@1)"), ("cons", "cons@n (majority vote)")):
+    n = _samples_label(run.evals.get(benchmark, []) for run in runs)
+    for panel_name, title in (("avg", f"avg@{n} (Pass@1)"), ("cons", f"cons@{n} (majority vote)")):
         lines = []
         for run in runs:
             points = [point for point in run.evals.get(benchmark, []) if point.step in steps]
             if points:
                 ys = tuple(100.0 * (point.avg if panel_name == "avg" else point.cons) for point in points)
                 lines.append(Line(run.label, tuple(point.step for point in points), ys, run=run.ref))
-        if lines and panel_name == "avg" and benchmark == REFERENCE_BENCHMARK:
+        if lines and panel_name == "avg" and benchmark == REFERENCE_BENCHMARK and references:
             ends = (min(min(line.xs) for line in lines), max(max(line.xs) for line in lines))
             lines += [Line(f"{who} ({value:g})", ends, (value, value), style="reference")
                       for who, value in AIME24_REFERENCES]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.files import write_all
 from fipo_cli.report import charts, data, figures, summary
 from fipo_cli.report.data import RunData, StepRange
-from fipo_cli.runs import atomic_write_text
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"
@@ -46,7 +47,8 @@ class Report:
 
 
 def make_report(
-    references: list[str], *, out: Path | None, steps: StepRange, from_wandb: bool = False, to_wandb: bool = False
+    references: list[str], *, out: Path | None, steps: StepRange, from_wandb: bool = False, to_wandb: bool = False,
+    paper_lines: bool | None = None,
 ) -> Report:
     """The report of the runs the references name (experiments or ``EXP/RUN``), written into ``out``.
 
@@ -65,19 +67,31 @@ def make_report(
             left_out.append(f"left out run {run_dir.parent.parent.name}/{run_dir.name}: {error.message}")
     if not runs:
         raise UsageError("no run to report:\n  " + "\n  ".join(left_out), hint="train a step first, or name other runs")
-    built = figures.build(runs, steps)
+    _require_steps_logged(runs, steps)
+    built = figures.build(runs, steps, paper_lines)
     built.skipped[:0] = left_out
     colours = figures.colours(runs)
     images = [(chart, charts.render(chart, colours)) for chart in built.charts]
     out = out or runs[0].directory.parent.parent / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
     report = Report(out, out / HTML_FILE, runs, colours, built)
-    report.files = [charts.write_png(out / f"{chart.name}.png", png) for chart, png in images]
-    atomic_write_text(report.html, summary.html_page(runs, colours, built, images, steps))
+    page = summary.html_page(runs, colours, built, images, steps)
+    writers = {f"{chart.name}.png": functools.partial(Path.write_bytes, data=png) for chart, png in images}
+    writers[HTML_FILE] = functools.partial(Path.write_text, data=page, encoding="utf-8")
+    report.files = write_all(out, "--out", writers)[: len(images)]
     if to_wandb:
         from fipo_cli.report.wandb_charts import log_charts
-        from fipo_cli.train import wandb_sync_command
+        from fipo_cli.wandb_identity import wandb_sync_command
 
         report.wandb_run = log_charts(built.charts, runs, steps, out)
         report.wandb_sync = wandb_sync_command(out) if report.wandb_run else None
     return report
+
+
+def _require_steps_logged(runs: list[RunData], steps: StepRange) -> None:
+    """A UsageError when ``--steps`` holds none of the steps the runs logged, naming the range they did."""
+    logged = set().union(*(run.steps_logged for run in runs))
+    if not logged or any(step in steps for step in logged):
+        return
+    first, last = min(logged), max(logged)
+    raise UsageError(f"--steps {steps}: no step of these runs lies there; they logged steps {first} to {last}",
+                     hint=f"pass a range within {first}:{last}, or leave --steps out")

@@ -16,11 +16,10 @@ from pathlib import Path
 
 from fipo_cli.config import Experiment
 from fipo_cli.errors import FipoError, UsageError
-from fipo_cli.report.data import Metrics
 from fipo_cli.runs import read_status
 
 
-def read_history(run_dir: Path, experiment: Experiment | None) -> Metrics:
+def read_history(run_dir: Path, experiment: Experiment | None) -> dict[str, dict[int, float]]:
     """The numeric metrics of the run's W&B history as ``{name: {step: value}}``."""
     if experiment is None:
         raise UsageError(f"{run_dir}: no config.yaml, so no W&B project to read the history from")
@@ -33,7 +32,7 @@ def read_history(run_dir: Path, experiment: Experiment | None) -> Metrics:
         import wandb
     except ImportError:
         raise FipoError("--from-wandb needs the wandb package", hint="pip install wandb") from None
-    metrics: Metrics = {}
+    metrics: dict[str, dict[int, float]] = {}
     try:
         for row in wandb.Api().run(path).scan_history():
             step = row.get("_step")

@@ -1,9 +1,12 @@
 """Inside a SLURM job or a Ray job: run one run's trainer from its directory.
 
-``python -m fipo_cli.launch.task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
+``python -m fipo_cli.run_task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
 its trainer command as ``fipo train`` does, and runs it on this node (the Ray head), with the
 output in the run's ``train.log`` and the job log. A requeued job runs this again: the same
 W&B run id, and verl resumes from the run's last checkpoint (``trainer.resume_mode=auto``).
+
+It is the job's half of ``fipo train``, not a launcher: launchers (``fipo_cli.launch``) start
+processes and talk to schedulers, and do not import :mod:`fipo_cli.train`.
 
 A Ray job adds ``--record DIR``: the run's record as the job's working directory carries it,
 copied into RUN_DIR first when the cluster does not see the run directory fipo wrote.
@@ -17,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-USAGE = "usage: python -m fipo_cli.launch.task [--record DIR] RUN_DIR"
+USAGE = "usage: python -m fipo_cli.run_task [--record DIR] RUN_DIR"
 
 
 def slurm_job_id(env: Mapping[str, str]) -> str | None:

@@ -1,0 +1,24 @@
+"""How fipo writes counts and values for people: "1 run", "2 runs"; a table cell as YAML would write it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def plural(count: float, word: str, words: str | None = None) -> str:
+    """``1 run``, ``2 runs``, ``1 GPU``; ``words`` for an irregular plural."""
+    return f"{count:g} {word if count == 1 else words or word + 's'}"
+
+
+def cell(value: Any) -> str:
+    """A value in a table, spelled as in fipo.yaml and on the command line: ``-`` for none,
+    ``true``/``false``, floats to six significant digits, lists comma-separated."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(cell, value))
+    return str(value)
