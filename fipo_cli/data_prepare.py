@@ -204,7 +204,7 @@ def prepare(
     existed = [path.exists() for path in paths]
     if not dry_run:
         write_all(out_dir, "--out", {
-            path.name: functools.partial(_write_parquet, records=[row.record() for row in result.rows])
+            path.name: functools.partial(write_parquet, records=[row.record() for row in result.rows])
             for path, result in zip(paths, converted)
         })
     files = []
@@ -350,8 +350,8 @@ def _ground_truth(value: Any) -> str | None:
     return text or None
 
 
-def _write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    """Write verl rows (the columns of this module's docstring) to ``path``."""
+def write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Write verl rows (the columns of this module's docstring) to ``path`` (callers make it atomic)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -20,14 +20,17 @@ from fipo_cli.errors import UsageError
 
 def read_utf8(path: Path) -> str:
     """The text of ``path``; a UsageError naming the file and line when it is not UTF-8."""
-    data = Path(path).read_bytes()
+    return decode_utf8(Path(path).read_bytes(), path)
+
+
+def decode_utf8(data: bytes, path: Path, hint: str = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") -> str:
+    """``data``, read from ``path``, as text; a UsageError naming the file and line when it is not UTF-8."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise UsageError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
-            hint="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})", hint=hint,
         ) from None
 
 

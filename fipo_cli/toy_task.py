@@ -45,7 +45,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
 
 def write_data(directory: Path) -> tuple[Path, Path]:
     """Write ``train.parquet`` and ``validation.parquet`` (verl's columns) into ``directory``."""
-    from fipo_cli.data_prepare import write_parquet_atomically
+    from fipo_cli.data_prepare import write_parquet
 
     paths = []
     for name, split, count, seed in (("train", "train", TRAIN_PROBLEMS, 0), ("validation", "test", VALIDATION_PROBLEMS, 1)):
@@ -60,6 +60,6 @@ def write_data(directory: Path) -> tuple[Path, Path]:
             for index, (question, answer) in enumerate(problems(count, seed))
         ]
         path = directory / f"{name}.parquet"
-        write_parquet_atomically(path, records)
+        write_parquet(path, records)  # into the asset's scratch directory, renamed into place when whole
         paths.append(path)
     return paths[0], paths[1]

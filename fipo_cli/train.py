@@ -52,6 +52,7 @@ from fipo_cli.runs import (
 from fipo_cli.text import plural
 from fipo_cli.wandb_identity import (
     TRACKING_CONFIG_ENV,
+    TRACKING_CONFIG_FILE,
     wandb_env,
     wandb_link,
     wandb_run_name,
@@ -380,6 +381,18 @@ def slurm_script(plan: TrainPlan) -> str:
     return script
 
 
+def _created(plan: TrainPlan, launcher: str, previous: RunStatus | None) -> RunStatus:
+    """The record of a run about to be submitted (a resumed run keeps its creation time)."""
+    return RunStatus(
+        state="created",
+        launcher=launcher,
+        created_at=previous.created_at if previous else utc_now(),
+        wandb_run_id=plan.env.get("WANDB_RUN_ID"),
+        wandb_url=wandb_link(plan.experiment.tracking, plan.env),
+        resumed_from=plan.run_name if plan.resume else None,
+    )
+
+
 def _refuse_active(plan: TrainPlan) -> RunStatus | None:
     """The status of the run a resume continues; a run still queued or running is refused."""
     previous = read_status(plan.run_dir) if plan.resume else None
@@ -402,14 +415,7 @@ def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) ->
     script = plan.run_dir / SCRIPT_FILE
     try:
         atomic_write_text(script, slurm_script(plan))
-        write_status(plan.run_dir, RunStatus(
-            state="created",
-            launcher="slurm",
-            created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=plan.env.get("WANDB_RUN_ID"),
-            wandb_url=wandb_link(plan.experiment.tracking, plan.env),
-            resumed_from=plan.run_name if plan.resume else None,
-        ))
+        write_status(plan.run_dir, _created(plan, "slurm", previous))
         job_id = slurm.submit(script)
     except BaseException:
         if not plan.resume:
@@ -462,14 +468,7 @@ def submit_ray(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> t
     client = ray_job.connect(ray_submission(plan, inherited).address)
     plan = prepare_run(plan, inherited)
     try:
-        write_status(plan.run_dir, RunStatus(
-            state="created",
-            launcher="ray",
-            created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=plan.env.get("WANDB_RUN_ID"),
-            wandb_url=wandb_link(plan.experiment.tracking, plan.env),
-            resumed_from=plan.run_name if plan.resume else None,
-        ))
+        write_status(plan.run_dir, _created(plan, "ray", previous))
         status = submit_ray_job(plan, client, inherited)
     except BaseException:
         if not plan.resume:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,3 +44,14 @@ def _run(command: list[str], cwd: Path, timeout: float, unset: Iterable[str], en
     base = {k: v for k, v in os.environ.items() if k not in drop and not (prefixes and k.startswith(prefixes))}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**base, "HOME": str(cwd), **env})
+
+
+def wait_for(predicate, timeout: float = 150.0, what: str = "a condition"):
+    """Poll ``predicate`` every half second until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

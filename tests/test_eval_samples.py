@@ -63,7 +63,7 @@ def test_a_foreign_file_with_raw_line_separators_is_read_by_newline_only(tmp_pat
         (b'{"prompt_id": "p", "sample_index": -1, "response": "r"}\n', "line 1: sample_index -1"),
         (b'{"prompt_id": "p", "sample_index": 0, "response": 7}\n', "line 1: response: a JSON int"),
         ((b'{"prompt_id": "p", "sample_index": 0, "response": "r"}\n{"prompt_id": "p", "sample_index": 0, '
-          b'"response": "\xe9"}\n'), "line 2 is not UTF-8 (byte 0xe9"),
+          b'"response": "\xe9"}\n'), "bad.jsonl:2: not UTF-8 text (byte 0xe9"),
     ],
 )
 def test_a_bad_line_is_a_usage_error_naming_file_and_line(tmp_path, content, words):
@@ -88,7 +88,7 @@ def test_a_repeated_sample_is_refused(tmp_path):
     [
         (None, "no such file"),
         (b'{"prompt_id": "2024-I-1", "sample_index": 0, "response": "r"}\ngarbage\n', "line 2: not valid JSON"),
-        (b'{"prompt_id": "2024-I-1", "sample_index": 0, "response": "\xff"}\n', "line 1 is not UTF-8"),
+        (b'{"prompt_id": "2024-I-1", "sample_index": 0, "response": "\xff"}\n', "in.jsonl:1: not UTF-8 text"),
         (b'{"prompt_id": "2024-I-1", "sample_index": 0, "response": "a"}\n' * 2, "repeats sample 0"),
         (b"", "no samples to score"),
     ],

@@ -9,6 +9,7 @@ cluster's, not the test's). The last test trains the tiny recipe with verl's rea
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -16,11 +17,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
+from fipo_run import run_fipo, wait_for
 
 pytest.importorskip("ray.dashboard", reason="the ray launcher's tests need Ray with its dashboard (ray[default])")
 
@@ -74,16 +74,6 @@ def project(tmp_path: Path, cluster: str) -> Path:
     assert "launcher: ray" in text
     config_file.write_text(text)
     return tmp_path
-
-
-def wait_for(predicate, timeout: float = 120.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def status_rows(project: Path, target: str) -> list[dict]:
@@ -222,7 +212,7 @@ def test_a_sweep_runs_one_job_per_run_at_most_max_parallel_at_once(project, clus
     rows = final_rows(project, "sw", 3)
     assert sorted(r["state"] for r in rows) == ["failed", "succeeded", "succeeded"]
     infos = sorted((ray_job_info(cluster, job_id) for job_id in job_ids), key=lambda info: info.start_time)
-    for earlier, later in zip(infos, infos[1:]):
+    for earlier, later in itertools.pairwise(infos):
         assert later.start_time >= earlier.end_time  # never two at once
 
     again = fipo(project, "sweep", "smoke", "seed=1,2,4", "--max-parallel", "1", "--name", "sw")

@@ -15,11 +15,10 @@ import secrets
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
+from fipo_run import run_fipo, wait_for
 from slurm_env import require_slurm
 
 pytestmark = pytest.mark.slurm
@@ -55,16 +54,6 @@ def slurm_state(job_id: str) -> str:
                          capture_output=True, text=True).stdout
     states = dict(line.split() for line in out.splitlines())
     return states.get(job_id, "")
-
-
-def wait_for(predicate, timeout: float = 150.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def status_rows(project: Path, target: str) -> list[dict]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fipo_cli.errors import UsageError
+from fipo_cli.files import decode_utf8
 from fipo_cli.runs import atomic_write_text
 
 REQUIRED = ("prompt_id", "sample_index", "response")
@@ -79,17 +80,6 @@ def _parse(line: str, path: Path, number: int) -> Sample:
     return Sample(**known)
 
 
-def _decode(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UsageError(
-            f"{path} line {line} is not UTF-8 (byte {data[error.start]:#04x} at offset {error.start})",
-            hint="samples files are UTF-8 JSON lines; convert it, e.g. iconv -f latin1 -t utf-8",
-        ) from None
-
-
 def read_samples(path: Path, *, repair: bool = False) -> list[Sample]:
     """Every sample in ``path`` (none if it does not exist).
 
@@ -108,7 +98,8 @@ def read_samples(path: Path, *, repair: bool = False) -> list[Sample]:
         else:
             with path.open("r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
-    text = _decode(complete, path)
+    text = decode_utf8(complete, path,
+                       hint="samples files are UTF-8 JSON lines; convert it, e.g. iconv -f latin1 -t utf-8")
     samples: list[Sample] = []
     seen: dict[tuple[str, int], int] = {}
     for number, line in enumerate(text.split("\n"), 1):

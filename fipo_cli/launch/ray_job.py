@@ -52,6 +52,9 @@ FORWARDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_")
 #: Ray's job states (``ray.job_submission.JobStatus``) as fipo's run states.
 RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "cancelled"}
+#: What Ray's job client raises: RuntimeError for an HTTP error or a refusal, OSError (requests'
+#: errors, ConnectionError) when nothing answers, ValueError for an address it cannot use.
+_RAY_ERRORS = (RuntimeError, OSError, ValueError)
 _ADDRESS = re.compile(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$")
 _ADDRESS_HINT = ("the head's dashboard address, e.g. http://HEAD:8265 (cluster.ray_address, or RAY_API_SERVER_ADDRESS / "
                  "RAY_ADDRESS as for `ray job submit`)")
@@ -218,7 +221,7 @@ def connect(address: str):
 
         try:
             return JobSubmissionClient(address)
-        except Exception as error:  # ConnectionError, or a RuntimeError for a server that is not Ray's
+        except _RAY_ERRORS as error:
             raise FipoError(
                 f"cannot reach a Ray cluster at {address}: {str(error).splitlines()[0] if str(error) else error!r}",
                 hint=f"is the cluster up (`ray status` on its head)? give {_ADDRESS_HINT}",
@@ -245,7 +248,7 @@ def submit(client, submission: JobSubmission) -> str:
                     runtime_env={"working_dir": staging, "env_vars": submission.env_vars},
                     metadata=submission.metadata,
                 )
-            except Exception as error:
+            except _RAY_ERRORS as error:
                 raise FipoError(f"the Ray cluster at {submission.address} refused the job: {error}") from None
 
 
@@ -260,7 +263,7 @@ def job_states(address: str, job_ids: Collection[str]) -> dict[str, JobState]:
         for job_id in job_ids:
             try:
                 info = client.get_job_info(job_id)
-            except Exception:  # the cluster was restarted and forgot the job
+            except _RAY_ERRORS:  # the cluster was restarted and forgot the job
                 continue
             status = str(getattr(info.status, "value", info.status))
             if status in RAY_STATES:
@@ -275,7 +278,7 @@ def stop(address: str, job_ids: Collection[str]) -> None:
         for job_id in job_ids:
             try:
                 client.stop_job(job_id)
-            except Exception as error:
+            except _RAY_ERRORS as error:
                 if "does not exist" in str(error):  # never submitted: a submission that died half-way
                     continue
                 raise FipoError(f"the Ray cluster at {address} did not stop job {job_id}: {error}") from None
@@ -302,6 +305,6 @@ def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = 
             asyncio.run(tail())
         except KeyboardInterrupt:
             return 130
-        except Exception as error:
+        except _RAY_ERRORS as error:
             raise FipoError(f"cannot read the log of Ray job {job_id} at {address}: {error}") from None
     return 0
