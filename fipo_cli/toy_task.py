@@ -47,6 +47,7 @@ def write_data(directory: Path) -> tuple[Path, Path]:
     """Write ``train.parquet`` and ``validation.parquet`` (verl's columns) into ``directory``."""
     from fipo_cli.data_prepare import write_parquet
 
+    directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, split, count, seed in (("train", "train", TRAIN_PROBLEMS, 0), ("validation", "test", VALIDATION_PROBLEMS, 1)):
         records = [

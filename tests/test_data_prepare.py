@@ -429,7 +429,7 @@ def test_a_failed_write_leaves_no_file_and_no_directory(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         pq.write_table(pa.Table.from_pylist(list(records), schema=data_prepare._schema()), path)
 
-    monkeypatch.setattr(data_prepare, "_write_parquet", write_then_fail)
+    monkeypatch.setattr(data_prepare, "write_parquet", write_then_fail)
     with pytest.raises(UsageError, match="No space left on device"):
         prepare(tmp_path / "new" / "out", train=None, validation=("aime24", "aime25"))
     assert len(calls) == 2 and not (tmp_path / "new").exists()
