@@ -116,7 +116,7 @@ class JobSubmission:
                  f"  entrypoint:    {self.entrypoint}", f"  run directory on the cluster: {self.cluster_run_dir}",
                  "  working directory:", f"    {RECORD_DIR}/  the run's record: {', '.join(p.name for p in self.record)}"]
         lines += [f"    {upload.target}  {_size(upload.size)}" for upload in self.uploads]
-        lines.append("  runtime env variables (secrets masked):")
+        lines.append("  runtime env variables (a secret goes by name, as ${NAME}, or masked when sent by value):")
         lines += [f"    {name}={value}" for name, value in sorted(self.shown_env_vars().items())]
         return "\n".join(lines)
 
