@@ -198,7 +198,7 @@ def test_a_sweep_is_one_job_array_rerun_idempotently_and_retried_for_its_failure
     assert again.returncode == 0 and "nothing to launch" in again.stdout
     retry = fipo(project, *args, "--retry-failed")
     assert retry.returncode == 0, retry.stderr
-    retry_job = re.search(r"submitted 1 runs as SLURM job array (\d+)", retry.stdout).group(1)
+    retry_job = re.search(r"submitted 1 run as SLURM job array (\d+)", retry.stdout).group(1)
     failed_run = next(name for name in rows if "seed2" in name)
     status = json.loads((project / "experiments" / "smoke" / "runs" / failed_run / "status.json").read_text())
     assert status["job_id"] == f"{retry_job}_0" and status["state"] in ("pending", "running", "failed")
