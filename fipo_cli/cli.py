@@ -234,7 +234,10 @@ def sweep(
         launcher=launcher, retry_failed=retry_failed,
     )
     _warn(plan.warnings)
-    if not sweeps.check_with_verl(plan) and dry_run:
+    # A sweep too large to launch without --yes is refused below without composing its points in verl
+    # (0.3 s each): the refusal comes at once, and the run with --yes composes them.
+    needs_yes = len(plan.runs) > sweeps.CONFIRM_ABOVE and not yes and not dry_run
+    if not needs_yes and not sweeps.check_with_verl(plan) and dry_run:
         typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
     if as_json:
         if not dry_run:
@@ -267,7 +270,7 @@ def sweep(
         if script:
             typer.echo(f"array script ({plan.directory}/array-N.sbatch):\n{script}")
         return
-    if len(plan.runs) > sweeps.CONFIRM_ABOVE and not yes:
+    if needs_yes:
         raise UsageError(f"this sweep plans {len(plan.runs)} runs, more than {sweeps.CONFIRM_ABOVE}",
                          hint="check the plan above, then run again with --yes")
     if not plan.to_submit:
