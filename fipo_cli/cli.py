@@ -551,7 +551,7 @@ def evaluate(
     """
     from fipo_cli.errors import UsageError
     from fipo_cli.eval import pipeline, reporting, runner
-    from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, check_time_limit, make_grader, require_math_verify
+    from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, check_grading_options, make_grader, require_math_verify
     from fipo_cli.eval.problems import load_benchmark
 
     grading_limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
@@ -561,9 +561,7 @@ def evaluate(
             raise UsageError("`fipo eval score` runs here; --slurm submits evaluations of a model or a run")
         if file is None:
             raise UsageError("`fipo eval score` needs the samples FILE", hint="fipo eval score path/to/samples.jsonl")
-        if workers < 1:
-            raise UsageError(f"--workers {workers}: must be ≥ 1 (grading worker processes)")
-        check_time_limit(grading_limit)
+        check_grading_options(workers, grading_limit)
         pipeline.check_samples_path(file)
         make_grader(grader)  # names the graders when --grader is not one
         require_math_verify()

@@ -124,23 +124,28 @@ def refresh(entries: Iterable[RunEntry]) -> list[RunEntry]:
     Returns the entries it updated. Runs that are finished, local or unreadable cost no query;
     a run the scheduler no longer knows (purged, accounting off, a restarted Ray cluster) keeps its record.
     """
-    open_runs = [e for e in entries if e.status and e.status.launcher in ("slurm", "ray") and e.status.job_id
-                 and e.status.state not in FINAL_STATES]
+    open_runs = [e for e in entries if e.status and e.status.job_id and e.status.state not in FINAL_STATES
+                 and (e.status.launcher == "slurm" or (e.status.launcher == "ray" and e.status.ray_address))]
     if not open_runs:
         return []
+    # One query per scheduler: SLURM (None), or each Ray cluster by its address.
+    by_scheduler: dict[str | None, set[str]] = {}
+    for entry in open_runs:
+        by_scheduler.setdefault(_scheduler(entry.status), set()).add(entry.status.job_id)
     states = {}
-    if any(e.status.launcher == "slurm" for e in open_runs):
-        from fipo_cli.launch import slurm
+    for scheduler, job_ids in by_scheduler.items():
+        if scheduler is None:
+            from fipo_cli.launch import slurm
 
-        states[None] = slurm.job_states({e.status.job_id for e in open_runs if e.status.launcher == "slurm"})
-    for address in {e.status.ray_address for e in open_runs if e.status.launcher == "ray" and e.status.ray_address}:
-        from fipo_cli.launch import ray_job
+            found = slurm.job_states(job_ids)
+        else:
+            from fipo_cli.launch import ray_job
 
-        states[address] = ray_job.job_states(address, {e.status.job_id for e in open_runs
-                                                        if e.status.ray_address == address})
+            found = ray_job.job_states(scheduler, job_ids)
+        states |= {(scheduler, job_id): state for job_id, state in found.items()}
     changed = []
     for entry in open_runs:
-        seen = states.get(entry.status.ray_address if entry.status.launcher == "ray" else None, {}).get(entry.status.job_id)
+        seen = states.get((_scheduler(entry.status), entry.status.job_id))
         if seen is None or seen.state == entry.status.state:
             continue
         # The record may have moved on since it was read (the job's own task writes it too).
@@ -158,6 +163,11 @@ def refresh(entries: Iterable[RunEntry]) -> list[RunEntry]:
         entry.status = status
         changed.append(entry)
     return changed
+
+
+def _scheduler(status: RunStatus) -> str | None:
+    """Who knows a submitted run's job: SLURM (None), or the Ray cluster at this address."""
+    return status.ray_address if status.launcher == "ray" else None
 
 
 def last_step(run_dir: Path) -> int | None:

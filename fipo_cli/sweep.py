@@ -26,8 +26,7 @@ from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.files import first_missing
 from fipo_cli.launch import ray_job, slurm
-from fipo_cli.wandb_identity import wandb_link
-from fipo_cli.runs import FINAL_STATES, STATUS_FILE, RunStatus, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
+from fipo_cli.runs import FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
 
 MANIFEST = "sweep.json"
 LOGS_DIR = "logs"
@@ -290,12 +289,7 @@ def _create_runs(plan: SweepPlan, runs: Sequence[SweepRun], launcher: str, inher
         run.plan.run_dir.mkdir(parents=True, exist_ok=True)
         train.record_run(run.plan, inherited)
         previous = read_status(run.plan.run_dir) if (run.plan.run_dir / STATUS_FILE).is_file() else None
-        write_status(run.plan.run_dir, RunStatus(
-            state="created", launcher=launcher, sweep=plan.name,
-            created_at=previous.created_at if previous else utc_now(),
-            wandb_run_id=run.plan.env.get("WANDB_RUN_ID"),
-            wandb_url=wandb_link(run.plan.experiment.tracking, run.plan.env),
-        ))
+        write_status(run.plan.run_dir, train.created_status(run.plan, launcher, previous, sweep=plan.name))
 
 
 def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:

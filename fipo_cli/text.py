@@ -1,4 +1,4 @@
-"""How fipo writes counts and values for people: "1 run", "2 runs"; a table cell as YAML would write it."""
+"""How fipo writes counts and values for people: "1 run", "2 runs"; "3.2 MiB"; a table cell as YAML would write it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ from typing import Any
 def plural(count: float, word: str, words: str | None = None) -> str:
     """``1 run``, ``2 runs``, ``1 GPU``; ``words`` for an irregular plural."""
     return f"{count:g} {word if count == 1 else words or word + 's'}"
+
+
+def byte_size(size: float) -> str:
+    """``1000 bytes``, ``3.2 MiB``, ``14.0 GiB``."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def cell(value: Any) -> str:

@@ -381,12 +381,13 @@ def slurm_script(plan: TrainPlan) -> str:
     return script
 
 
-def _created(plan: TrainPlan, launcher: str, previous: RunStatus | None) -> RunStatus:
-    """The record of a run about to be submitted (a resumed run keeps its creation time)."""
+def created_status(plan: TrainPlan, launcher: str, previous: RunStatus | None, sweep: str | None = None) -> RunStatus:
+    """The record of a run about to be launched (a run created before keeps its creation time)."""
     return RunStatus(
         state="created",
         launcher=launcher,
         created_at=previous.created_at if previous else utc_now(),
+        sweep=sweep,
         wandb_run_id=plan.env.get("WANDB_RUN_ID"),
         wandb_url=wandb_link(plan.experiment.tracking, plan.env),
         resumed_from=plan.run_name if plan.resume else None,
@@ -415,7 +416,7 @@ def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) ->
     script = plan.run_dir / SCRIPT_FILE
     try:
         atomic_write_text(script, slurm_script(plan))
-        write_status(plan.run_dir, _created(plan, "slurm", previous))
+        write_status(plan.run_dir, created_status(plan, "slurm", previous))
         job_id = slurm.submit(script)
     except BaseException:
         if not plan.resume:
@@ -465,10 +466,11 @@ def submit_ray(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> t
     """
     inherited = dict(os.environ if inherited is None else inherited)
     previous = _refuse_active(plan)
+    # The submission is planned before anything is written: a bad address or inputs too large are refused first.
     client = ray_job.connect(ray_submission(plan, inherited).address)
     plan = prepare_run(plan, inherited)
     try:
-        write_status(plan.run_dir, _created(plan, "ray", previous))
+        write_status(plan.run_dir, created_status(plan, "ray", previous))
         status = submit_ray_job(plan, client, inherited)
     except BaseException:
         if not plan.resume:

@@ -442,12 +442,21 @@ def make_grader(name: str, *, integer_answers: bool = False, time_limit: float |
     return GRADERS[name](integer_answers=integer_answers)
 
 
-def check_time_limit(time_limit: float) -> None:
-    """UsageError unless ``time_limit`` is a finite number of seconds > 0."""
-    if not (time_limit > 0 and math.isfinite(time_limit)):
-        raise UsageError(
-            f"--time-limit {time_limit}: must be a finite number of seconds > 0", hint="e.g. --time-limit 30"
-        )
+def grading_option_problems(workers: int, time_limit: float) -> list[str]:
+    """What is wrong with ``--workers`` and ``--time-limit``, one line each (none: both are fine)."""
+    problems = []
+    if workers < 1:
+        problems.append(f"--workers {workers}: must be ≥ 1 (grading worker processes)")
+    if not (time_limit > 0 and math.isfinite(time_limit)):  # NaN fails this too
+        problems.append(f"--time-limit {time_limit}: must be a finite number of seconds > 0")
+    return problems
+
+
+def check_grading_options(workers: int, time_limit: float) -> None:
+    """UsageError naming every bad grading option."""
+    problems = grading_option_problems(workers, time_limit)
+    if problems:
+        raise UsageError("; ".join(problems), hint="e.g. --workers 4 --time-limit 30")
 
 
 # --- many samples, in worker processes -----------------------------------------------------------
@@ -616,12 +625,6 @@ def _run_calls(
             pool.close()
 
 
-def _check_pool_settings(workers: int, time_limit: float) -> None:
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: must be ≥ 1")
-    check_time_limit(time_limit)
-
-
 def grade_samples(
     responses: Sequence[str],
     answers: Sequence[str],
@@ -646,7 +649,7 @@ def grade_samples(
         raise UsageError(
             f"grade_samples: {len(responses)} responses but {len(answers)} answers; they pair up one to one"
         )
-    _check_pool_settings(workers, time_limit)
+    check_grading_options(workers, time_limit)
     names = [grader.name for grader in graders]
     if not names or len(set(names)) != len(names):
         raise UsageError(f"graders {names}: give at least one grader, each at most once")
@@ -695,7 +698,7 @@ def vote_classes(
     response; a problem whose call fails or runs out of time gets None (its votes then go by
     the extracted text, as for dapo). ``on_progress(done, problems)`` as in :func:`grade_samples`.
     """
-    _check_pool_settings(workers, time_limit)
+    check_grading_options(workers, time_limit)
     calls = [
         _Call(0, "vote_classes", (tuple(responses),), time_limit * max(1, len(responses))) for responses in problems
     ]

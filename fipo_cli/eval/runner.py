@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fipo_cli.errors import ConfigError, FipoError, UsageError
 from fipo_cli.eval import pipeline, reporting
-from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT
+from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, grading_option_problems
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.samples import Sample, read_samples
 
@@ -49,10 +49,7 @@ class Protocol:
             problems.append(f"--temperature {self.temperature}: must be a finite number ≥ 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:  # NaN fails this too
             problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
-        if self.workers < 1:
-            problems.append(f"--workers {self.workers}: must be ≥ 1 (grading worker processes)")
-        if not (self.time_limit > 0 and math.isfinite(self.time_limit)):
-            problems.append(f"--time-limit {self.time_limit}: must be a finite number of seconds > 0")
+        problems += grading_option_problems(self.workers, self.time_limit)
         if problems:
             raise ConfigError(problems, hint="see `fipo eval --help` for each option's range")
 

@@ -37,6 +37,7 @@ from typing import BinaryIO
 from fipo_cli.errors import FipoError, UsageError
 from fipo_cli.launch.slurm import JobState
 from fipo_cli.runs import is_secret_name, mask_secrets
+from fipo_cli.text import byte_size
 
 #: The folder of the job's working directory that holds the run's record.
 RECORD_DIR = "run"
@@ -115,7 +116,7 @@ class JobSubmission:
         lines = [f"Ray job for {self.address}:", f"  submission id: {self.submission_id}",
                  f"  entrypoint:    {self.entrypoint}", f"  run directory on the cluster: {self.cluster_run_dir}",
                  "  working directory:", f"    {RECORD_DIR}/  the run's record: {', '.join(p.name for p in self.record)}"]
-        lines += [f"    {upload.target}  {_size(upload.size)}" for upload in self.uploads]
+        lines += [f"    {upload.target}  {byte_size(upload.size)}" for upload in self.uploads]
         lines.append("  runtime env variables (a secret goes by name, as ${NAME}, or masked when sent by value):")
         lines += [f"    {name}={value}" for name, value in sorted(self.shown_env_vars().items())]
         return "\n".join(lines)
@@ -153,10 +154,10 @@ def input_uploads(paths: Sequence[str], *, cwd: Path | None = None) -> list[Uplo
         uploads[str(path)] = Upload(source, path.as_posix(), size)
     total = sum(upload.size for upload in uploads.values())
     if total > MAX_UPLOAD_BYTES:
-        listed = ", ".join(f"{u.target} ({_size(u.size)})" for u in sorted(uploads.values(), key=lambda u: -u.size))
+        listed = ", ".join(f"{u.target} ({byte_size(u.size)})" for u in sorted(uploads.values(), key=lambda u: -u.size))
         raise UsageError(
-            f"the job would upload {_size(total)} of local inputs: {listed}; "
-            f"Ray uploads a job's working directory on every submission, and fipo sends at most {_size(MAX_UPLOAD_BYTES)}",
+            f"the job would upload {byte_size(total)} of local inputs: {listed}; "
+            f"Ray uploads a job's working directory on every submission, and fipo sends at most {byte_size(MAX_UPLOAD_BYTES)}",
             hint="put large inputs (a model, a big dataset) where the cluster's nodes read them and give that absolute "
                  "path (or a hub id) in the config",
         )
@@ -190,14 +191,6 @@ def plan_submission(
         cluster_run_dir=on_cluster,
         metadata={"fipo_run": reference, "fipo_version": fipo_version},
     )
-
-
-def _size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
