@@ -29,12 +29,12 @@ BREAKDOWN = """
 import json, statistics, sys, time
 overrides = json.load(sys.stdin)
 marks = [("start", time.perf_counter())]
-import fipo_cli.cli
-marks.append(("import fipo_cli.cli (typer, rich)", time.perf_counter()))
+import fipo_cli.cli.app
+marks.append(("import fipo_cli.cli.app (typer, rich)", time.perf_counter()))
 import hydra, omegaconf
 from hydra import compose, initialize_config_dir
 marks.append(("import hydra + omegaconf", time.perf_counter()))
-from fipo_cli import verl_compose
+from fipo_cli.verl_adapter import compose as verl_compose
 directory = str(verl_compose.config_dir())
 with initialize_config_dir(config_dir=directory, job_name="main_ppo", version_base=None):
     marks.append(("Hydra's search path and plugins", time.perf_counter()))
@@ -99,7 +99,7 @@ def main() -> None:
         result = subprocess.run([sys.executable, "-c", BREAKDOWN], input=overrides, cwd=project, env=env,
                                 capture_output=True, text=True, check=False)
         if result.returncode:
-            print("this checkout has no in-process compose (fipo_cli.verl_compose)")
+            print("this checkout has no in-process compose (fipo_cli.verl_adapter.compose)")
             return
         steps, heavy = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
         print("where `fipo train --dry-run` spends its time (one process, after the interpreter starts):")

@@ -24,7 +24,7 @@ import random
 import resource
 import time
 
-from fipo_cli.bundled import load_bundled
+from fipo_cli.data.bundled import load_bundled
 from fipo_cli.eval.graders import GRADERS, grade_samples, make_grader
 
 PIECES = [

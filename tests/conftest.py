@@ -13,7 +13,7 @@ import pytest
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Qwen2 model of :mod:`tiny_model`, built once per test session."""
     pytest.importorskip("transformers")  # the core install has neither it nor torch
-    from fipo_cli.tiny_model import build_tiny_model
+    from fipo_cli.assets.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 

@@ -28,7 +28,7 @@ def heavy_imports(cwd: Path, *args: str, **env: str) -> list[str]:
     probe = (
         "import json, sys\n"
         f"sys.argv = ['fipo', *{list(args)!r}]\n"
-        "from fipo_cli.cli import main\n"
+        "from fipo_cli.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY:', json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )

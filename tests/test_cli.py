@@ -9,9 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from fipo_run import heavy_imports
 
 from fipo_cli import __version__
+
+from fipo_run import heavy_imports
 
 
 def fipo(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -97,8 +98,8 @@ def test_fipo_debug_shows_the_traceback():
 
 
 def test_runtime_failure_exits_1_with_the_message_once(monkeypatch, capsys):
-    from fipo_cli import cli
-    from fipo_cli.errors import FipoError
+    from fipo_cli.cli import app as cli
+    from fipo_cli.core.errors import FipoError
 
     def failing_app() -> None:
         raise FipoError("the trainer exited with code 3", hint="see the run's log")
@@ -114,8 +115,9 @@ def test_runtime_failure_exits_1_with_the_message_once(monkeypatch, capsys):
 
 
 def test_core_install_pulls_no_gpu_stack():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"]).lower()

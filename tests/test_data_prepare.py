@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fipo_cli import data_prepare
-from fipo_cli.bundled import BENCHMARKS, bundled_file, load_bundled
-from fipo_cli.data_prepare import Outcome, output_path, prepare
-from fipo_cli.errors import EXIT_RUNTIME, EXIT_USAGE, ConfigError, UsageError
-from fipo_cli.prompts import dapo_prompt
+from fipo_cli.core.errors import EXIT_RUNTIME, EXIT_USAGE, ConfigError, UsageError
+from fipo_cli.data import prepare as data_prepare
+from fipo_cli.data.bundled import BENCHMARKS, bundled_file, load_bundled
+from fipo_cli.data.prepare import Outcome, output_path, prepare
+from fipo_cli.data.prompts import dapo_prompt
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DAPO_WORDING = (
@@ -341,8 +341,8 @@ def test_dry_run_writes_nothing_and_reports_what_it_would_write(tmp_path):
 PREPARE_AND_REPORT = textwrap.dedent(
     """
     import json, sys
-    from fipo_cli.data_prepare import prepare
-    from fipo_cli.errors import FipoError
+    from fipo_cli.data.prepare import prepare
+    from fipo_cli.core.errors import FipoError
     try:
         prepare(sys.argv[1], validation=())
     except FipoError as error:
@@ -380,7 +380,7 @@ def test_hub_out_of_reach_says_so_and_how_to_pass_a_local_file(tmp_path, env):
 
 def test_importing_the_library_loads_no_data_stack():
     heavy = ("datasets", "pyarrow", "pandas", "torch")
-    probe = f"import sys, fipo_cli.data_prepare; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    probe = f"import sys, fipo_cli.data.prepare; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.runs.experiments import find_run, init_experiment
+from fipo_cli.verl_adapter import checkpoints
+from fipo_cli.verl_adapter.checkpoints import checkpoint_steps, hf_model_for, run_max_tokens, select_steps
+
 import wandb_records
-from fipo_cli.errors import FipoError, UsageError
-from fipo_cli.eval import checkpoints
-from fipo_cli.eval.checkpoints import checkpoint_steps, hf_model_for, run_max_tokens, select_steps
-from fipo_cli.experiments import find_run
-from fipo_cli.experiments import init_experiment
 
 WORLD_SIZE = 2
 MAX_RESPONSE_LENGTH = 1536

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from fipo_cli.errors import ConfigError, FipoError, UsageError
+from fipo_cli.core.errors import ConfigError, FipoError, UsageError
+from fipo_cli.data.prompts import PROMPT_FORMATS
 from fipo_cli.eval.problems import load_benchmark
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
-from fipo_cli.prompts import PROMPT_FORMATS
 
 
 def test_bundled_aime_is_thirty_integer_problems():

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from vllm_env import vllm_env, vllm_python
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.eval.engines import make_engine
 from fipo_cli.eval.engines.base import Generation, Message, Request, SamplingSettings, sample_seed
 from fipo_cli.eval.engines.openai_engine import OpenAIEngine
+
+from vllm_env import vllm_env, vllm_python
 
 MAX_TOKENS = 16
 SETTINGS = SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=MAX_TOKENS, seed=1234)

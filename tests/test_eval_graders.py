@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from fipo_cli.errors import EXIT_USAGE, FipoError, UsageError
+from fipo_cli.core.errors import EXIT_USAGE, FipoError, UsageError
 from fipo_cli.eval.graders import (
     DapoGrader,
     MathVerifyGrader,

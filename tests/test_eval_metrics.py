@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from fipo_cli.errors import EXIT_USAGE, ConfigError, UsageError
+from fipo_cli.core.errors import EXIT_USAGE, ConfigError, UsageError
 from fipo_cli.eval.graders import Verdict
 from fipo_cli.eval.metrics import (
     Rate,

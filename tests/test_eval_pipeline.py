@@ -188,7 +188,7 @@ def test_bad_options_are_refused_before_the_model_loads(tmp_path, args, message)
 
 def test_a_missing_grader_dependency_is_found_first_with_a_cpu_safe_hint(tmp_path):
     # sys.modules[name] = None is how Python marks a module as absent: find_spec and import agree.
-    code = ("import sys; sys.modules['math_verify'] = None; from fipo_cli.cli import main; "
+    code = ("import sys; sys.modules['math_verify'] = None; from fipo_cli.cli.app import main; "
             "sys.argv = ['fipo', 'eval', *sys.argv[1:]]; main()")
     for args in (EARLY, ["score", "x.jsonl", "--grader", "dapo"]):
         (tmp_path / "x.jsonl").write_text(json.dumps({"prompt_id": "p", "sample_index": 0, "response": "r",
@@ -214,7 +214,7 @@ def test_score_help_is_the_score_subcommands_own(tmp_path):
 
 
 def test_a_second_evaluation_into_the_same_directory_is_refused(tmp_path, tiny_model):
-    from fipo_cli.eval.dirlock import writer_lock
+    from fipo_cli.core.locks import writer_lock
 
     with writer_lock(tmp_path / "busy"):
         result = fipo_eval(tmp_path, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples",

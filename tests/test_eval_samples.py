@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fipo_cli.errors import EXIT_USAGE, UsageError
-from fipo_cli.eval.dirlock import LOCK_FILE, writer_lock
+from fipo_cli.core.errors import EXIT_USAGE, UsageError
+from fipo_cli.core.locks import LOCK_FILE, writer_lock
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
 
 # Line breaks to str.splitlines and JavaScript (U+0085, U+2028, U+2029), a lone surrogate (no

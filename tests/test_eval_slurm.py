@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fipo_cli.core.errors import ConfigError
+from fipo_cli.eval import slurm_job
+from fipo_cli.experiment.config import ClusterConfig
+
 from fipo_run import run_fipo
 from slurm_env import require_slurm
-
-from fipo_cli.config import ClusterConfig
-from fipo_cli.errors import ConfigError
-from fipo_cli.eval import slurm_job
 
 NASTY = "models/tiny $HOME `touch pwned` \"dq\" 'sq' ; echo x"
 SECRET = "secret-value"
@@ -94,7 +95,7 @@ def test_script_parses_quotes_every_word_and_holds_no_secret(tmp_path: Path, mon
 def test_argv_parses_back_to_the_same_options(tmp_path: Path) -> None:
     import typer.main
 
-    from fipo_cli.cli import app
+    from fipo_cli.cli.app import app
 
     options = slurm_job.EvalOptions(
         dataset="-odd name.jsonl", problem_key="q", answer_key="a", model="-m/x", engine="vllm",

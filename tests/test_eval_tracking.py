@@ -9,14 +9,16 @@ import pytest
 
 pytest.importorskip("wandb")  # the core install has no wandb; verl (the `train` extra) brings it
 
-import wandb_records  # noqa: E402  (needs wandb, checked above)
-
-from fipo_cli import config, train, wandb_identity  # noqa: E402
 from fipo_cli.eval import tracking  # noqa: E402
 from fipo_cli.eval.pipeline import Scores, score  # noqa: E402
 from fipo_cli.eval.samples import Sample  # noqa: E402
-from fipo_cli.experiments import ExperimentDir  # noqa: E402
-from fipo_cli.runs import RunStatus, write_status  # noqa: E402
+from fipo_cli.experiment import config
+from fipo_cli.runs.experiments import ExperimentDir  # noqa: E402
+from fipo_cli.runs.status import RunStatus, write_status  # noqa: E402
+from fipo_cli.tracking import identity as wandb_identity  # noqa: E402
+from fipo_cli.training import train
+
+import wandb_records  # noqa: E402  (needs wandb, checked above)
 
 SECRET = "fipo-test-secret-0123456789abcdef"
 PROJECT = "fipo-test"

@@ -1,11 +1,11 @@
 """The house rules of fipo's modules, read from their source with ``ast`` (nothing is imported).
 
 - Launchers (``fipo_cli/launch``) start processes and talk to schedulers; they do not import
-  ``fipo_cli.train`` (the job's side of training is ``fipo_cli.run_task``).
+  ``fipo_cli.training.train`` (the job's side of training is ``fipo_cli.training.run_task``).
 - ``fipo_cli/report`` has no import circle, counting imports inside functions too.
-- W&B run identity (mode, tags, names, ids, links) lives in ``fipo_cli.wandb_identity`` only:
-  nobody defines those functions elsewhere or reaches them through ``fipo_cli.train``, and the
-  verl plugin does not import ``fipo_cli.train``.
+- W&B run identity (mode, tags, names, ids, links) lives in ``fipo_cli.tracking.identity`` only:
+  nobody defines those functions elsewhere or reaches them through ``fipo_cli.training.train``, and the
+  verl plugin does not import ``fipo_cli.training.train``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import fipo_cli
 
 PACKAGE = Path(fipo_cli.__file__).parent
-IDENTITY = "fipo_cli.wandb_identity"
+IDENTITY = "fipo_cli.tracking.identity"
 
 
 def module_name(path: Path) -> str:
@@ -48,14 +48,14 @@ def imports(tree: ast.Module, known: set[str]) -> dict[str, set[str]]:
 def test_the_rules_see_the_imports_they_check():
     trees = modules()
     graph = {name: imports(tree, set(trees)) for name, tree in trees.items()}
-    assert "fipo_cli.train" in graph["fipo_cli.run_task"]  # a lazy import, inside run_task()
-    assert graph["fipo_cli.report.runner"]["fipo_cli.wandb_identity"] == {"wandb_sync_command"}
+    assert "fipo_cli.training.train" in graph["fipo_cli.run_task"]  # a lazy import, inside run_task()
+    assert graph["fipo_cli.report.runner"]["fipo_cli.tracking.identity"] == {"wandb_sync_command"}
 
 
 def test_launchers_do_not_import_train():
     trees = modules()
     offenders = [name for name, tree in trees.items()
-                 if name.startswith("fipo_cli.launch") and "fipo_cli.train" in imports(tree, set(trees))]
+                 if name.startswith("fipo_cli.launch") and "fipo_cli.training.train" in imports(tree, set(trees))]
     assert offenders == []
 
 
@@ -84,6 +84,6 @@ def test_wandb_run_identity_has_one_room():
         assigned = {target.id for node in tree.body if isinstance(node, ast.Assign)
                     for target in node.targets if isinstance(target, ast.Name)}
         assert not (defined | assigned) & identity, name
-        taken_from_train = imports(tree, set(trees)).get("fipo_cli.train", set())
+        taken_from_train = imports(tree, set(trees)).get("fipo_cli.training.train", set())
         assert not taken_from_train & identity, name
-    assert "fipo_cli.train" not in imports(trees["fipo_cli.verl_plugin"], set(trees))
+    assert "fipo_cli.training.train" not in imports(trees["fipo_cli.verl_plugin"], set(trees))

@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
-from fipo_run import run_fipo
 
-from fipo_cli.errors import ConfigError
+from fipo_cli.core.errors import ConfigError
 from fipo_cli.loss import knobs
+
+from fipo_run import run_fipo
 
 
 def test_defaults_are_the_papers_32b_recipe():

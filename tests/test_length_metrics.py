@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 import verl
-import wandb_records
 from verl import DataProto
 from verl.trainer.ppo import metric_utils
 
-from fipo_cli import verl_plugin
-from fipo_cli.length_metrics import LENGTH_WEIGHTED_ADVANTAGE, PERCENTILES, length_metrics
+from fipo_cli.loss.length_metrics import LENGTH_WEIGHTED_ADVANTAGE, PERCENTILES, length_metrics
+from fipo_cli.verl_adapter import plugin as verl_plugin
+
+import wandb_records
 
 PROMPT, RESPONSE = 6, 16
 #: Aborted (0) and cut (16 = RESPONSE) responses included.

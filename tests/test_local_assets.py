@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fipo_cli import config, local_assets, recipes, toy_task
-from fipo_cli.errors import ConfigError
+from fipo_cli.assets import builtin as local_assets
+from fipo_cli.assets import toy_task
+from fipo_cli.core.errors import ConfigError
+from fipo_cli.experiment import config, recipes
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fipo_cli.errors import FipoError
+from fipo_cli.core.errors import FipoError
 from fipo_cli.launch.local import GpuInventory, require_gpus, run_local, visible_gpus
 
 # Generous limits that only keep a broken launcher from hanging the suite; nothing is timed.

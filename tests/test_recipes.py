@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fipo_cli import config, recipes, verl_overrides
+from fipo_cli.experiment import config, recipes
+from fipo_cli.verl_adapter import overrides as verl_overrides
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
@@ -137,7 +138,7 @@ def test_tiny_recipe_trains_on_cpu_with_nothing_to_download():
     overrides = overrides_of("tiny", "fipo")
     assert overrides["trainer.device"] == "cpu"
     assert overrides[f"{ACTOR}.strategy"] == "fsdp2"
-    assert overrides["reward.custom_reward_function.path"] == "'pkg://fipo_cli.toy_task'"
+    assert overrides["reward.custom_reward_function.path"] == "'pkg://fipo_cli.assets.toy_task'"
 
 
 def test_smoke_recipe_fits_one_gpu():

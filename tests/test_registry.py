@@ -7,11 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
 
-from fipo_cli import registry, train
-from fipo_cli.errors import UsageError
-from fipo_cli.runs import RunStatus, write_status
+from fipo_cli.core.errors import UsageError
+from fipo_cli.runs import registry
+from fipo_cli.runs.status import RunStatus, write_status
+from fipo_cli.training import train
+
+from fipo_run import run_fipo
 
 
 def make_run(root: Path, experiment: str, name: str, *, steps: int = 0, sweep: str | None = None, **status) -> Path:

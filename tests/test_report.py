@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fipo_run import run_fipo
 
 pytest.importorskip("matplotlib")  # the `report` extra
 
-from fipo_cli import config  # noqa: E402
+from fipo_cli.experiment import config  # noqa: E402
 from fipo_cli.report import figures, runner  # noqa: E402
 from fipo_cli.report.data import StepRange, read_metrics  # noqa: E402
 
@@ -290,7 +291,7 @@ def test_paper_reference_lines_only_for_32b_runs_or_on_request_and_the_axis_name
 
 def test_without_matplotlib_report_says_how_to_install_it_and_writes_nothing(project):
     hide = ("import sys; sys.modules['matplotlib'] = None; sys.argv = ['fipo', 'report', 'fipo-a']; "
-            "from fipo_cli.cli import main; main()")
+            "from fipo_cli.cli.app import main; main()")
     result = subprocess.run([sys.executable, "-c", hide], cwd=project, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "matplotlib, which is not installed" in result.stderr and "pip install 'fipo[report]'" in result.stderr
@@ -312,9 +313,10 @@ def test_a_line_being_written_is_left_out_and_experiments_skip_runs_without_metr
 
 def test_wandb_gets_the_same_charts_as_native_line_series(project, offline_wandb, monkeypatch):
     import wandb
-    import wandb_records
 
     from fipo_cli.report.wandb_charts import chart_keys
+
+    import wandb_records
 
     monkeypatch.chdir(project)
     report = runner.make_report(["fipo-a", "dapo-b"], out=project / "out", steps=StepRange(), to_wandb=True,

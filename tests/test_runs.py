@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fipo_cli.errors import FipoError
-from fipo_cli.runs import (
+from fipo_cli.core.errors import FipoError
+from fipo_cli.runs.status import (
     RunStatus,
     atomic_write_json,
     atomic_write_text,
@@ -144,7 +144,7 @@ def test_mask_secrets():
 
 
 def test_status_written_by_a_newer_fipo_with_extra_keys_still_reads(tmp_path):
-    from fipo_cli.runs import STATUS_FILE, RunStatus, read_status, write_status
+    from fipo_cli.runs.status import STATUS_FILE, RunStatus, read_status, write_status
 
     write_status(tmp_path, RunStatus(state="running", launcher="slurm", job_id="42"))
     record = json.loads((tmp_path / STATUS_FILE).read_text())

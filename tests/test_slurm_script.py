@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
 
-from fipo_cli import config
-from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.core.errors import ConfigError, UsageError
+from fipo_cli.experiment import config
 from fipo_cli.launch import slurm
 from fipo_cli.launch.ray_head import head_cpus
+
+from fipo_run import run_fipo
 
 NASTY = "it's $HOME `touch pwned` \"q\" ; rm -rf x"
 

@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
 
-from fipo_cli import sweep
+from fipo_cli.training import sweep
+
+from fipo_run import run_fipo
 
 
 def fipo(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -162,9 +163,11 @@ def test_time_limits_in_every_slurm_form_convert_to_hours():
 
 
 def test_wandb_ids_do_not_repeat_the_experiment_and_a_run_keeps_the_id_it_started_with(tmp_path):
-    from fipo_cli import config, train, wandb_identity
-    from fipo_cli.experiments import ExperimentDir
-    from fipo_cli.runs import RunStatus, write_status
+    from fipo_cli.experiment import config
+    from fipo_cli.runs.experiments import ExperimentDir
+    from fipo_cli.runs.status import RunStatus, write_status
+    from fipo_cli.tracking import identity as wandb_identity
+    from fipo_cli.training import train
 
     assert wandb_identity.wandb_run_id("exp", "exp-swd41c8a-000-gamma0.9") == "exp-swd41c8a-000-gamma0-9"
     assert wandb_identity.wandb_run_id("exp", "20261122-013000") == "exp-20261122-013000"
@@ -178,7 +181,7 @@ def test_wandb_ids_do_not_repeat_the_experiment_and_a_run_keeps_the_id_it_starte
 
 
 def test_run_names_are_safe_and_fit_sixty_four_characters():
-    from fipo_cli.config import SAFE_NAME
+    from fipo_cli.experiment.config import SAFE_NAME
 
     name = sweep.run_name("s" * 60, 7, {"data.train_files": "/a b/c,d", "algorithm.gamma": 0.95})
     assert len(name) <= 64 and SAFE_NAME.match(name) and "-007" in name

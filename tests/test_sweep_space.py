@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from fipo_cli.errors import UsageError
-from fipo_cli.sweep_space import Axis, grid, parse_axes, random_points, space_size
+from fipo_cli.core.errors import UsageError
+from fipo_cli.training.sweep_space import Axis, grid, parse_axes, random_points, space_size
 
 
 def values(token: str) -> tuple:

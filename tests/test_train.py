@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fipo_run import heavy_imports, run_fipo
 
-from fipo_cli.doctor import INSTALL as DOCTOR_INSTALL
+from fipo_cli.training.doctor import INSTALL as DOCTOR_INSTALL
+
+from fipo_run import heavy_imports, run_fipo
 
 STAND_IN = textwrap.dedent(
     """
@@ -226,7 +227,7 @@ def test_json_without_dry_run_is_refused_not_ignored(project):
 
 
 def test_runs_trained_with_model_resume_under_the_recipes_name(tmp_path):
-    from fipo_cli import config, recipes
+    from fipo_cli.experiment import config, recipes
 
     # What `fipo train --model tiny` leaves: experiments/tiny-fipo/runs/RUN with the config it trained.
     run_dir = tmp_path / "experiments" / "tiny-fipo" / "runs" / "20261122-013000"
@@ -390,7 +391,7 @@ def test_doctor_names_the_install_command_when_the_trainer_cannot_run(project):
     # verl's default trainer imports TransferQueue; without it doctor fails and says how to install it.
     hide_transfer_queue = (
         "import sys; sys.modules['transfer_queue'] = None; sys.argv = ['fipo', 'doctor', 'smoke', '--json']; "
-        "from fipo_cli.cli import main; main()"
+        "from fipo_cli.cli.app import main; main()"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
     hidden = subprocess.run([sys.executable, "-c", hide_transfer_queue], cwd=project, capture_output=True, text=True,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from fipo_cli.doctor import TRAINER_DEPENDENCIES, TRAINER_PATH_MODULES
+from fipo_cli.training.doctor import TRAINER_DEPENDENCIES, TRAINER_PATH_MODULES
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

@@ -1,4 +1,4 @@
-"""verl's config composed in-process (fipo_cli.verl_compose) against the real `main_ppo --cfg job`.
+"""verl's config composed in-process (fipo_cli.verl_adapter.compose) against the real `main_ppo --cfg job`.
 
 `fipo train --dry-run`, `fipo doctor` and `fipo sweep` compose with Hydra in-process so as not to
 import verl; these tests hold them to what verl's own entry point composes and rejects.
@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fipo_cli import config, recipes, verl_compose, verl_overrides
-from fipo_cli.errors import ConfigError
+from fipo_cli.core.errors import ConfigError
+from fipo_cli.experiment import config, recipes
+from fipo_cli.verl_adapter import compose as verl_compose
+from fipo_cli.verl_adapter import overrides as verl_overrides
 
 # Found, not imported here (tests/test_train.py checks that a dry run imports no verl, in a fresh process).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")

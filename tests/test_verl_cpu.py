@@ -53,7 +53,7 @@ def test_the_platform_is_not_installed_on_gpus():
     result = python("""
         import json, sys, verl
         from verl.plugin.platform import PlatformRegistry
-        print(json.dumps({"cpu": PlatformRegistry.get("cpu") is not None, "loaded": "fipo_cli.verl_cpu" in sys.modules}))
+        print(json.dumps({"cpu": PlatformRegistry.get("cpu") is not None, "loaded": "fipo_cli.verl_adapter.cpu" in sys.modules}))
     """, VERL_PLATFORM="")
     assert last_json(result) == {"cpu": False, "loaded": False}
 
@@ -79,7 +79,7 @@ def test_verls_process_group_starts_on_cpu():
 
 
 def test_the_duplicate_gloo_backend_is_what_torch_refuses():
-    from fipo_cli.verl_cpu import single_gloo_backend
+    from fipo_cli.verl_adapter.cpu import single_gloo_backend
 
     calls = []
     wrapped = single_gloo_backend(lambda **kwargs: calls.append(kwargs))
@@ -114,7 +114,7 @@ RELOAD = """
     import json, os, sys
     os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1", VLLM_ALLOW_INSECURE_SERIALIZATION="1")
     if sys.argv[2] == "fipo":
-        from fipo_cli import verl_cpu
+        from fipo_cli.verl_adapter import cpu as verl_cpu
         verl_cpu.install()
     from safetensors.torch import load_file
     from transformers import AutoTokenizer

@@ -19,9 +19,10 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.losses import ppo_loss
 
-from fipo_cli import verl_compose, verl_plugin
 from fipo_cli.loss import knobs
 from fipo_cli.loss.fipo import PPOClip, fipo_policy_loss
+from fipo_cli.verl_adapter import compose as verl_compose
+from fipo_cli.verl_adapter import plugin as verl_plugin
 
 ACTOR = "actor_rollout_ref.actor"
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def test_ray_workers_resolve_future_kl(tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "True fipo_cli.verl_plugin"
+    assert result.stdout.strip().splitlines()[-1] == "True fipo_cli.verl_adapter.plugin"
 
 
 def test_official_overrides_compose_in_verl_unchanged(tmp_path):

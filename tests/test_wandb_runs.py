@@ -12,10 +12,12 @@ import pytest
 
 pytest.importorskip("verl")  # verl's Tracking is what starts the W&B run
 
-import wandb_records  # noqa: E402
+from fipo_cli.experiment import config
+from fipo_cli.runs.experiments import ExperimentDir  # noqa: E402
+from fipo_cli.tracking import identity as wandb_identity  # noqa: E402
+from fipo_cli.training import train
 
-from fipo_cli import config, train, wandb_identity  # noqa: E402
-from fipo_cli.experiments import ExperimentDir  # noqa: E402
+import wandb_records  # noqa: E402
 
 PROJECT = "fipo-test"
 

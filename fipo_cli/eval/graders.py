@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar, Protocol
 
-from fipo_cli.errors import FipoError, UsageError, unknown_key_problem
+from fipo_cli.core.errors import FipoError, UsageError, unknown_key_problem
 
 # Seconds one grader may spend on one sample (math_verify's own default is 5 s per step).
 DEFAULT_TIME_LIMIT = 10.0

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.eval.graders import Verdict
 
 TRUNCATED = "length"  # the finish reason of a response cut at the length limit

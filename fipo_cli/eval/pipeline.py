@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.errors import FipoError, UsageError
-from fipo_cli.eval.dirlock import writer_lock
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.locks import writer_lock
+from fipo_cli.data.prompts import PROMPT_FORMATS
 from fipo_cli.eval.engines.base import Engine, Message, Request, SamplingSettings
 from fipo_cli.eval.graders import (
     DEFAULT_TIME_LIMIT,
@@ -41,8 +42,7 @@ from fipo_cli.eval.metrics import AccuracyReport, LengthReport, accuracy_report,
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.problems import integer_answers as all_integer
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
-from fipo_cli.prompts import PROMPT_FORMATS
-from fipo_cli.runs import atomic_write_json
+from fipo_cli.runs.status import atomic_write_json
 
 SETTINGS_FILE = "eval_settings.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -303,7 +303,7 @@ def evaluate(
 
     Only the benchmark's problems and the first ``settings.samples`` samples of each are
     scored; samples.jsonl keeps every sample drawn so far. The directory's writer lock is
-    held throughout (:mod:`fipo_cli.eval.dirlock`); Ctrl-C ends with :class:`Interrupted`.
+    held throughout (:mod:`fipo_cli.core.locks`); Ctrl-C ends with :class:`Interrupted`.
     """
     check_directory(out_dir, settings)  # before taking the lock: a refused run leaves no directory
     with writer_lock(out_dir):

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fipo_cli.errors import ConfigError, UsageError
-from fipo_cli.sources import ANSWER_COLUMNS, PROBLEM_COLUMNS, read_records, resolve_source
+from fipo_cli.core.errors import ConfigError, UsageError
+from fipo_cli.data.sources import ANSWER_COLUMNS, PROBLEM_COLUMNS, read_records, resolve_source
 
 ID_KEYS = ("id", "unique_id", "problem_id")
 _INTEGER = re.compile(r"^\s*-?\d+\s*$")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fipo_cli.errors import ConfigError, FipoError, UsageError
+from fipo_cli.core.errors import ConfigError, FipoError, UsageError
 from fipo_cli.eval import pipeline, reporting
 from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, grading_option_problems
 from fipo_cli.eval.problems import Benchmark
@@ -184,8 +184,9 @@ def evaluate_checkpoints(
     failure to log is reported through ``say`` and the other steps still run. ``--step all``
     also writes ``curve.json``. Returns whether every W&B log succeeded.
     """
-    from fipo_cli.eval import checkpoints, tracking
-    from fipo_cli.experiments import find_run
+    from fipo_cli.eval import tracking
+    from fipo_cli.runs.experiments import find_run
+    from fipo_cli.verl_adapter import checkpoints
 
     run_dir = find_run(run, label="--run ")
     base = out or run_dir / "eval" / problems.name

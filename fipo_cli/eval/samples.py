@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.errors import UsageError
-from fipo_cli.files import decode_utf8
-from fipo_cli.runs import atomic_write_text
+from fipo_cli.core.errors import UsageError
+from fipo_cli.core.files import decode_utf8
+from fipo_cli.runs.status import atomic_write_text
 
 REQUIRED = ("prompt_id", "sample_index", "response")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fipo_cli import config
-from fipo_cli.config import ClusterConfig
-from fipo_cli.errors import ConfigError, UsageError
+from fipo_cli.core.errors import ConfigError, UsageError
+from fipo_cli.experiment import config
+from fipo_cli.experiment.config import ClusterConfig
 
 JOB_LOG = "slurm-%j.out"
 SCRIPT_PREFIX = "eval-"
@@ -123,7 +123,7 @@ def job_gpus(options: EvalOptions, cluster: ClusterConfig) -> int:
 
 
 def job_name(options: EvalOptions) -> str:
-    from fipo_cli.sources import resolve_source
+    from fipo_cli.data.sources import resolve_source
 
     return f"fipo-eval-{resolve_source(options.problem_set).name}"
 
@@ -187,8 +187,8 @@ def profile_cluster() -> ClusterConfig:
 def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig, str]:
     """The evaluation directory (``--out``, else what a local run would use), the cluster settings
     (the run's ``config.yaml``, else the user's profile) and where the results will be."""
+    from fipo_cli.data.sources import SourceKind, check_file, resolve_source
     from fipo_cli.eval import pipeline
-    from fipo_cli.sources import SourceKind, check_file, resolve_source
 
     source = resolve_source(options.problem_set)
     if source.kind is SourceKind.FILE:
@@ -207,9 +207,9 @@ def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig
         return directory, profile_cluster(), str(Path(directory).absolute() / pipeline.RESULTS_FILE)
     if options.run is None:
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN")
-    from fipo_cli.eval import checkpoints
-    from fipo_cli.experiments import find_run
-    from fipo_cli.train import CONFIG_FILE
+    from fipo_cli.runs.experiments import find_run
+    from fipo_cli.training.train import CONFIG_FILE
+    from fipo_cli.verl_adapter import checkpoints
 
     run_dir = find_run(options.run, label="--run ")
     steps = checkpoints.select_steps(run_dir, options.step)  # no checkpoint: the same error as a local run
@@ -228,7 +228,7 @@ def plan(options: EvalOptions, out: Path | None) -> EvalJob:
 
 def script_path(directory: Path, now: datetime | None = None) -> Path:
     """``DIR/eval-<UTC time>.sbatch``, with ``-2``, ``-3``, … when that name is taken."""
-    from fipo_cli.runs import new_run_name
+    from fipo_cli.runs.status import new_run_name
 
     return Path(directory) / new_run_name(Path(directory), now, prefix=SCRIPT_PREFIX, extension=SCRIPT_SUFFIX)
 
@@ -236,7 +236,7 @@ def script_path(directory: Path, now: datetime | None = None) -> Path:
 def submit(job: EvalJob, now: datetime | None = None) -> tuple[str, Path]:
     """Save the script in the evaluation directory (atomically), then ``sbatch`` it: (job id, script)."""
     from fipo_cli.launch import slurm
-    from fipo_cli.runs import atomic_write_text
+    from fipo_cli.runs.status import atomic_write_text
 
     job.directory.mkdir(parents=True, exist_ok=True)
     path = script_path(job.directory, now)

@@ -46,13 +46,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import config
-from fipo_cli.errors import FipoError
+from fipo_cli.core.errors import FipoError
 from fipo_cli.eval.pipeline import Scores
 from fipo_cli.eval.samples import Sample
-from fipo_cli.runs import read_status
-from fipo_cli.train import CONFIG_FILE
-from fipo_cli.wandb_identity import wandb_mode, wandb_tags
+from fipo_cli.experiment import config
+from fipo_cli.runs.status import read_status
+from fipo_cli.tracking.identity import wandb_mode, wandb_tags
+from fipo_cli.training.train import CONFIG_FILE
 
 #: The custom x-axis of checkpoint evaluations: the checkpoint's training step.
 STEP_METRIC = "eval/step"

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO, Literal, Optional, TextIO, Union
 
-from fipo_cli.errors import FipoError
-from fipo_cli.text import plural
+from fipo_cli.core.errors import FipoError
+from fipo_cli.core.text import plural
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from fipo_cli.errors import FipoError
+from fipo_cli.core.errors import FipoError
 from fipo_cli.launch.local import stop_group
 
 #: Logical CPUs a CPU-mode head offers: verl's resource pools ask several per worker bundle, and

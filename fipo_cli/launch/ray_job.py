@@ -5,7 +5,7 @@ run's record (``config.yaml``, ``command.json``, ``env.json``, ``tracking_config
 ``status.json``, under ``run/``) and the local inputs the config names by a relative path (data
 files, a reward function's file, a custom entrypoint's script), each at that path. Absolute paths
 and hub ids are read where they point, on the cluster. The entrypoint, ``python3 -m
-fipo_cli.run_task --record run RUN_DIR`` (the cluster's Python, with fipo installed), puts the
+fipo_cli.training.run_task --record run RUN_DIR`` (the cluster's Python, with fipo installed), puts the
 record into the run directory as the cluster sees it when it is not there already, and runs the
 trainer as a SLURM job's task does; verl's trainer joins the job's Ray cluster (``RAY_ADDRESS``,
 set by Ray), and Ray merges the job's variables into those of verl's workers.
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.text import byte_size
 from fipo_cli.launch.slurm import JobState
-from fipo_cli.runs import is_secret_name, mask_secrets
-from fipo_cli.text import byte_size
+from fipo_cli.runs.status import is_secret_name, mask_secrets
 
 #: The folder of the job's working directory that holds the run's record.
 RECORD_DIR = "run"

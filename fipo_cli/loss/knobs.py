@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fipo_cli.errors import ConfigError, number_problem, unknown_key_problem
+from fipo_cli.core.errors import ConfigError, number_problem, unknown_key_problem
 
 INCLUDE_CURRENT = "include_current"
 EXCLUDE_CURRENT = "exclude_current"

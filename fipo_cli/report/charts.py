@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 
-from fipo_cli.errors import FipoError
+from fipo_cli.core.errors import FipoError
 from fipo_cli.report.figures import Chart, Line
 
 DPI = 100

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import config, experiments
-from fipo_cli.config import Experiment
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.files import read_utf8
 from fipo_cli.eval.pipeline import RESULTS_FILE
-from fipo_cli.files import read_utf8
+from fipo_cli.experiment import config
+from fipo_cli.experiment.config import Experiment
 from fipo_cli.loss import knobs
-from fipo_cli.train import CONFIG_FILE, EARLIER_METRICS_FILE, METRICS_FILE
+from fipo_cli.runs import experiments
+from fipo_cli.training.train import CONFIG_FILE, EARLIER_METRICS_FILE, METRICS_FILE
 
 Metrics = dict[str, dict[int, float]]
 _STEPS = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
@@ -168,7 +169,7 @@ def read_metrics(path: Path, non_finite: dict[str, list[int]] | None = None) -> 
     """The numeric metrics of verl's file-logger file ``path``, as ``{name: {step: value}}``.
 
     The steps a run logged before a resume or requeue come first, from the file next to it
-    (:data:`fipo_cli.train.EARLIER_METRICS_FILE`); a step logged again takes its later value.
+    (:data:`fipo_cli.training.train.EARLIER_METRICS_FILE`); a step logged again takes its later value.
     NaN and ±infinity are left out, their steps recorded in ``non_finite`` by metric. A last
     line without its newline is left out when it does not parse: the trainer may be writing
     it. UsageError for a missing file, a file that is not UTF-8, a malformed line or a file

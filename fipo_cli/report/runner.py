@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.errors import ConfigError, UsageError
-from fipo_cli.files import write_all
+from fipo_cli.core.errors import ConfigError, UsageError
+from fipo_cli.core.files import write_all
 from fipo_cli.report import charts, data, figures, summary
 from fipo_cli.report.data import RunData, StepRange
 
@@ -80,7 +80,7 @@ def make_report(
     report.files = write_all(out, "--out", writers)[: len(images)]
     if to_wandb:
         from fipo_cli.report.wandb_charts import log_charts
-        from fipo_cli.wandb_identity import wandb_sync_command
+        from fipo_cli.tracking.identity import wandb_sync_command
 
         report.wandb_run = log_charts(built.charts, runs, steps, out)
         report.wandb_sync = wandb_sync_command(out) if report.wandb_run else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from fipo_cli.config import TrackingConfig
+from fipo_cli.experiment.config import TrackingConfig
 from fipo_cli.report.data import RunData, StepRange
 from fipo_cli.report.figures import Chart
 

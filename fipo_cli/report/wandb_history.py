@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fipo_cli.config import Experiment
-from fipo_cli.errors import FipoError, UsageError
-from fipo_cli.runs import read_status
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.experiment.config import Experiment
+from fipo_cli.runs.status import read_status
 
 
 def read_history(run_dir: Path, experiment: Experiment | None) -> dict[str, dict[int, float]]:

@@ -27,7 +27,7 @@ def _verl_trainer_root(path: str | None) -> str | None:
     names verl's own file), in the same form; None for any other config directory.
 
     The same form, not ``pkg://verl.trainer``: a ``pkg://`` source imports its package, and
-    ``import verl`` takes seconds; fipo's in-process compose (:mod:`fipo_cli.verl_compose`) names
+    ``import verl`` takes seconds; fipo's in-process compose (:mod:`fipo_cli.verl_adapter.compose`) names
     verl's config directory by its path so as not to import verl.
     """
     normalized = (path or "").rstrip("/").replace("\\", "/")

@@ -13,7 +13,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.eval.engines.base import (
     Engine,
     Generation,

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from fipo_cli.errors import UsageError
+from fipo_cli.core.errors import UsageError
 
 FinishReason = Literal["stop", "length"]
 

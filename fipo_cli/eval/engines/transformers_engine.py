@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.utils import logging as transformers_logging
 
-from fipo_cli.errors import UsageError
+from fipo_cli.core.errors import UsageError
 from fipo_cli.eval.engines.base import (
     Generation,
     Request,

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fipo_cli.errors import FipoError, UsageError
+from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.eval.engines.base import (
     Generation,
     Request,

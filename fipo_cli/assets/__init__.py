@@ -1,0 +1,1 @@
+"""Models and tasks fipo builds on this machine instead of downloading (``builtin:`` paths)."""

@@ -1,0 +1,1 @@
+"""Training data: preparing verl parquet files, reading problem sources, prompts, the bundled benchmark sets."""

@@ -1,0 +1,242 @@
+"""The one mapping from fipo's settings to verl 0.9.1's hydra overrides.
+
+Nothing else in fipo knows verl's config keys. Keys verl's config does not define carry a
+``+`` (hydra's "add"); the FIPO knobs need none, since fipo's Hydra plugin adds them to
+verl's ``policy_loss`` section.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fipo_cli.assets import builtin as local_assets
+
+POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
+FIPO_LOSS_MODE = "future_kl"
+TRAINER_MODULE = "verl.trainer.main_ppo"
+ACTOR = "actor_rollout_ref.actor"
+ROLLOUT = "actor_rollout_ref.rollout"
+OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
+#: Environment variables for the job's every Ray worker: verl passes this runtime env to ``ray.init``.
+RUNTIME_ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"
+#: The run's variables, as one value (see :func:`encode_worker_env`); fipo's verl plugin sets them.
+WORKER_ENV = "FIPO_WORKER_ENV"
+
+#: The environment of ``trainer.device: cpu``, in the driver and every Ray worker (reference verl-cpu.md).
+CPU_ENV = {
+    # verl's platform: fipo's CPU platform, which fipo's verl plugin registers when it sees this.
+    "VERL_PLATFORM": "cpu",
+    # verl registers its FSDP engine for cuda and npu only; the cuda one runs on CPU tensors as well.
+    "VERL_ENGINE_DEVICE": "cuda",
+    # The rollout's KV cache, in GiB. Without it vLLM's CPU backend asks for gpu_memory_utilization
+    # of the machine's memory minus what its worker already holds, which a small share makes negative.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+def encode_worker_env(env: Mapping[str, str]) -> str:
+    """``env`` as base64 of JSON. Ray passes runtime-env values through ``os.path.expandvars``, so a
+    path holding ``$HOME`` would reach the workers as another path; base64 has no ``$`` (nor quotes)."""
+    return base64.urlsafe_b64encode(json.dumps(dict(env), sort_keys=True).encode()).decode()
+
+
+def apply_worker_env(environ: MutableMapping[str, str]) -> None:
+    """In a Ray worker (from fipo's verl plugin, at ``import verl``): set the run's variables."""
+    encoded = environ.get(WORKER_ENV)
+    if encoded:
+        environ.update(json.loads(base64.urlsafe_b64decode(encoded)))
+
+
+def device_env(device: str) -> dict[str, str]:
+    """The variables verl and vLLM read to train on ``device`` (none for cuda: their defaults)."""
+    return dict(CPU_ENV) if device == "cpu" else {}
+
+
+def _cpu_settings(experiment: Any) -> dict[str, Any]:
+    """What verl 0.9.1 needs to train on CPU that a setting reaches (reference verl-cpu.md)."""
+    return {
+        # FSDP1 insists on GPUs to sync module states; FSDP2 runs on CPU with gloo.
+        f"{ACTOR}.strategy": "fsdp2",
+        "actor_rollout_ref.ref.strategy": "fsdp2",
+        # verl's default attention is flash-attention 2; torch's sdpa runs on CPU.
+        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+        f"{ACTOR}.use_torch_compile": False,
+        "actor_rollout_ref.ref.use_torch_compile": False,
+        # vLLM's CPU backend has no sleep mode, no CUDA graphs, and no fast bf16 on most CPUs.
+        f"+{ROLLOUT}.enable_sleep_mode": False,
+        f"{ROLLOUT}.free_cache_engine": False,
+        f"{ROLLOUT}.enforce_eager": True,
+        f"{ROLLOUT}.dtype": "float32",
+        f"{ROLLOUT}.max_model_len": experiment.max_tokens,
+        # One process each where verl would start eight: a CPU machine has few cores to spare.
+        f"{ROLLOUT}.agent.num_workers": 1,
+        "reward.num_workers": 1,
+        "data.dataloader_num_workers": 0,
+        # TransferQueue starts 8 storage actors (~540 MB each) by default; with 2 cores the run stalls.
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
+    }
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value written in hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    text = str(value)
+    if text and all(ch.isalnum() or ch in "_-./~" for ch in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _lines(settings: Mapping[str, Any]) -> list[str]:
+    return [f"{key}={hydra_value(value)}" for key, value in settings.items()]
+
+
+def _fipo_loss(knob_values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE, **{f"{POLICY_LOSS}.{k}": v for k, v in knob_values.items()}}
+
+
+def policy_loss_overrides(knob_values: Mapping[str, Any]) -> list[str]:
+    """Overrides selecting the ``future_kl`` loss with the given knobs (the others keep their defaults)."""
+    return _lines(_fipo_loss(knob_values))
+
+
+def experiment_overrides(
+    experiment: Any,
+    *,
+    experiment_name: str,
+    checkpoint_dir: Path,
+    hydra_dir: Path,
+    wandb: bool,
+    worker_env: Mapping[str, str],
+) -> list[str]:
+    """verl overrides for one training run of an experiment (a :class:`fipo_cli.experiment.config.Experiment`).
+
+    Args:
+        experiment: the validated experiment.
+        experiment_name: the run's name in verl and W&B.
+        checkpoint_dir: where verl saves and, on resume, finds its checkpoints.
+        hydra_dir: where verl's Hydra writes its own files (else ``outputs/`` in the working directory).
+        wandb: whether the W&B logger is on.
+        worker_env: variables every Ray worker needs (the trainer's logging, W&B run and device):
+            the Ray cluster may have started before the trainer (a SLURM job), so they travel in
+            the job's runtime env, encoded (:func:`encode_worker_env`), rather than in Ray's own
+            environment.
+    """
+    model, data, algorithm = experiment.model, experiment.data, experiment.algorithm
+    rollout, trainer, cluster = experiment.rollout, experiment.trainer, experiment.cluster
+    is_fipo = algorithm.name == "fipo"
+    settings: dict[str, Any] = {
+        # Absolute, since the trainer (or a resumed run) may start in another directory.
+        "data.train_files": [_absolute(path) for path in data.train_files],
+        "data.val_files": [_absolute(path) for path in data.val_files],
+        "data.prompt_key": "prompt",
+        "data.max_prompt_length": data.max_prompt_length,
+        "data.max_response_length": data.max_response_length,
+        "data.train_batch_size": data.train_batch_size,
+        "data.gen_batch_size": data.gen_batch_size,
+        "data.truncation": data.truncation,
+        "data.shuffle": data.shuffle,
+        "data.seed": trainer.seed,
+        # GRPO group-normalised advantages with DAPO's dynamic sampling (FIPO.md §2).
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.use_kl_in_reward": algorithm.kl_in_reward,
+        "algorithm.filter_groups.enable": algorithm.dynamic_sampling,
+        "algorithm.filter_groups.metric": algorithm.dynamic_sampling_metric,
+        "algorithm.filter_groups.max_num_gen_batches": algorithm.max_num_gen_batches,
+        "actor_rollout_ref.model.path": _absolute(model.path) if local_assets.is_builtin(model.path) else model.path,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": model.gradient_checkpointing,
+        "actor_rollout_ref.model.use_remove_padding": model.remove_padding,
+        f"{ACTOR}.optim.lr": trainer.lr,
+        f"{ACTOR}.optim.lr_warmup_steps": trainer.lr_warmup_steps,
+        f"{ACTOR}.optim.lr_scheduler_type": trainer.lr_scheduler,
+        f"{ACTOR}.optim.weight_decay": trainer.weight_decay,
+        f"{ACTOR}.grad_clip": trainer.grad_clip,
+        f"{ACTOR}.ppo_mini_batch_size": trainer.mini_batch_size,
+        f"{ACTOR}.use_dynamic_bsz": trainer.dynamic_batch_size,
+        f"{ACTOR}.ppo_max_token_len_per_gpu": trainer.max_tokens_per_gpu or experiment.max_tokens,
+        f"{ACTOR}.ulysses_sequence_parallel_size": trainer.sequence_parallel_size,
+        f"{ACTOR}.fsdp_config.param_offload": trainer.param_offload,
+        f"{ACTOR}.fsdp_config.optimizer_offload": trainer.optimizer_offload,
+        f"{ACTOR}.data_loader_seed": trainer.seed,
+        f"{ACTOR}.clip_ratio_low": algorithm.clip_ratio_low,
+        f"{ACTOR}.clip_ratio_high": algorithm.clip_ratio_high,
+        f"{ACTOR}.clip_ratio_c": algorithm.clip_ratio_c,
+        f"{ACTOR}.loss_agg_mode": algorithm.loss_agg_mode,
+        f"{ACTOR}.entropy_coeff": algorithm.entropy_coeff,
+        f"{ACTOR}.use_kl_loss": algorithm.kl_loss_coef > 0,
+        f"{ACTOR}.kl_loss_coef": algorithm.kl_loss_coef,
+        f"{POLICY_LOSS}.loss_mode": FIPO_LOSS_MODE if is_fipo else "vanilla",
+        f"{ROLLOUT}.name": rollout.engine,
+        f"{ROLLOUT}.n": rollout.n,
+        f"{ROLLOUT}.temperature": rollout.temperature,
+        f"{ROLLOUT}.top_p": rollout.top_p,
+        f"{ROLLOUT}.tensor_model_parallel_size": rollout.tensor_parallel_size,
+        f"{ROLLOUT}.gpu_memory_utilization": rollout.gpu_memory_utilization,
+        f"{ROLLOUT}.enable_chunked_prefill": rollout.chunked_prefill,
+        f"{ROLLOUT}.max_num_batched_tokens": rollout.max_num_batched_tokens or experiment.max_tokens,
+        f"{ROLLOUT}.seed": trainer.seed,
+        f"{ROLLOUT}.val_kwargs.n": rollout.val_n,
+        f"{ROLLOUT}.val_kwargs.temperature": rollout.val_temperature,
+        f"{ROLLOUT}.val_kwargs.top_p": rollout.val_top_p,
+        f"{ROLLOUT}.val_kwargs.do_sample": True,
+        # The DAPO reward manager: the "Answer:" rule verifier plus the overlong penalty.
+        "reward.reward_manager.name": "dapo",
+        "+reward.reward_kwargs.max_resp_len": data.max_response_length,
+        f"{OVERLONG}.enable": algorithm.overlong_buffer,
+        f"{OVERLONG}.len": algorithm.overlong_buffer_len,
+        f"{OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
+        f"{OVERLONG}.log": True,
+        "trainer.logger": ["console", "file", *(["wandb"] if wandb else [])],
+        "trainer.project_name": experiment.tracking.project,
+        "trainer.experiment_name": experiment_name,
+        "trainer.nnodes": cluster.nodes,
+        "trainer.n_gpus_per_node": cluster.gpus_per_node,
+        "trainer.val_before_train": trainer.val_before_train,
+        "trainer.test_freq": trainer.test_freq,
+        "trainer.save_freq": trainer.save_freq,
+        "trainer.total_epochs": trainer.total_epochs,
+        "trainer.total_training_steps": trainer.total_training_steps,
+        "trainer.resume_mode": "auto",
+        "trainer.default_local_dir": str(checkpoint_dir),
+        "trainer.device": trainer.device,
+        "hydra.run.dir": str(hydra_dir),
+        f"{RUNTIME_ENV_VARS}.{WORKER_ENV}": encode_worker_env(worker_env),
+    }
+    if algorithm.reward_function is not None:
+        path, name = reward_function_location(algorithm.reward_function)
+        settings["reward.custom_reward_function.path"] = path
+        settings["reward.custom_reward_function.name"] = name
+    if model.max_position_embeddings is not None:
+        settings["+actor_rollout_ref.model.override_config.max_position_embeddings"] = model.max_position_embeddings
+    if trainer.device == "cpu":
+        settings.update(_cpu_settings(experiment))
+    if is_fipo:
+        settings.update(_fipo_loss(algorithm.fipo_knobs()))
+    return _lines(settings)
+
+
+def reward_function_location(spec: str) -> tuple[str, str]:
+    """``MODULE:FUNCTION`` or ``FILE.py:FUNCTION`` as verl's ``custom_reward_function`` (path, name):
+    a module as ``pkg://MODULE`` (imported in the reward worker), a file by its absolute path."""
+    where, _, name = spec.rpartition(":")
+    return (_absolute(where) if where.endswith(".py") else f"pkg://{where}"), name
+
+
+def _absolute(path: str) -> str:
+    return str(Path(local_assets.resolve(path)).expanduser().absolute())
+
+
+def trainer_command(entrypoint: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The trainer's command line: the configured entrypoint or verl's main_ppo, then the overrides."""
+    return [*(entrypoint or [sys.executable, "-m", TRAINER_MODULE]), *overrides]

@@ -1,0 +1,229 @@
+"""verl 0.9.1 adapter: the ``future_kl`` policy loss and its config section.
+
+Loaded by verl itself: ``pyproject.toml`` declares this module in the ``verl.plugins``
+entry-point group, and ``import verl`` loads every such entry point, so the loss is
+registered in the driver and in every Ray worker with no change to verl and no
+environment variable. (verl swallows plugin import errors at debug level; the tests
+check registration in a fresh process for that reason.)
+
+The FIPO knobs live in ``actor_rollout_ref.actor.policy_loss``. verl turns that section
+into a dataclass named by its ``_target_``; :class:`FutureKLPolicyLossConfig` adds the
+knobs to verl's own ``PolicyLossConfig`` and validates them when verl builds it, so a bad
+value stops the run on the driver, before any GPU work.
+
+When it loads, it first sets the run's variables a Ray worker received from ``fipo train``
+(:func:`fipo_cli.verl_adapter.overrides.apply_worker_env`) and, with ``VERL_PLATFORM=cpu``, installs fipo's
+CPU mode (:mod:`fipo_cli.verl_adapter.cpu`), both before any verl module reads them.
+
+Two more additions, both installed when this module loads (see their functions for why there):
+
+* :func:`with_length_metrics`: verl's per-step data metrics gain the whole-batch
+  response-length percentiles and the length-weighted mean advantage
+  (:mod:`fipo_cli.loss.length_metrics`).
+* :func:`with_run_config`: the tracking config (W&B's run config) gains the resolved fipo
+  config and the verl overrides of the run, read from the file ``FIPO_TRACKING_CONFIG`` names.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fipo_cli.verl_adapter.overrides import apply_worker_env
+
+# First, before any verl module reads them: the run's variables (a Ray worker gets them from the
+# job's runtime env), then the CPU platform, before any verl module asks verl for its platform.
+apply_worker_env(os.environ)
+if os.environ.get("VERL_PLATFORM") == "cpu":
+    from fipo_cli.verl_adapter import cpu as verl_cpu
+
+    verl_cpu.install()
+
+# After the set-up above, on purpose (E402).
+import torch  # noqa: E402
+from verl.trainer.ppo import metric_utils  # noqa: E402
+from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss  # noqa: E402
+from verl.utils.tracking import Tracking  # noqa: E402
+from verl.workers.config import PolicyLossConfig  # noqa: E402
+
+from fipo_cli.loss import knobs  # noqa: E402
+from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms  # noqa: E402
+from fipo_cli.loss.length_metrics import length_metrics  # noqa: E402
+from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV  # noqa: E402
+
+LOSS_NAME = "future_kl"
+CONFIG_TARGET = f"{__name__}.FutureKLPolicyLossConfig"
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class FutureKLPolicyLossConfig(PolicyLossConfig):
+    """verl's ``PolicyLossConfig`` plus the FIPO knobs (see :mod:`fipo_cli.loss.knobs`)."""
+
+    decay_rate: float = knobs.KNOB_DEFAULTS["decay_rate"]
+    gamma: Optional[float] = None
+    future_kl_clip_low: Optional[float] = None
+    future_kl_clip_high: Optional[float] = None
+    safety_thresh: float = knobs.KNOB_DEFAULTS["safety_thresh"]
+    future_kl_clip_ratio: Optional[float] = None
+    future_kl_clip_high_only: Optional[bool] = None
+    future_kl_start: str = knobs.KNOB_DEFAULTS["future_kl_start"]
+    future_kl_window: int = knobs.KNOB_DEFAULTS["future_kl_window"]
+    future_kl_average: bool = knobs.KNOB_DEFAULTS["future_kl_average"]
+    chunk_size: int = knobs.KNOB_DEFAULTS["chunk_size"]
+
+    def __post_init__(self) -> None:
+        knobs.resolve(self)
+
+
+def _ppo_clip(config: Any) -> PPOClip:
+    """PPO clip range and dual-clip ratio, read the way verl's vanilla loss reads them."""
+    clip_ratio = config.get("clip_ratio", 0.2)
+    low = config.get("clip_ratio_low")
+    high = config.get("clip_ratio_high")
+    return PPOClip(
+        low=clip_ratio if low is None else low,
+        high=clip_ratio if high is None else high,
+        dual=config.get("clip_ratio_c", 3.0),
+    )
+
+
+@register_policy_loss(LOSS_NAME)
+def compute_policy_loss_future_kl(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """FIPO's policy loss with verl 0.9.1's ``PolicyLossFn`` signature.
+
+    Args:
+        old_log_prob, log_prob, advantages: (B, L) tensors of any float dtype.
+        response_mask: (B, L) bool or 0/1.
+        loss_agg_mode: verl's aggregation mode (FIPO uses "token-mean").
+        config: verl's ``ActorConfig`` or a DictConfig with ``clip_ratio``,
+            ``clip_ratio_low``, ``clip_ratio_high``, ``clip_ratio_c``,
+            ``global_batch_info`` and ``policy_loss.*`` (the FIPO knobs).
+        rollout_is_weights: optional (B, L) rollout-correction weights.
+
+    Returns:
+        The scalar loss aggregated by verl's ``agg_loss`` over the FIPO loss mask (0, with a
+        zero gradient, when that mask keeps no token), and the metrics as Python floats (one
+        device sync for all of them).
+    """
+    if config is None:
+        raise ValueError(f"the {LOSS_NAME!r} policy loss needs the actor config")
+    settings = knobs.resolve(config.get("policy_loss") or {})
+    clip = _ppo_clip(config)
+    if clip.dual <= 1.0:
+        raise ValueError(f"clip_ratio_c={clip.dual!r}: the dual-clip ratio must be > 1")
+    terms = fipo_loss_terms(old_log_prob, log_prob, advantages, response_mask, settings, clip, rollout_is_weights)
+    names = list(terms.metrics)
+    # The kept-token count rides along with the metrics: one device sync for all of them.
+    *values, kept_tokens = torch.stack([*(terms.metrics[name] for name in names), terms.loss_mask.sum()]).tolist()
+    if kept_tokens == 0:
+        # Every token masked, or every response dropped by the sequence filter: verl's agg_loss would
+        # divide 0 by a token (or sequence) count of 0 and return NaN, and backward would spread NaN
+        # gradients. The loss of no token is 0; computed from the per-token loss it keeps the graph,
+        # so backward runs as usual and gives a zero gradient.
+        loss = (terms.per_token_loss * terms.loss_mask).sum()
+    else:
+        loss = agg_loss(
+            loss_mat=terms.per_token_loss,
+            loss_mask=terms.loss_mask,
+            loss_agg_mode=loss_agg_mode,
+            **(config.get("global_batch_info") or {}),
+        )
+    return loss, dict(zip(names, values, strict=True))
+
+
+# ---------------------------------------------------------------------------- data metrics
+
+
+def with_length_metrics(compute_data_metrics: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """verl's ``compute_data_metrics(batch, use_critic)`` plus :func:`fipo_cli.loss.length_metrics.length_metrics`.
+
+    Why this function: in verl 0.9.1 it is the one place that sees the whole training batch
+    of a step, after the advantages and before logging. Every trainer calls it once per step
+    on that batch (v1's ``PPOTrainer._compute_metrics``, main_ppo's default; the legacy
+    ``RayPPOTrainer.fit``; the experimental separation trainer) and puts the result in the
+    step's metrics, which ``Tracking.log`` sends to every configured logger. The actor's
+    metrics, by contrast, are per micro-batch and averaged.
+
+    The lengths come from verl's own ``_compute_response_info``, the same lengths as its
+    ``response_length/mean|min|max``: the batch's ``response_length`` when the v1 trainer
+    put it there, else the response part of ``attention_mask``.
+    """
+
+    @functools.wraps(compute_data_metrics)
+    def compute_with_lengths(batch: Any, use_critic: bool = True) -> dict[str, Any]:
+        metrics = compute_data_metrics(batch=batch, use_critic=use_critic)
+        lengths = metric_utils._compute_response_info(batch)["response_length"]
+        metrics.update(length_metrics(lengths, batch.batch["advantages"], batch.batch["response_mask"]))
+        return metrics
+
+    compute_with_lengths.fipo_length_metrics = True
+    return compute_with_lengths
+
+
+def install_length_metrics() -> None:
+    """Replace ``metric_utils.compute_data_metrics`` by :func:`with_length_metrics` (once per process).
+
+    The trainers bind the name with ``from verl.trainer.ppo.metric_utils import
+    compute_data_metrics`` when they are imported. This module runs inside ``import verl``
+    (the ``verl.plugins`` entry point), before any trainer module can be imported, so each
+    of them binds the wrapped function, in the driver and in the Ray actor that trains.
+    """
+    if not getattr(metric_utils.compute_data_metrics, "fipo_length_metrics", False):
+        metric_utils.compute_data_metrics = with_length_metrics(metric_utils.compute_data_metrics)
+
+
+# ---------------------------------------------------------------------------- run config
+
+
+def with_run_config(init: Callable[..., None]) -> Callable[..., None]:
+    """verl's ``Tracking.__init__`` with fipo's run config added to the ``config`` it logs.
+
+    verl passes its own resolved config to ``wandb.init(config=...)`` (and to the other
+    trackers); it knows nothing of fipo's config. ``fipo train`` writes a JSON object
+    (``{"fipo": <resolved experiment>, "fipo_verl_overrides": [...]}``) and names it in
+    ``FIPO_TRACKING_CONFIG``; its keys are merged into the config here. verl's config has no
+    such keys, so nothing of verl's is replaced. Without the variable the config is unchanged.
+    W&B's own ``WANDB_CONFIG_PATHS`` cannot carry it: wandb 0.31 rejects that variable's
+    value (a string where its settings want a list) and fails ``wandb.init``.
+    """
+
+    @functools.wraps(init)
+    def init_with_run_config(self: Any, project_name: str, experiment_name: str,
+                             default_backend: Any = "console", config: Any = None) -> None:
+        path = os.environ.get(TRACKING_CONFIG_ENV)
+        if path:
+            try:
+                extra = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:  # metadata only: never stop a training run for it
+                _LOGGER.warning("fipo: %s=%s not added to the tracking config: %s", TRACKING_CONFIG_ENV, path, error)
+            else:
+                config = {**(config or {}), **extra}
+        init(self, project_name, experiment_name, default_backend, config=config)
+
+    init_with_run_config.fipo_run_config = True
+    return init_with_run_config
+
+
+def install_run_config() -> None:
+    """Wrap ``Tracking.__init__`` by :func:`with_run_config` (once per process)."""
+    if not getattr(Tracking.__init__, "fipo_run_config", False):
+        Tracking.__init__ = with_run_config(Tracking.__init__)
+
+
+install_length_metrics()
+install_run_config()
