@@ -214,7 +214,7 @@ def test_score_help_is_the_score_subcommands_own(tmp_path):
 
 
 def test_a_second_evaluation_into_the_same_directory_is_refused(tmp_path, tiny_model):
-    from fipo_cli.core.locks import writer_lock
+    from fipo_cli.eval.pipeline import writer_lock
 
     with writer_lock(tmp_path / "busy"):
         result = fipo_eval(tmp_path, "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples",

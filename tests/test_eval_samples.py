@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from fipo_cli.core.errors import EXIT_USAGE, UsageError
-from fipo_cli.core.locks import LOCK_FILE, writer_lock
+from fipo_cli.eval.pipeline import writer_lock
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
+from fipo_cli.runs.layout import EVAL_LOCK_FILE as LOCK_FILE
 
 # Line breaks to str.splitlines and JavaScript (U+0085, U+2028, U+2029), a lone surrogate (no
 # UTF-8 form), and characters that are plain UTF-8.

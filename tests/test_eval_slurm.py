@@ -22,6 +22,7 @@ import pytest
 from fipo_cli.core.errors import ConfigError
 from fipo_cli.eval import slurm_job
 from fipo_cli.experiment.config import ClusterConfig
+from fipo_cli.runs.layout import RESULTS_FILE
 
 from fipo_run import run_fipo
 from slurm_env import require_slurm
@@ -144,10 +145,9 @@ def test_model_uses_the_local_default_directory_and_the_profile(tmp_path: Path, 
     profile.write_text("partition: gpu\ngpus_per_node: 4\nsetup: ['module load x']\n")
     monkeypatch.setenv("FIPO_CLUSTER_CONFIG", str(profile))
     job = slurm_job.plan(slurm_job.EvalOptions(benchmark="math500", model="Qwen/Qwen2.5-Math-7B"), None)
-    from fipo_cli.eval import pipeline
 
     assert job.directory == (tmp_path / "evals" / "Qwen_Qwen2.5-Math-7B" / "math500")
-    assert job.results == str(job.directory / pipeline.RESULTS_FILE)
+    assert job.results == str(job.directory / RESULTS_FILE)
     assert "#SBATCH --partition=gpu" in job.script and "#SBATCH --gpus-per-node=4" in job.script
     assert "\nmodule load x\n" in job.script
     assert not (tmp_path / "evals").exists()  # planning writes nothing

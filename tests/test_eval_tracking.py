@@ -14,6 +14,7 @@ from fipo_cli.eval.pipeline import Scores, score  # noqa: E402
 from fipo_cli.eval.samples import Sample  # noqa: E402
 from fipo_cli.experiment import config
 from fipo_cli.runs.experiments import ExperimentDir  # noqa: E402
+from fipo_cli.runs.layout import RUN_CONFIG_FILE
 from fipo_cli.runs.status import RunStatus, write_status  # noqa: E402
 from fipo_cli.tracking import identity as wandb_identity  # noqa: E402
 from fipo_cli.training import train
@@ -56,7 +57,7 @@ def make_training_run(root: Path, state: str, monkeypatch: pytest.MonkeyPatch, m
                           inherited=dict(os.environ))
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True)
-    (run_dir / train.CONFIG_FILE).write_text(experiment.to_yaml())
+    (run_dir / RUN_CONFIG_FILE).write_text(experiment.to_yaml())
     write_status(run_dir, RunStatus(state=state, launcher="local", wandb_run_id=plan.env.get("WANDB_RUN_ID")))
     if mode == "disabled":
         return run_dir

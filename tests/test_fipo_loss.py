@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
-from naive import naive_fipo_loss, naive_future_kl
 
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms, fipo_policy_loss, token_mean
 from fipo_cli.loss.future_kl import influence_weights
 from fipo_cli.loss.knobs import FutureKLSettings
 from fipo_cli.loss.masked_stats import MaskedStats, ratio_distribution
+
+from naive import naive_fipo_loss, naive_future_kl
 
 CLIP = PPOClip(low=0.2, high=0.28, dual=10.0)
 

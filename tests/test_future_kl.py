@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from naive import naive_future_kl
 
 from fipo_cli.loss.future_kl import discounted_future_sum, future_kl, influence_weights
 from fipo_cli.loss.knobs import FutureKLSettings, gamma_from_decay_rate
+
+from naive import naive_future_kl
 
 
 def settings(**changes) -> FutureKLSettings:

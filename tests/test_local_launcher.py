@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from fipo_cli.core.errors import FipoError
-from fipo_cli.launch.local import GpuInventory, require_gpus, run_local, visible_gpus
+from fipo_cli.core.gpus import GpuInventory, require_gpus, visible_gpus
+from fipo_cli.launch.local import run_local
 
 # Generous limits that only keep a broken launcher from hanging the suite; nothing is timed.
 HANG_TIMEOUT_S = 60

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from fipo_run import run_fipo, wait_for
 
 pytest.importorskip("ray.dashboard", reason="the ray launcher's tests need Ray with its dashboard (ray[default])")

@@ -10,16 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fipo_cli.core.errors import FipoError
-from fipo_cli.runs.status import (
-    RunStatus,
-    atomic_write_json,
-    atomic_write_text,
-    create_run_dir,
-    mask_secrets,
-    new_run_name,
-    read_status,
-    write_status,
-)
+from fipo_cli.core.files import atomic_write_json, atomic_write_text
+from fipo_cli.core.secrets import mask_secrets
+from fipo_cli.runs.status import RunStatus, create_run_dir, new_run_name, read_status, write_status
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 NOW = datetime(2026, 11, 22, 1, 30, 0, tzinfo=timezone.utc)
@@ -144,7 +137,8 @@ def test_mask_secrets():
 
 
 def test_status_written_by_a_newer_fipo_with_extra_keys_still_reads(tmp_path):
-    from fipo_cli.runs.status import STATUS_FILE, RunStatus, read_status, write_status
+    from fipo_cli.runs.layout import STATUS_FILE
+    from fipo_cli.runs.status import RunStatus, read_status, write_status
 
     write_status(tmp_path, RunStatus(state="running", launcher="slurm", job_id="42"))
     record = json.loads((tmp_path / STATUS_FILE).read_text())

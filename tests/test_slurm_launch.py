@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from fipo_run import run_fipo, wait_for
 from slurm_env import require_slurm
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fipo_cli.core.clock import time_limit_hours
 from fipo_cli.training import sweep
 
 from fipo_run import run_fipo
@@ -156,10 +157,10 @@ def test_a_slurm_sweep_without_sbatch_leaves_nothing_behind(project, tmp_path):
 
 
 def test_time_limits_in_every_slurm_form_convert_to_hours():
-    assert sweep.time_limit_hours("90") == 1.5
-    assert sweep.time_limit_hours("12:30:00") == 12.5
-    assert sweep.time_limit_hours("2-06:00:00") == 54
-    assert sweep.time_limit_hours(None) is None
+    assert time_limit_hours("90") == 1.5
+    assert time_limit_hours("12:30:00") == 12.5
+    assert time_limit_hours("2-06:00:00") == 54
+    assert time_limit_hours(None) is None
 
 
 def test_wandb_ids_do_not_repeat_the_experiment_and_a_run_keeps_the_id_it_started_with(tmp_path):

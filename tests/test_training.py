@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from fipo_run import run_fipo
 
 pytestmark = [pytest.mark.verl, pytest.mark.training]

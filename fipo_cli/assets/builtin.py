@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+
+from fipo_cli.core.files import publish_directory, scratch_path
 
 PREFIX = "builtin:"
 
@@ -86,14 +87,10 @@ def ensure(paths: Iterable[str], env: Mapping[str, str] | None = None) -> list[P
         if target.is_dir():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        scratch = scratch_path(target)
         try:
             ASSETS[name][1](scratch)
-            try:
-                os.rename(scratch, target)
-            except OSError:
-                if not target.is_dir():  # not another run's copy that landed first: a real failure
-                    raise
+            publish_directory(scratch, target)  # another run's copy may land first: then it is kept
             built.append(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -19,6 +19,7 @@ import typer
 from fipo_cli import __version__
 from fipo_cli.core.errors import FipoError
 from fipo_cli.core.text import cell, plural
+from fipo_cli.runs import layout
 
 
 def _help_without_python_types() -> None:
@@ -177,7 +178,7 @@ def train(
         else:
             typer.echo(training.describe(plan, os.environ))
             if script:
-                typer.echo(f"batch script ({plan.run_dir / training.SCRIPT_FILE}):\n{script}")
+                typer.echo(f"batch script ({plan.run_dir / layout.SCRIPT_FILE}):\n{script}")
             if ray_job:
                 typer.echo(ray_job.describe())
         if not checked:
@@ -189,7 +190,7 @@ def train(
         if launcher == "slurm":
             typer.echo(f"submitted run {reference} as SLURM job {status.job_id}")
             typer.echo(f"  job log:     {status.scheduler_log}")
-            typer.echo(f"  trainer log: {plan.run_dir / training.LOG_FILE}")
+            typer.echo(f"  trainer log: {plan.run_dir / layout.LOG_FILE}")
         else:
             typer.echo(f"submitted run {reference} as Ray job {status.job_id} to {status.ray_address}")
         typer.echo(f"  follow it:   fipo logs {reference} -f")
@@ -285,7 +286,7 @@ def sweep(
         return
     job_id = sweeps.submit(plan, os.environ)
     console.print(f"submitted {plural(len(plan.to_submit), 'run')} as SLURM job array {job_id} "
-                  f"(logs in {plan.directory / sweeps.LOGS_DIR})", highlight=False)
+                  f"(logs in {plan.directory / layout.SWEEP_LOGS_DIR})", highlight=False)
     console.print(f"  status: fipo status {plan.name}    cancel: fipo cancel {plan.name}", highlight=False)
 
 

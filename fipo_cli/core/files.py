@@ -1,21 +1,84 @@
-"""Files a user hands fipo, and the output directories fipo writes into, with fipo's errors.
+"""Files: the one way fipo replaces a file or a directory (a scratch copy beside it, then a rename), and
+reading the files a user hands fipo, with fipo's errors.
 
+Every file fipo writes is replaced atomically, never edited in place: fipo's directories sit on
+shared network filesystems, where a reader must see the old file or the new one, never half of one.
+A scratch copy is named by :func:`scratch_path`; a directory built whole is put in place by
+:func:`publish_directory`. An output directory's files are written all or none (:func:`write_all`).
 A file that is not UTF-8 is named with the line of its first bad byte (exit 2), never a
-``UnicodeDecodeError``. An output directory's files are written all or none: each goes to a
-temporary file beside its target first, and only when every one is written are they renamed
-into place; a directory fipo had to create is removed again when writing fails.
+``UnicodeDecodeError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, TextIO
 
 from fipo_cli.core.errors import UsageError
+
+
+def scratch_path(target: Path) -> Path:
+    """Where a file or directory is built before it is renamed over ``target``: hidden, beside it (the
+    same filesystem, so the rename is atomic), and unique to this process and call."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    _replace_atomically(Path(path), lambda file: file.write(text))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as indented JSON atomically; ``path`` is untouched if ``obj``
+    cannot be encoded."""
+
+    def write(file: TextIO) -> None:
+        json.dump(obj, file, indent=2)
+        file.write("\n")
+
+    _replace_atomically(Path(path), write)
+
+
+def _replace_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Write a temporary file beside ``path`` with ``write``, make it durable, then rename it
+    over ``path``. The temporary file is removed if anything fails."""
+    temporary = scratch_path(path)
+    # os.open with 0o666 lets the umask decide the permissions, as for any file the user
+    # creates (tempfile.mkstemp would make it private to the user, hiding it from the team).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(descriptor, "w", encoding="utf-8") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def publish_directory(scratch: Path, target: Path) -> bool:
+    """Rename the directory ``scratch`` (built whole, see :func:`scratch_path`) to ``target``.
+
+    When another process published ``target`` first (two runs building the same asset, two
+    evaluations merging the same checkpoint), its copy is kept, ``scratch`` removed, and False
+    returned; any other failure raises. True when ``scratch`` became ``target``.
+    """
+    try:
+        os.rename(scratch, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
+        return False
+    return True
 
 
 def read_utf8(path: Path) -> str:
@@ -48,7 +111,7 @@ def write_all(directory: Path, option: str, writers: Mapping[str, Callable[[Path
         directory.mkdir(parents=True, exist_ok=True)
         for name, write in writers.items():
             target = directory / name
-            temporaries[target] = target.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            temporaries[target] = scratch_path(target)
             write(temporaries[target])
         for target, temporary in temporaries.items():
             os.replace(temporary, target)

@@ -1,11 +1,10 @@
-"""One writer per evaluation directory: a lock file that works on NFS and Lustre.
+"""Lock files that work on NFS and Lustre: one holder at a time, and a refusal that names the holder.
 
-Two ``fipo eval`` runs into one ``--out`` would interleave their samples. The lock is a file
-created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and Lustre, unlike ``flock``, which
-many cluster mounts do not honour across nodes), holding who took it. A second writer is
-refused with the first one's host, pid and command. A lock left by a process that died on
-this host is taken over; one from another host is only named (its process cannot be
-checked from here), with how to remove it.
+A lock is a file created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and Lustre, unlike ``flock``,
+which many cluster mounts do not honour across nodes), holding who took it: host, pid, command and
+since when. A lock left by a process that died on this host is taken over; one from another host is
+only named (its process cannot be checked from here), with how to remove it. It is fipo's one lock:
+the writer of an evaluation directory and the evaluations that log into one W&B run both take it.
 """
 
 from __future__ import annotations
@@ -15,77 +14,79 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import UsageError
-from fipo_cli.runs.status import utc_now
+from fipo_cli.core.processes import pid_alive
 
-LOCK_FILE = ".fipo-eval.lock"
+_POLL_S = 0.2
 
 
-def _alive(pid: int) -> bool:
+class LockHeld(UsageError):
+    """Another process holds the lock: ``owner`` is its record (empty when unreadable), ``path`` the lock file."""
+
+    def __init__(self, path: Path, owner: dict[str, Any]) -> None:
+        self.path, self.owner = path, owner
+        super().__init__(f"{path} is held by {describe_owner(owner)}", hint=f"if that process is gone, delete {path}")
+
+
+def describe_owner(owner: dict[str, Any]) -> str:
+    """``process 4242 on node-17 (fipo eval aime24, since …)``, or ``another process`` without a record."""
+    if not owner:
+        return "another process"
+    return f"process {owner.get('pid')} on {owner.get('host')} ({owner.get('command')}, since {owner.get('since')})"
+
+
+def _owner(path: Path) -> dict[str, Any]:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def _owner(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # being written right now, or damaged: treat as held by an unknown writer
+    return record if isinstance(record, dict) else {}
 
 
-@contextlib.contextmanager
-def writer_lock(directory: Path) -> Iterator[None]:
-    """Hold ``directory``'s writer lock for the ``with`` block; UsageError when another holds it."""
-    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # leaf first
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"{directory}: cannot create the evaluation directory ({error.strerror})",
-                         hint="pass --out a directory you can write") from None
-    path = directory / LOCK_FILE
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv), "since": utc_now()}
+def _abandoned(owner: dict[str, Any]) -> bool:
+    """A lock whose holder died on this host: free to take over."""
+    return owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not pid_alive(owner["pid"])
+
+
+def _try_take(path: Path, me: dict[str, Any]) -> dict[str, Any] | None:
+    """Take the lock (None), or the record of the live holder that has it."""
     for _ in range(2):  # the second try follows the removal of a dead process's lock
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except PermissionError as error:
-            raise UsageError(f"{directory} is not writable ({error.strerror})",
-                             hint="pass --out a directory you can write") from None
         except FileExistsError:
             owner = _owner(path)
-            if owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+            if _abandoned(owner):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
-            who = (
-                f"process {owner.get('pid')} on {owner.get('host')} "
-                f"({owner.get('command')}, since {owner.get('since')})"
-                if owner else "another process"
-            )
-            raise UsageError(
-                f"{directory} is being written by {who}; one evaluation directory takes one writer at a time",
-                hint=f"wait for it to finish, or pass another --out; if that process is gone, delete {path}",
-            ) from None
+            return owner
         with open(descriptor, "w", encoding="utf-8") as file:
             json.dump(me, file)
-        break
-    else:  # pragma: no cover - a third process took the lock between our removal and retry
-        raise UsageError(f"{directory} is being written by another process", hint="pass another --out")
+        return None
+    return {}  # a third process took it between our removal and retry
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the lock file ``path`` for the ``with`` block.
+
+    While another live process holds it, wait up to ``wait_s`` seconds for it to be released, then
+    raise :class:`LockHeld`. ``PermissionError`` when the lock's directory cannot be written.
+    """
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv), "since": utc_now()}
+    deadline = time.monotonic() + wait_s
+    while (owner := _try_take(path, me)) is not None:
+        if time.monotonic() >= deadline:
+            raise LockHeld(path, owner)
+        time.sleep(_POLL_S)
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        # A run that wrote nothing (its model did not load) leaves no directory behind.
-        for folder in created:
-            try:
-                folder.rmdir()
-            except OSError:  # not empty: it holds the evaluation
-                break

@@ -19,6 +19,7 @@ from typing import Any
 
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.core.files import read_utf8
+from fipo_cli.core.hub import is_hub_id
 from fipo_cli.data.bundled import BENCHMARKS, load_bundled
 
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
@@ -28,7 +29,6 @@ PROBLEM_COLUMNS = ("problem", "question", "prompt", "query")
 # ground truth it would make every reward -1. Name it explicitly when it is an answer.
 # "reward_model" is verl's {style, ground_truth} column.
 ANSWER_COLUMNS = ("answer", "ground_truth", "final_answer", "expected_answer", "reward_model")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _READ_BATCH_ROWS = 8192
 
 
@@ -74,7 +74,7 @@ def resolve_source(spec: str | os.PathLike[str]) -> Source:
         or text.startswith((".", "/", "~"))
     ):
         return Source(text, SourceKind.FILE)
-    if _HUB_ID.fullmatch(text):
+    if is_hub_id(text):
         return Source(text, SourceKind.HUB)
     raise UsageError(
         f"{text!r} is neither a bundled benchmark, a data file nor a Hugging Face dataset id",

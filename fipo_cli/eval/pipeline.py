@@ -14,17 +14,19 @@ per problem draws only the new ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fipo_cli.core.errors import FipoError, UsageError
-from fipo_cli.core.locks import writer_lock
+from fipo_cli.core.files import atomic_write_json
+from fipo_cli.core.locks import LockHeld, describe_owner, exclusive
 from fipo_cli.data.prompts import PROMPT_FORMATS
 from fipo_cli.eval.engines.base import Engine, Message, Request, SamplingSettings
 from fipo_cli.eval.graders import (
@@ -42,12 +44,8 @@ from fipo_cli.eval.metrics import AccuracyReport, LengthReport, accuracy_report,
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.problems import integer_answers as all_integer
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
-from fipo_cli.runs.status import atomic_write_json
+from fipo_cli.runs.layout import EVAL_LOCK_FILE, EVAL_SETTINGS_FILE, EVALS_DIR, RESULTS_FILE, SAMPLES_FILE
 
-SETTINGS_FILE = "eval_settings.json"
-SAMPLES_FILE = "samples.jsonl"
-RESULTS_FILE = "results.json"
-CURVE_FILE = "curve.json"
 #: Max new tokens when neither --max-tokens nor a run's recipe says: the 32B recipe's response length.
 DEFAULT_MAX_TOKENS = 20480
 #: The grader whose verdicts make the headline numbers, by prompt format: the "Answer:" rule
@@ -117,12 +115,12 @@ def default_out_dir(settings: EvalSettings) -> Path:
 def model_out_dir(model: str, benchmark: str) -> Path:
     """:func:`default_out_dir` from the model and benchmark alone (``fipo eval --slurm`` needs it before any settings)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", "/".join(Path(model).parts[-2:])).strip("_") or "model"
-    return Path("evals") / name / benchmark
+    return EVALS_DIR / name / benchmark
 
 
 def check_directory(out_dir: Path, settings: EvalSettings) -> None:
     """Refuse ``out_dir`` when its samples were drawn with other settings."""
-    path = out_dir / SETTINGS_FILE
+    path = out_dir / EVAL_SETTINGS_FILE
     if not path.exists():
         return
     try:
@@ -137,6 +135,44 @@ def check_directory(out_dir: Path, settings: EvalSettings) -> None:
             f"{out_dir} holds samples drawn with other settings ({changes})",
             hint="pass --out to evaluate into another directory, or delete that one",
         )
+
+
+@contextlib.contextmanager
+def writer_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s writer lock for the ``with`` block: two ``fipo eval`` runs into one ``--out``
+    would interleave their samples. UsageError naming the other writer when one holds it.
+
+    The directory is created (with its parents) for the lock; what the block leaves empty is removed
+    again, so an evaluation that wrote nothing (its model did not load) leaves no directory behind.
+    """
+    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # leaf first
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{directory}: cannot create the evaluation directory ({error.strerror})",
+                         hint="pass --out a directory you can write") from None
+    path = directory / EVAL_LOCK_FILE
+    held_lock = contextlib.ExitStack()
+    try:
+        held_lock.enter_context(exclusive(path))
+    except LockHeld as held:
+        raise UsageError(
+            f"{directory} is being written by {describe_owner(held.owner)}; "
+            "one evaluation directory takes one writer at a time",
+            hint=f"wait for it to finish, or pass another --out; if that process is gone, delete {path}",
+        ) from None
+    except PermissionError as error:
+        raise UsageError(f"{directory} is not writable ({error.strerror})",
+                         hint="pass --out a directory you can write") from None
+    try:
+        with held_lock:  # the lock file goes first, then what the evaluation left empty
+            yield
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds the evaluation
+                break
 
 
 def missing_requests(benchmark: Benchmark, settings: EvalSettings, existing: Sequence[Sample]) -> list[Request]:
@@ -173,7 +209,7 @@ def generate(
     try:
         # Recorded only now: a run that could not even load its model claims nothing.
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / SETTINGS_FILE, asdict(settings))
+        atomic_write_json(out_dir / EVAL_SETTINGS_FILE, asdict(settings))
         with SampleWriter(path) as writer:
             if on_sample:
                 on_sample(0, len(requests))
@@ -303,7 +339,7 @@ def evaluate(
 
     Only the benchmark's problems and the first ``settings.samples`` samples of each are
     scored; samples.jsonl keeps every sample drawn so far. The directory's writer lock is
-    held throughout (:mod:`fipo_cli.core.locks`); Ctrl-C ends with :class:`Interrupted`.
+    held throughout (:func:`writer_lock`); Ctrl-C ends with :class:`Interrupted`.
     """
     check_directory(out_dir, settings)  # before taking the lock: a refused run leaves no directory
     with writer_lock(out_dir):
@@ -358,13 +394,13 @@ def score_file(
         raise UsageError(f"{path}: no samples to score (the file is empty)")
     _take_answers(samples, benchmark, path)
     integer_answers = benchmark.integer_answers if benchmark else all_integer(sample.answer for sample in samples)
-    if (path.parent / SETTINGS_FILE).is_file() and path.name == SAMPLES_FILE:
+    if (path.parent / EVAL_SETTINGS_FILE).is_file() and path.name == SAMPLES_FILE:
         with writer_lock(path.parent):  # an evaluation directory: rewritten in place, one writer
             samples = read_samples(path)  # as it is now that no one else writes it
             _take_answers(samples, benchmark, path)
             scores = score(samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers,
                            time_limit=time_limit, on_graded=on_graded)
-            settings = _settings_of(path.parent / SETTINGS_FILE)
+            settings = _settings_of(path.parent / EVAL_SETTINGS_FILE)
             return scores, write_results(path.parent, samples, scores, settings)
     scores = score(samples, primary_grader=primary_grader, integer_answers=integer_answers, workers=workers,
                    time_limit=time_limit, on_graded=on_graded)

@@ -17,7 +17,7 @@ def resolve_engine(name: str) -> str:
     """``auto`` is vLLM when it is installed and a GPU is visible, transformers otherwise."""
     if name != "auto":
         return name
-    from fipo_cli.launch.local import visible_gpus
+    from fipo_cli.core.gpus import visible_gpus
 
     return "vllm" if importlib.util.find_spec("vllm") and visible_gpus().count else "transformers"
 

@@ -18,6 +18,7 @@ from fipo_cli.eval import pipeline, reporting
 from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, grading_option_problems
 from fipo_cli.eval.problems import Benchmark
 from fipo_cli.eval.samples import Sample, read_samples
+from fipo_cli.runs.layout import CURVE_FILE, RESULTS_FILE, SAMPLES_FILE, run_evals_dir, step_dir
 
 # The memory one sample takes while it is scored: its Python objects, plus ~4 bytes of text a token.
 _SAMPLE_OVERHEAD_BYTES = 2048
@@ -151,8 +152,8 @@ def evaluate_model(
             problems, settings, directory, open_engine, workers=protocol.workers, time_limit=protocol.time_limit,
             on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
         )
-    graded = pipeline.scored_samples(read_samples(directory / pipeline.SAMPLES_FILE), problems, settings)
-    return Evaluated(scores, directory / pipeline.RESULTS_FILE, settings, graded)
+    graded = pipeline.scored_samples(read_samples(directory / SAMPLES_FILE), problems, settings)
+    return Evaluated(scores, directory / RESULTS_FILE, settings, graded)
 
 
 def log_model(evaluated: Evaluated, problems: Benchmark, *, project: str, entity: str | None) -> str | None:
@@ -189,7 +190,7 @@ def evaluate_checkpoints(
     from fipo_cli.verl_adapter import checkpoints
 
     run_dir = find_run(run, label="--run ")
-    base = out or run_dir / "eval" / problems.name
+    base = out or run_evals_dir(run_dir, problems.name)
     curve = []
     logged = True
     for checkpoint in checkpoints.select_steps(run_dir, step):
@@ -197,7 +198,7 @@ def evaluate_checkpoints(
         merged = checkpoints.hf_model_for(run_dir, checkpoint)
         evaluated = evaluate_model(
             problems, str(merged.absolute()), protocol, engine,
-            response_length=checkpoints.run_max_tokens(run_dir), directory=base / f"step_{checkpoint}", quiet=quiet,
+            response_length=checkpoints.run_max_tokens(run_dir), directory=step_dir(base, checkpoint), quiet=quiet,
             say=say,
         )
         show(evaluated)
@@ -212,5 +213,5 @@ def evaluate_checkpoints(
         else:
             say(f"W&B: run {run_id}" if run_id else "W&B: the run does not track with W&B")
     if step == "all":
-        say(f"curve: {pipeline.write_curve(base / pipeline.CURVE_FILE, curve)}")
+        say(f"curve: {pipeline.write_curve(base / CURVE_FILE, curve)}")
     return logged

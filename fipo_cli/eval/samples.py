@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fipo_cli.core.errors import UsageError
-from fipo_cli.core.files import decode_utf8
-from fipo_cli.runs.status import atomic_write_text
+from fipo_cli.core.files import atomic_write_text, decode_utf8
 
 REQUIRED = ("prompt_id", "sample_index", "response")
 

@@ -21,10 +21,15 @@ from pathlib import Path
 from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import ClusterConfig
-
-JOB_LOG = "slurm-%j.out"
-SCRIPT_PREFIX = "eval-"
-SCRIPT_SUFFIX = ".sbatch"
+from fipo_cli.runs.layout import (
+    EVAL_SCRIPT_PREFIX,
+    RESULTS_FILE,
+    RUN_CONFIG_FILE,
+    SCRIPT_SUFFIX,
+    SLURM_LOG,
+    run_evals_dir,
+    step_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -161,10 +166,10 @@ def plan_eval_job(options: EvalOptions, directory: Path, cluster: ClusterConfig,
     argv = eval_argv(options, directory, python)
     gpus = job_gpus(options, cluster)
     name = job_name(options)
-    log = directory / JOB_LOG
+    log = directory / SLURM_LOG
     script = slurm.render_eval(job_name=name, cluster=cluster, gpus=gpus, output=log, argv=argv, workdir=workdir)
     slurm.check_syntax(script)
-    return EvalJob(directory, argv, cluster, gpus, name, log, results or str(directory / "results.json"), script)
+    return EvalJob(directory, argv, cluster, gpus, name, log, results or str(directory / RESULTS_FILE), script)
 
 
 # ----------------------------------------------------------------------------- reading the options' context
@@ -204,20 +209,19 @@ def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig
     )
     if options.model is not None:
         directory = out or pipeline.model_out_dir(options.model, source.name)
-        return directory, profile_cluster(), str(Path(directory).absolute() / pipeline.RESULTS_FILE)
+        return directory, profile_cluster(), str(Path(directory).absolute() / RESULTS_FILE)
     if options.run is None:
         raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN")
     from fipo_cli.runs.experiments import find_run
-    from fipo_cli.training.train import CONFIG_FILE
     from fipo_cli.verl_adapter import checkpoints
 
     run_dir = find_run(options.run, label="--run ")
     steps = checkpoints.select_steps(run_dir, options.step)  # no checkpoint: the same error as a local run
-    directory = out or run_dir / "eval" / source.name
-    config_file = run_dir / CONFIG_FILE
+    directory = out or run_evals_dir(run_dir, source.name)
+    config_file = run_dir / RUN_CONFIG_FILE
     cluster = config.load(config_file).cluster if config_file.is_file() else profile_cluster()
     step = str(steps[0]) if len(steps) == 1 and options.step != "all" else "N"
-    return directory, cluster, str(Path(directory).absolute() / f"step_{step}" / pipeline.RESULTS_FILE)
+    return directory, cluster, str(step_dir(Path(directory).absolute(), step) / RESULTS_FILE)
 
 
 def plan(options: EvalOptions, out: Path | None) -> EvalJob:
@@ -230,13 +234,13 @@ def script_path(directory: Path, now: datetime | None = None) -> Path:
     """``DIR/eval-<UTC time>.sbatch``, with ``-2``, ``-3``, … when that name is taken."""
     from fipo_cli.runs.status import new_run_name
 
-    return Path(directory) / new_run_name(Path(directory), now, prefix=SCRIPT_PREFIX, extension=SCRIPT_SUFFIX)
+    return Path(directory) / new_run_name(Path(directory), now, prefix=EVAL_SCRIPT_PREFIX, extension=SCRIPT_SUFFIX)
 
 
 def submit(job: EvalJob, now: datetime | None = None) -> tuple[str, Path]:
     """Save the script in the evaluation directory (atomically), then ``sbatch`` it: (job id, script)."""
+    from fipo_cli.core.files import atomic_write_text
     from fipo_cli.launch import slurm
-    from fipo_cli.runs.status import atomic_write_text
 
     job.directory.mkdir(parents=True, exist_ok=True)
     path = script_path(job.directory, now)

@@ -39,20 +39,18 @@ wandb is imported inside the functions: ``fipo --help`` never imports it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fipo_cli.core.errors import FipoError
+from fipo_cli.core.locks import exclusive
 from fipo_cli.eval.pipeline import Scores
 from fipo_cli.eval.samples import Sample
 from fipo_cli.experiment import config
+from fipo_cli.runs.layout import RUN_CONFIG_FILE, WANDB_DIR, WANDB_LOCK_FILE
 from fipo_cli.runs.status import read_status
-from fipo_cli.tracking.identity import wandb_mode, wandb_tags
-from fipo_cli.training.train import CONFIG_FILE
+from fipo_cli.tracking.identity import wandb_tags
+from fipo_cli.tracking.wandb_runs import resolve_mode, wandb_run
 
 #: The custom x-axis of checkpoint evaluations: the checkpoint's training step.
 STEP_METRIC = "eval/step"
@@ -65,29 +63,13 @@ RESPONSE_TAIL_CHARS = 1500
 LINKED_SUFFIX = "-eval"
 #: W&B's limit on a run id's length, which fipo's training run ids also respect.
 MAX_RUN_ID = 128
-#: Serialises checkpoint logging into one W&B run from several ``fipo eval`` processes
-#: (say aime24 and aime25 of the same run on two machines): each resume must see the
-#: previous one's rows, or both append at the same ``_step`` and one row is lost.
-LOCK_FILE = ".fipo-eval-wandb.lock"
-#: Settings of every evaluation run. console="off": fipo's own output stays out of the run's
-#: logs; x_disable_stats: no system metrics of the evaluating machine.
-_SETTINGS = {"console": "off", "x_disable_stats": True, "quiet": True}
+#: Evaluations of one run log one after another (say aime24 and aime25 on two machines): each
+#: resume must see the previous one's rows, or both append at the same ``_step`` and one row is
+#: lost. A later one waits this long for the W&B lock (:data:`fipo_cli.runs.layout.WANDB_LOCK_FILE`).
+WANDB_LOCK_WAIT_S = 900.0
 #: On top of that when resuming the training run: its metadata (host, GPUs, command) and
 #: requirements describe the training, so the evaluating process must not replace them.
 _RESUME_SETTINGS = {"x_disable_meta": True, "x_save_requirements": False}
-
-
-def resolve_mode(setting: str, env: Mapping[str, str] | None = None) -> str:
-    """The W&B mode to log with, from a tracking ``setting`` (auto, online, offline, disabled).
-
-    ``disabled`` always wins: tracking switched off stays off. Otherwise an explicit
-    ``WANDB_MODE`` wins (offline on a node without network, say), else ``setting`` as
-    training resolves it (``auto``: online with credentials, offline without).
-    """
-    env = os.environ if env is None else env
-    if setting == "disabled":
-        return setting
-    return env.get("WANDB_MODE") or wandb_mode(setting, env)
 
 
 def metrics(benchmark: str, scores: Scores) -> dict[str, float | int]:
@@ -174,7 +156,7 @@ def log_run_checkpoint(
     nothing, when tracking is disabled or the run was trained without W&B.
     """
     run_dir = Path(run_dir)
-    experiment = config.load(run_dir / CONFIG_FILE)
+    experiment = config.load(run_dir / RUN_CONFIG_FILE)
     tracking = experiment.tracking
     mode = resolve_mode(tracking.mode)
     status = read_status(run_dir)
@@ -192,8 +174,9 @@ def log_run_checkpoint(
             "tags": wandb_tags(experiment),
             "config": {"training_run_id": status.wandb_run_id, "training_run_dir": str(run_dir.absolute())},
         }
-    lock = run_dir / "wandb" / LOCK_FILE
-    with _exclusive(lock), wandb_run(
+    lock = run_dir / WANDB_DIR / WANDB_LOCK_FILE
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(lock, wait_s=WANDB_LOCK_WAIT_S), wandb_run(
         project=tracking.project, entity=tracking.entity, mode=mode, directory=run_dir, **init
     ) as run:
         # The glob covers metrics this evaluation adds later too; eval/step itself is
@@ -238,51 +221,3 @@ def log_model_eval(
 def _row(benchmark: str, scores: Scores, samples: Sequence[Sample]) -> dict[str, Any]:
     """The one history row of an evaluation: its metrics and its samples table."""
     return {**metrics(benchmark, scores), f"eval/{benchmark}/samples": samples_table(samples, list(scores.accuracy))}
-
-
-@contextlib.contextmanager
-def wandb_run(*, directory: Path, settings: Mapping[str, Any] | None = None, **init: Any) -> Iterator[Any]:
-    """A started W&B run, finished on exit; wandb's own failures (no credentials, no network) as FipoError.
-
-    ``resume="allow"``: the run is created when it does not exist yet and continued when it does.
-    """
-    try:
-        import wandb
-    except ImportError:
-        raise FipoError(
-            "W&B logging needs the wandb package", hint="pip install wandb (verl, in the `train` extra, brings it)"
-        ) from None
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        run = wandb.init(
-            dir=directory, resume="allow", settings=wandb.Settings(**_SETTINGS, **(settings or {})), **init
-        )
-    except wandb.errors.Error as error:
-        raise FipoError(
-            f"W&B: could not start the run ({error})",
-            hint="the results are saved; check W&B credentials and network, "
-            "or set WANDB_MODE=offline and run `wandb sync` later",
-        ) from error
-    with run:
-        yield run
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) while inside the block.
-
-    Some cluster filesystems refuse locks (Lustre mounted without ``flock``): the block then
-    runs unlocked, since logging unguarded beats not logging; only concurrent evaluations
-    of one run can then collide.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -23,12 +23,12 @@ from typing import Any, Literal
 import yaml
 
 from fipo_cli.assets import builtin as local_assets
+from fipo_cli.core.clock import TIME_LIMIT
 from fipo_cli.core.errors import ConfigError, UsageError, number_problem, unknown_key_problem
 from fipo_cli.core.files import read_utf8
 from fipo_cli.loss import knobs
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$|^\d+$")
 REWARD_FUNCTION = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Short names accepted by ``fipo train``/``fipo sweep`` for the keys swept most.

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.runs.layout import LOG_FILE
 from fipo_cli.runs.registry import RunEntry
 from fipo_cli.runs.status import FINAL_STATES, read_status
-from fipo_cli.training.train import LOG_FILE
 
 _POLL_S = 0.5
 

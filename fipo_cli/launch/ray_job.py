@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.secrets import is_secret_name, mask_secrets
 from fipo_cli.core.text import byte_size
 from fipo_cli.launch.slurm import JobState
-from fipo_cli.runs.status import is_secret_name, mask_secrets
 
 #: The folder of the job's working directory that holds the run's record.
 RECORD_DIR = "run"

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fipo_cli.core.processes import pid_alive
+
 _POLL_S = 1.0
 
 
@@ -46,30 +48,13 @@ def _joined() -> Joined:
     return Joined(gpus)
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A child that exited but was not reaped yet is a zombie: gone for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _connect(address: str, deadline: float, head_pid: int | None) -> None:
     import ray
 
     # ray.init retries on its own for a while; a short timeout keeps the head check responsive.
     os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", "5")
     while True:
-        if not _alive(head_pid):
+        if head_pid is not None and not pid_alive(head_pid):
             raise TimeoutError(f"the Ray head (process {head_pid}) exited before it answered at {address}; "
                                "its output is above in the job log")
         try:

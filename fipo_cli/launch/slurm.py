@@ -22,9 +22,10 @@ from pathlib import Path
 
 from fipo_cli import __version__
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.secrets import SECRET_NAMES
 from fipo_cli.experiment.config import ClusterConfig
 from fipo_cli.launch.ray_head import head_cpus, ray_executable
-from fipo_cli.runs.status import SECRET_NAMES, RunState
+from fipo_cli.runs.status import RunState
 
 TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
 EVAL_TEMPLATE = "slurm/eval.sbatch.j2"

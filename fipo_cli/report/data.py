@@ -22,16 +22,21 @@ from typing import Any
 
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.core.files import read_utf8
-from fipo_cli.eval.pipeline import RESULTS_FILE
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
 from fipo_cli.loss import knobs
 from fipo_cli.runs import experiments
-from fipo_cli.training.train import CONFIG_FILE, EARLIER_METRICS_FILE, METRICS_FILE
+from fipo_cli.runs.layout import (
+    EARLIER_METRICS_FILE,
+    EXPERIMENTS_DIR,
+    METRICS_FILE,
+    RUN_CONFIG_FILE,
+    checkpoint_results,
+    step_of,
+)
 
 Metrics = dict[str, dict[int, float]]
 _STEPS = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ class RunData:
         return [step for step, _ in points], [value for _, value in points]
 
 
-def resolve(references: list[str], root: Path = experiments.EXPERIMENTS_DIR) -> list[tuple[Path, bool]]:
+def resolve(references: list[str], root: Path = EXPERIMENTS_DIR) -> list[tuple[Path, bool]]:
     """The run directories the references name, each with whether it was named by itself (``EXP/RUN``).
 
     An experiment stands for every run in its ``runs/``. UsageError for an unknown
@@ -153,7 +158,7 @@ def _resolve_one(reference: str, root: Path) -> list[tuple[Path, bool]]:
 
 def load_run(run_dir: Path, *, from_wandb: bool = False) -> RunData:
     """A run with its config, its metrics (``metrics.jsonl``, or its W&B history) and its eval results."""
-    experiment = config.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
+    experiment = config.load(run_dir / RUN_CONFIG_FILE) if (run_dir / RUN_CONFIG_FILE).is_file() else None
     non_finite: dict[str, list[int]] = {}
     if from_wandb:
         from fipo_cli.report.wandb_history import read_history
@@ -169,7 +174,7 @@ def read_metrics(path: Path, non_finite: dict[str, list[int]] | None = None) -> 
     """The numeric metrics of verl's file-logger file ``path``, as ``{name: {step: value}}``.
 
     The steps a run logged before a resume or requeue come first, from the file next to it
-    (:data:`fipo_cli.training.train.EARLIER_METRICS_FILE`); a step logged again takes its later value.
+    (:data:`fipo_cli.runs.layout.EARLIER_METRICS_FILE`); a step logged again takes its later value.
     NaN and ±infinity are left out, their steps recorded in ``non_finite`` by metric. A last
     line without its newline is left out when it does not parse: the trainer may be writing
     it. UsageError for a missing file, a file that is not UTF-8, a malformed line or a file
@@ -217,10 +222,8 @@ def _read_metric_lines(path: Path, metrics: Metrics, non_finite: dict[str, list[
 def read_evals(run_dir: Path) -> dict[str, list[EvalPoint]]:
     """The run's checkpoint evaluations (``eval/BENCH/step_N/results.json``) by benchmark, each by step."""
     evals: dict[str, list[EvalPoint]] = {}
-    for results in sorted(run_dir.glob(f"eval/*/step_*/{RESULTS_FILE}")):
-        match = _STEP_DIR.match(results.parent.name)
-        if match:
-            evals.setdefault(results.parent.parent.name, []).append(_eval_point(results, int(match.group(1))))
+    for results in checkpoint_results(run_dir):
+        evals.setdefault(results.parent.parent.name, []).append(_eval_point(results, step_of(results.parent)))
     return {benchmark: sorted(points, key=lambda point: point.step) for benchmark, points in sorted(evals.items())}
 
 

@@ -11,9 +11,7 @@ from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.core.files import write_all
 from fipo_cli.report import charts, data, figures, summary
 from fipo_cli.report.data import RunData, StepRange
-
-REPORT_DIR = "report"
-HTML_FILE = "report.html"
+from fipo_cli.runs.layout import REPORT_DIR, REPORT_HTML
 
 
 @dataclass
@@ -73,10 +71,10 @@ def make_report(
     colours = figures.colours(runs)
     images = [(chart, charts.render(chart, colours)) for chart in built.charts]
     out = out or runs[0].directory.parent.parent / REPORT_DIR
-    report = Report(out, out / HTML_FILE, runs, colours, built)
+    report = Report(out, out / REPORT_HTML, runs, colours, built)
     page = summary.html_page(runs, colours, built, images, steps)
     writers = {f"{chart.name}.png": functools.partial(Path.write_bytes, data=png) for chart, png in images}
-    writers[HTML_FILE] = functools.partial(Path.write_text, data=page, encoding="utf-8")
+    writers[REPORT_HTML] = functools.partial(Path.write_text, data=page, encoding="utf-8")
     report.files = write_all(out, "--out", writers)[: len(images)]
     if to_wandb:
         from fipo_cli.report.wandb_charts import log_charts

@@ -29,7 +29,7 @@ def chart_keys(charts: Sequence[Chart]) -> list[str]:
 
 def log_charts(charts: Sequence[Chart], runs: Sequence[RunData], steps: StepRange, out_dir: Path) -> str | None:
     """Log every panel to a new W&B run of job type ``report``; returns its id (None: tracking disabled)."""
-    from fipo_cli.eval.tracking import resolve_mode, wandb_run
+    from fipo_cli.tracking.wandb_runs import resolve_mode, wandb_run
 
     tracking = next((run.config.tracking for run in runs if run.config is not None), TrackingConfig())
     mode = resolve_mode(tracking.mode)

@@ -13,12 +13,9 @@ from pathlib import Path
 import yaml
 
 from fipo_cli.core.errors import UsageError
+from fipo_cli.core.files import atomic_write_text
 from fipo_cli.experiment import config, recipes
-from fipo_cli.runs.status import atomic_write_text
-
-EXPERIMENTS_DIR = Path("experiments")
-CONFIG_FILE = "fipo.yaml"
-RUNS_DIR = "runs"
+from fipo_cli.runs.layout import EXPERIMENT_FILE, EXPERIMENTS_DIR, RUNS_DIR
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ def init_experiment(name: str, model: str, algorithm: str, *, force: bool = Fals
     """
     _check_name(name)
     recipe = recipes.recipe_path(model, algorithm)
-    target = root / name / CONFIG_FILE
+    target = root / name / EXPERIMENT_FILE
     if target.exists() and not force:
         raise UsageError(f"experiment {name!r} already exists ({target})", hint="pass --force to replace its fipo.yaml")
     text = re.sub(r"^name: .*$", f"name: {name}", recipe.read_text(), count=1, flags=re.M)
@@ -68,14 +65,14 @@ def find_experiment(reference: str, root: Path = EXPERIMENTS_DIR) -> ExperimentD
     if candidate.is_file():
         return ExperimentDir(candidate.parent, candidate)
     for directory in (candidate, root / reference):
-        if (directory / CONFIG_FILE).is_file():
-            return ExperimentDir(directory, directory / CONFIG_FILE)
+        if (directory / EXPERIMENT_FILE).is_file():
+            return ExperimentDir(directory, directory / EXPERIMENT_FILE)
     model, _, algorithm = reference.rpartition("-")
     if (root / reference).is_dir() and model in recipes.MODELS and algorithm in recipes.ALGORITHMS:
         return recipe_experiment_dir(model, algorithm, root)
-    known = sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")) if root.is_dir() else []
+    known = sorted(p.parent.name for p in root.glob(f"*/{EXPERIMENT_FILE}")) if root.is_dir() else []
     raise UsageError(
-        f"no experiment {reference!r} (looked for {root / reference / CONFIG_FILE})",
+        f"no experiment {reference!r} (looked for {root / reference / EXPERIMENT_FILE})",
         hint=(f"experiments here: {', '.join(known)}" if known else "create one with `fipo init NAME --model MODEL`"),
     )
 

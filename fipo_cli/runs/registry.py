@@ -15,13 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.runs import experiments
-from fipo_cli.runs.experiments import EXPERIMENTS_DIR, RUNS_DIR
-from fipo_cli.runs.status import FINAL_STATES, STATUS_FILE, RunStatus, read_status, utc_now, write_status
-from fipo_cli.training.train import EARLIER_METRICS_FILE, METRICS_FILE
+from fipo_cli.runs.layout import (
+    EARLIER_METRICS_FILE,
+    EXPERIMENTS_DIR,
+    METRICS_FILE,
+    RUNS_DIR,
+    STATUS_FILE,
+    SWEEP_MANIFEST,
+    sweep_dir,
+)
+from fipo_cli.runs.status import FINAL_STATES, RunStatus, read_status, write_status
 
-SWEEPS_DIR = "sweeps"
 _TAIL_BYTES = 1 << 16  # verl's file logger writes a few KiB per step
 
 
@@ -60,10 +67,6 @@ def _run_dirs(experiment_dir: Path) -> list[Path]:
     return sorted(path.parent for path in runs.glob(f"*/{STATUS_FILE}")) if runs.is_dir() else []
 
 
-def sweep_dir(root: Path, experiment: str, sweep: str) -> Path:
-    return root / experiment / SWEEPS_DIR / sweep
-
-
 def find_runs(target: str | None = None, root: Path = EXPERIMENTS_DIR) -> list[RunEntry]:
     """The runs ``target`` names: all (None), an experiment, ``EXP/RUN``, a sweep or ``EXP/SWEEP``."""
     root = Path(root)
@@ -95,7 +98,7 @@ def find_runs(target: str | None = None, root: Path = EXPERIMENTS_DIR) -> list[R
 
 
 def _sweep_runs(experiment_dir: Path, sweep: str) -> list[RunEntry]:
-    manifest = sweep_dir(experiment_dir.parent, experiment_dir.name, sweep) / "sweep.json"
+    manifest = sweep_dir(experiment_dir.parent, experiment_dir.name, sweep) / SWEEP_MANIFEST
     try:
         names = json.loads(manifest.read_text())["runs"]
     except (OSError, ValueError, KeyError, TypeError) as error:

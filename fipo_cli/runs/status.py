@@ -1,80 +1,32 @@
-"""Run-directory primitives: atomic files, the run status record, run names, masked env.
+"""The run status record (``status.json``), run states and run names.
 
 A run lives in ``experiments/<exp>/runs/<run>/``. Every file fipo writes there is replaced
-atomically, never edited in place: run directories sit on shared network filesystems, where
-a reader must see the old file or the new one, never half of one.
+atomically (:func:`fipo_cli.core.files.atomic_write_json`), never edited in place: run directories
+sit on shared network filesystems, where a reader must see the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import secrets
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, TextIO, get_args
+from typing import Any, Literal, get_args
 
+from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import FipoError
-
-STATUS_FILE = "status.json"
+from fipo_cli.core.files import atomic_write_json
+from fipo_cli.runs.layout import STATUS_FILE
 
 RunState = Literal["created", "pending", "running", "succeeded", "failed", "cancelled", "timeout"]
 RUN_STATES: tuple[str, ...] = get_args(RunState)
 #: States a run never leaves by itself (a requeue or a retry starts it again).
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timeout"})
 
-SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-# Listed by name as well, so that they stay masked whatever becomes of the patterns above.
-SECRET_NAMES = frozenset({"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
-MASK = "***"
-
 _RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
 _REQUIRED_STATUS_KEYS = ("state", "launcher", "created_at")
 _INTEGER_KEYS = ("exit_code", "array_index", "restarts")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically."""
-    _replace_atomically(Path(path), lambda file: file.write(text))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as indented JSON atomically; ``path`` is untouched if ``obj``
-    cannot be encoded."""
-
-    def write(file: TextIO) -> None:
-        json.dump(obj, file, indent=2)
-        file.write("\n")
-
-    _replace_atomically(Path(path), write)
-
-
-def _replace_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
-    """Write a temporary file beside ``path`` with ``write``, make it durable, then rename it
-    over ``path``. The temporary file is removed if anything fails."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the permissions, as for any file the user
-    # creates (tempfile.mkstemp would make it private to the user, hiding it from the team).
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(descriptor, "w", encoding="utf-8") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def utc_now() -> str:
-    """The current time as an ISO-8601 UTC string, to the second: ``2026-11-22T01:30:00+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -182,18 +134,3 @@ def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:
         except FileExistsError:
             continue
         return run_dir
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name looks like it holds a secret."""
-    upper = name.upper()
-    return upper in SECRET_NAMES or any(part in upper for part in SECRET_NAME_PARTS)
-
-
-def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the value of every secret-looking variable replaced by ``***``.
-
-    A run directory stores the environment only through this: a secret must never reach a
-    file or a log.
-    """
-    return {name: MASK if is_secret_name(name) else value for name, value in env.items()}

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from fipo_cli.core.errors import FipoError
 from fipo_cli.experiment.config import Experiment, TrackingConfig
-from fipo_cli.runs.status import STATUS_FILE, read_status
+from fipo_cli.runs.layout import STATUS_FILE, TRACKING_CONFIG_FILE
+from fipo_cli.runs.status import read_status
 
 #: Names the tracking config file; fipo's verl plugin merges it into the config W&B records.
 TRACKING_CONFIG_ENV = "FIPO_TRACKING_CONFIG"
-TRACKING_CONFIG_FILE = "tracking_config.json"
 #: W&B's limit on the length of one tag.
 MAX_TAG = 64
 

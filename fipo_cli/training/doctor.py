@@ -15,9 +15,9 @@ from typing import Literal
 
 from fipo_cli.core.text import plural
 from fipo_cli.experiment.config import Experiment
+from fipo_cli.verl_adapter.version import EXPECTED_VERL
 
 Outcome = Literal["pass", "warn", "fail"]
-EXPECTED_VERL = "0.9.1"
 
 #: What installs the training set, per ``trainer.device`` (README "Set up" explains both sets).
 INSTALL = {
@@ -172,7 +172,7 @@ def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check
 
 
 def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
-    from fipo_cli.launch.local import visible_gpus
+    from fipo_cli.core.gpus import visible_gpus
 
     found = visible_gpus(env)
     if experiment is None:

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fipo_cli.runs.layout import EXPERIMENT_FILE, RUN_CONFIG_FILE
+
 USAGE = "usage: python -m fipo_cli.run_task [--record DIR] RUN_DIR"
 
 
@@ -32,9 +34,7 @@ def slurm_job_id(env: Mapping[str, str]) -> str | None:
 
 def place_record(record: Path, run_dir: Path) -> None:
     """Copy the run's record into ``run_dir`` unless it holds one (the cluster shares fipo's filesystem)."""
-    from fipo_cli.training.train import CONFIG_FILE
-
-    if (run_dir / CONFIG_FILE).is_file():
+    if (run_dir / RUN_CONFIG_FILE).is_file():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     for item in record.iterdir():
@@ -44,14 +44,14 @@ def place_record(record: Path, run_dir: Path) -> None:
 
 def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
     from fipo_cli.experiment import config
-    from fipo_cli.runs.experiments import CONFIG_FILE, ExperimentDir
+    from fipo_cli.runs.experiments import ExperimentDir
     from fipo_cli.runs.status import read_status
     from fipo_cli.training import train
 
     run_dir = run_dir.absolute()
     experiment_path = run_dir.parent.parent
-    experiment = config.load(run_dir / train.CONFIG_FILE)
-    plan = train.plan_run(experiment, ExperimentDir(experiment_path, experiment_path / CONFIG_FILE), run_dir.name,
+    experiment = config.load(run_dir / RUN_CONFIG_FILE)
+    plan = train.plan_run(experiment, ExperimentDir(experiment_path, experiment_path / EXPERIMENT_FILE), run_dir.name,
                           inherited=env)
     status = read_status(run_dir)
     status.job_id = slurm_job_id(env) or status.job_id

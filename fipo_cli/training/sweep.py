@@ -20,26 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from fipo_cli.core.clock import time_limit_hours, utc_now
 from fipo_cli.core.errors import ConfigError, UsageError
-from fipo_cli.core.files import first_missing
+from fipo_cli.core.files import atomic_write_json, atomic_write_text, first_missing
 from fipo_cli.experiment import config
-from fipo_cli.experiment.config import SAFE_NAME, TIME_LIMIT
+from fipo_cli.experiment.config import SAFE_NAME
 from fipo_cli.launch import ray_job, slurm
 from fipo_cli.runs import experiments, registry
 from fipo_cli.runs.experiments import ExperimentDir
-from fipo_cli.runs.status import (
-    FINAL_STATES,
+from fipo_cli.runs.layout import (
+    ARRAY_TASK_LOG,
     STATUS_FILE,
-    atomic_write_json,
-    atomic_write_text,
-    read_status,
-    utc_now,
-    write_status,
+    SWEEP_LOGS_DIR,
+    SWEEP_MANIFEST,
+    array_script_path,
+    array_task_log,
+    sweep_dir,
 )
+from fipo_cli.runs.status import FINAL_STATES, read_status, write_status
 from fipo_cli.training import sweep_space, train
 
-MANIFEST = "sweep.json"
-LOGS_DIR = "logs"
 #: More planned runs than this need ``--yes``.
 CONFIRM_ABOVE = 100
 #: How often a ray sweep held by ``--max-parallel`` asks the cluster whether a job ended.
@@ -73,7 +73,7 @@ class SweepPlan:
 
     @property
     def directory(self) -> Path:
-        return registry.sweep_dir(self.experiment_dir.path.parent, self.experiment_dir.path.name, self.name)
+        return sweep_dir(self.experiment_dir.path.parent, self.experiment_dir.path.name, self.name)
 
     @property
     def launcher(self) -> str:
@@ -93,17 +93,6 @@ class SweepPlan:
         cluster = self.runs[0].plan.experiment.cluster
         hours = time_limit_hours(cluster.time_limit)
         return None if hours is None else len(self.to_submit) * cluster.total_gpus * hours
-
-
-def time_limit_hours(limit: str | None) -> float | None:
-    """SLURM's ``[D-]HH:MM:SS`` or plain minutes, in hours."""
-    if not limit or not TIME_LIMIT.match(limit):
-        return None
-    if ":" not in limit:
-        return int(limit) / 60
-    days, _, clock = limit.rpartition("-")
-    hours, minutes, seconds = (int(part) for part in clock.split(":"))
-    return int(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def default_name(experiment: str, tokens: Sequence[str], strategy: str, samples: int | None, seed: int) -> str:
@@ -242,7 +231,7 @@ def array_job(plan: SweepPlan) -> slurm.BatchJob:
         run_dirs=[run.plan.run_dir for run in runs],
         cluster=runs[0].plan.experiment.cluster,
         device=runs[0].plan.experiment.trainer.device,
-        output=plan.directory / LOGS_DIR / "%A_%a.out",
+        output=plan.directory / SWEEP_LOGS_DIR / ARRAY_TASK_LOG,
         description=f"sweep {plan.name} of experiment {plan.experiment_dir.path.name}: {len(runs)} runs",
         command="sweep",
         array=True,
@@ -278,7 +267,7 @@ def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _write_manifest(plan: SweepPlan, submission: dict[str, Any] | None) -> None:
-    path = plan.directory / MANIFEST
+    path = plan.directory / SWEEP_MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, {
@@ -312,16 +301,16 @@ def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
     if not plan.to_submit:
         _write_manifest(plan, None)
         return None
-    manifest = plan.directory / MANIFEST
+    manifest = plan.directory / SWEEP_MANIFEST
     before = manifest.read_text() if manifest.is_file() else None
-    new_dirs = {first_missing(path) for path in (plan.directory / LOGS_DIR, *(r.plan.run_dir for r in plan.to_submit))}
+    new_dirs = {first_missing(path) for path in (plan.directory / SWEEP_LOGS_DIR, *(r.plan.run_dir for r in plan.to_submit))}
     script = None
     try:
-        (plan.directory / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        (plan.directory / SWEEP_LOGS_DIR).mkdir(parents=True, exist_ok=True)
         _write_manifest(plan, None)
         _create_runs(plan, plan.to_submit, "slurm", inherited)
         previous = json.loads(manifest.read_text())["submissions"]
-        script = plan.directory / f"array-{len(previous) + 1}.sbatch"
+        script = array_script_path(plan.directory, len(previous) + 1)
         atomic_write_text(script, array_script(plan) or "")
         job_id = slurm.submit(script)
     except BaseException:
@@ -334,7 +323,7 @@ def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
         raise
     for index, run in enumerate(plan.to_submit):
         task = f"{job_id}_{index}"
-        train.record_submission(run.plan.run_dir, task, plan.directory / LOGS_DIR / f"{task}.out", index)
+        train.record_submission(run.plan.run_dir, task, array_task_log(plan.directory, task), index)
     _write_manifest(plan, {"job_id": job_id, "script": script.name, "runs": [r.name for r in plan.to_submit],
                            "submitted_at": utc_now()})
     return job_id

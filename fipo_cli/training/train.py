@@ -32,7 +32,10 @@ from typing import Any
 
 from fipo_cli import __version__
 from fipo_cli.assets import builtin as local_assets
+from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import UsageError
+from fipo_cli.core.files import atomic_write_json, atomic_write_text
+from fipo_cli.core.secrets import mask_secrets
 from fipo_cli.core.text import plural
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
@@ -40,42 +43,25 @@ from fipo_cli.launch import ray_job, slurm
 from fipo_cli.loss import knobs
 from fipo_cli.runs import experiments
 from fipo_cli.runs.experiments import ExperimentDir
-from fipo_cli.runs.status import (
-    FINAL_STATES,
+from fipo_cli.runs.layout import (
+    CHECKPOINT_DIR,
+    COMMAND_FILE,
+    EARLIER_METRICS_FILE,
+    ENV_FILE,
+    HYDRA_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    RAY_LOG_FILE,
+    RUN_CONFIG_FILE,
+    SCRIPT_FILE,
+    SLURM_LOG,
     STATUS_FILE,
-    RunStatus,
-    atomic_write_json,
-    atomic_write_text,
-    create_run_dir,
-    mask_secrets,
-    new_run_name,
-    read_status,
-    utc_now,
-    write_status,
-)
-from fipo_cli.tracking.identity import (
-    TRACKING_CONFIG_ENV,
     TRACKING_CONFIG_FILE,
-    wandb_env,
-    wandb_link,
-    wandb_run_name,
-    wandb_sync_command,
 )
+from fipo_cli.runs.status import FINAL_STATES, RunStatus, create_run_dir, new_run_name, read_status, write_status
+from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV, wandb_env, wandb_link, wandb_run_name, wandb_sync_command
 from fipo_cli.verl_adapter import overrides as verl_overrides
 
-CONFIG_FILE = "config.yaml"
-COMMAND_FILE = "command.json"
-ENV_FILE = "env.json"
-LOG_FILE = "train.log"
-METRICS_FILE = "metrics.jsonl"
-#: verl's file logger truncates its file when it starts, so a resumed or requeued run first
-#: moves the steps logged so far here (appended; readers let a step's later value win).
-EARLIER_METRICS_FILE = "metrics.earlier.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-HYDRA_DIR = "hydra"
-RAY_LOG_FILE = "ray.log"
-SCRIPT_FILE = "job.sbatch"
-SLURM_OUTPUT = "slurm-%j.out"
 #: Inherited variables worth recording next to fipo's own (values of secrets are masked).
 RECORDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "NCCL_", "CUDA_VISIBLE_DEVICES", "RAY_", "VLLM_")
 #: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
@@ -183,18 +169,18 @@ def plan_training(
 def resumed_experiment(experiment_dir: ExperimentDir, run_name: str, assignments: Mapping[str, Any]) -> Experiment:
     """The config a run was started with (from its directory), with new overrides applied."""
     run_dir = experiment_dir.runs / run_name
-    if not (run_dir / CONFIG_FILE).is_file():
+    if not (run_dir / RUN_CONFIG_FILE).is_file():
         runs = sorted(p.name for p in experiment_dir.runs.iterdir()) if experiment_dir.runs.is_dir() else []
         raise UsageError(
             f"--resume {run_name!r}: no such run in {experiment_dir.runs}",
             hint=f"runs of this experiment: {', '.join(runs)}" if runs else "this experiment has no runs yet",
         )
-    return config.load(run_dir / CONFIG_FILE, assignments)
+    return config.load(run_dir / RUN_CONFIG_FILE, assignments)
 
 
 def require_local_resources(experiment: Experiment) -> None:
     """Stop before anything is written when this machine cannot run the experiment locally."""
-    from fipo_cli.launch.local import require_gpus
+    from fipo_cli.core.gpus import require_gpus
 
     cluster = experiment.cluster
     if cluster.nodes > 1:
@@ -372,7 +358,7 @@ def batch_job(plan: TrainPlan) -> slurm.BatchJob:
         run_dirs=[plan.run_dir],
         cluster=plan.experiment.cluster,
         device=plan.experiment.trainer.device,
-        output=plan.run_dir / SLURM_OUTPUT,
+        output=plan.run_dir / SLURM_LOG,
         description=f"run {plan.run_name} of experiment {plan.experiment.name}",
         command="train",
     )
@@ -426,7 +412,7 @@ def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) ->
         if not plan.resume:
             shutil.rmtree(plan.run_dir, ignore_errors=True)
         raise
-    return plan, record_submission(plan.run_dir, job_id, plan.run_dir / SLURM_OUTPUT.replace("%j", job_id))
+    return plan, record_submission(plan.run_dir, job_id, plan.run_dir / SLURM_LOG.replace("%j", job_id))
 
 
 def record_submission(run_dir: Path, job_id: str, scheduler_log: Path | None, array_index: int | None = None,
@@ -449,7 +435,7 @@ def ray_submission(plan: TrainPlan, inherited: Mapping[str, str]) -> ray_job.Job
     return ray_job.plan_submission(
         address=ray_job.resolve_address(experiment.cluster.ray_address, inherited),
         run_dir=plan.run_dir,
-        record=[CONFIG_FILE, COMMAND_FILE, ENV_FILE, TRACKING_CONFIG_FILE, STATUS_FILE],
+        record=[RUN_CONFIG_FILE, COMMAND_FILE, ENV_FILE, TRACKING_CONFIG_FILE, STATUS_FILE],
         reference=f"{plan.experiment_dir.path.name}/{plan.run_name}",
         run_root=experiment.cluster.ray_run_root,
         # What the job reads by a path relative to the project: the data, a reward function's
@@ -500,7 +486,7 @@ def record_run(plan: TrainPlan, inherited: Mapping[str, str]) -> None:
     """Write the run directory's config, command and (masked) environment."""
     run_dir = plan.run_dir
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_FILE, plan.experiment.to_yaml())
+    atomic_write_text(run_dir / RUN_CONFIG_FILE, plan.experiment.to_yaml())
     atomic_write_json(run_dir / COMMAND_FILE, {"command": plan.command, "cwd": str(Path.cwd())})
     atomic_write_json(run_dir / ENV_FILE, plan.recorded_env(inherited))
     if TRACKING_CONFIG_ENV in plan.env:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import secrets
 import shlex
 import shutil
 import stat
@@ -34,8 +33,9 @@ import sys
 from pathlib import Path
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.files import publish_directory, scratch_path
 from fipo_cli.experiment import config
-from fipo_cli.training.train import CHECKPOINT_DIR, CONFIG_FILE
+from fipo_cli.runs.layout import CHECKPOINT_DIR, RUN_CONFIG_FILE
 
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
 ACTOR_DIR = "actor"
@@ -119,7 +119,7 @@ def _merge(actor: Path, target: Path) -> Path:
             f"merging the checkpoint in {actor} needs verl, which is not installed here",
             hint="install fipo with the train extra (pip install -e '.[train]'), or pass --model with a merged model",
         )
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    partial = scratch_path(target)
     try:
         # mkdir leaves the permissions to the umask, as for any directory the user creates
         # (tempfile.mkdtemp would make it private): teammates evaluate the same run.
@@ -151,13 +151,8 @@ def _merge(actor: Path, target: Path) -> Path:
                 ),
             )
         _seal(partial, like=actor / FSDP_CONFIG)
-        try:
-            os.rename(partial, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            # Another fipo merged the same step meanwhile: its model is the same as ours.
-            shutil.rmtree(partial)
+        # Another fipo may have merged the same step meanwhile: its model is the same as ours, and kept.
+        publish_directory(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -188,11 +183,11 @@ def _seal(directory: Path, like: Path) -> None:
 
 def run_max_tokens(run_dir: Path) -> int:
     """The run's ``data.max_response_length``: what it trained with, from its ``config.yaml``."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = Path(run_dir) / RUN_CONFIG_FILE
     if not path.is_file():
         raise UsageError(
             f"{path} does not exist",
-            hint=f"is {run_dir} a fipo run? fipo writes {CONFIG_FILE} when it starts one; or pass --max-tokens",
+            hint=f"is {run_dir} a fipo run? fipo writes {RUN_CONFIG_FILE} when it starts one; or pass --max-tokens",
         )
     return config.load(path).data.max_response_length
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fipo_cli.core.errors import ConfigError
-from fipo_cli.training.doctor import EXPECTED_VERL
 from fipo_cli.verl_adapter.overrides import TRAINER_MODULE
+from fipo_cli.verl_adapter.version import EXPECTED_VERL
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

@@ -10,10 +10,10 @@ Engine modules are imported on demand: vLLM, torch and transformers stay out of 
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.hub import is_hub_id
 from fipo_cli.eval.engines.base import (
     Engine,
     Generation,
@@ -27,16 +27,13 @@ __all__ = ["ENGINES", "Engine", "Generation", "Message", "Request", "SamplingSet
 
 ENGINES = ("vllm", "transformers", "openai")
 
-# "org/name" or a bare "name", as the Hugging Face hub spells repository ids.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
 
 def _check_local_model(model: str) -> None:
     """A model that is neither an existing path nor hub-id shaped is a typo'd path: say so now,
     not after vLLM has spent seconds starting."""
     if Path(model).expanduser().exists():
         return
-    if _HUB_ID.match(model) and ".." not in model:
+    if is_hub_id(model):
         return
     raise UsageError(f"model {model!r}: no such directory, and not a Hugging Face hub id (ORG/NAME)")
 

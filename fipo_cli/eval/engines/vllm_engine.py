@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.gpus import visible_devices
 from fipo_cli.eval.engines.base import (
     Generation,
     Request,
@@ -144,10 +145,10 @@ def _visible_gpus() -> list[str]:
     import torch
 
     count = torch.cuda.device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    listed = visible_devices(os.environ)
     if listed is None:
         return [str(i) for i in range(count)]
-    return [entry for entry in listed.split(",") if entry.strip()][:count]
+    return listed[:count]
 
 
 def _parallel_sizes(tp: int | None, dp: int | None, gpus: int) -> tuple[int, int]:
