@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _measure import median_seconds, peak_extra_bytes
+
 from fipo_cli.loss.future_kl import discounted_future_sum
 from fipo_cli.loss.knobs import gamma_from_decay_rate
 

@@ -16,7 +16,7 @@ import pytest
 
 from fipo_cli.core.errors import FipoError
 from fipo_cli.core.gpus import GpuInventory, require_gpus, visible_gpus
-from fipo_cli.launch.local import run_local
+from fipo_cli.launch.process import run_local
 
 # Generous limits that only keep a broken launcher from hanging the suite; nothing is timed.
 HANG_TIMEOUT_S = 60
@@ -128,7 +128,7 @@ def launch_in_subprocess(tmp_path: Path, trainer: Path) -> subprocess.Popen:
     launcher = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from fipo_cli.launch.local import run_local\n"
+        "from fipo_cli.launch.process import run_local\n"
         f"sys.exit(run_local([sys.executable, {str(trainer)!r}, {str(tmp_path)!r}],"
         f" env=dict(os.environ), log_path=Path({str(tmp_path / 'train.log')!r})))\n"
     )

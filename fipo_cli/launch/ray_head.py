@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fipo_cli.core.errors import FipoError
-from fipo_cli.launch.local import stop_group
+from fipo_cli.launch.process import stop_group
 
 #: Logical CPUs a CPU-mode head offers: verl's resource pools ask several per worker bundle, and
 #: TransferQueue's actors one each. They are scheduling slots, not cores.

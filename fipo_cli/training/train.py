@@ -260,7 +260,7 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
 def _run_trainer(plan: TrainPlan, launcher: str, inherited: Mapping[str, str]) -> int:
     """The trainer's exit code. A local run gets a Ray head of its own; in a SLURM job the batch
     script has started the job's Ray cluster, which ``RAY_ADDRESS`` names."""
-    from fipo_cli.launch.local import run_local
+    from fipo_cli.launch.process import run_local
 
     env = {**inherited, **plan.env}
     log_path = plan.run_dir / LOG_FILE

@@ -1,4 +1,4 @@
-"""The local launcher: run the trainer in a subprocess on this machine.
+"""The trainer as a subprocess of fipo: its output streamed to the terminal and its log, Ctrl-C forwarded.
 
 Nothing here imports torch: ``fipo --help`` must stay fast, and a login node has no CUDA.
 """
