@@ -1,3 +1,3 @@
-from fipo_cli.cli.app import main
+from fipo_cli.cli import main
 
 main()

@@ -14,6 +14,14 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def parse_utc(stamp: str | None) -> datetime | None:
+    """A timestamp as :func:`utc_now` writes it; None for none or one that does not parse."""
+    try:
+        return datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+
+
 def time_limit_hours(limit: str | None) -> float | None:
     """SLURM's ``[D-]HH:MM:SS`` or plain minutes, in hours."""
     if not limit or not TIME_LIMIT.match(limit):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +45,6 @@ from fipo_cli.eval.problems import integer_answers as all_integer
 from fipo_cli.eval.samples import Sample, SampleWriter, read_samples, write_samples
 from fipo_cli.runs.layout import EVAL_LOCK_FILE, EVAL_SETTINGS_FILE, EVALS_DIR, RESULTS_FILE, SAMPLES_FILE
 
-#: Max new tokens when neither --max-tokens nor a run's recipe says: the 32B recipe's response length.
-DEFAULT_MAX_TOKENS = 20480
 #: The grader whose verdicts make the headline numbers, by prompt format: the "Answer:" rule
 #: for the DAPO prompt (what training rewards), LaTeX equivalence otherwise.
 PRIMARY_GRADER = {"dapo": "dapo", "boxed": "math-verify", "raw": "math-verify"}
@@ -71,7 +68,8 @@ class Interrupted(FipoError):
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How samples are drawn. All but ``samples`` must match to reuse an earlier evaluation's samples."""
+    """How samples are drawn (from a checked :class:`~fipo_cli.eval.request.EvalRequest`). All but ``samples``
+    must match to reuse an earlier evaluation's samples."""
 
     benchmark: str
     model: str
@@ -83,21 +81,6 @@ class EvalSettings:
     seed: int
     prompt_format: str
     chat_template: bool
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.samples < 1:
-            problems.append(f"--samples {self.samples}: must be ≥ 1")
-        if self.max_tokens < 1:
-            problems.append(f"--max-tokens {self.max_tokens}: must be ≥ 1")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            problems.append(f"--temperature {self.temperature}: must be a finite number ≥ 0 (0 is greedy)")
-        if not 0 < self.top_p <= 1:  # NaN fails this too
-            problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
-        if self.prompt_format not in PROMPT_FORMATS:
-            problems.append(f"--prompt-format {self.prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}")
-        if problems:
-            raise UsageError("; ".join(problems))
 
     def identity(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key != "samples"}

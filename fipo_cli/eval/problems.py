@@ -57,9 +57,8 @@ def _column(columns: Sequence[str], explicit: str | None, candidates: Sequence[s
 def load_benchmark(
     spec: str, *, problem_key: str | None = None, answer_key: str | None = None, limit: int | None = None
 ) -> Benchmark:
-    """Load a bundled benchmark (aime24, aime25, math500), a local file or a hub dataset."""
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit}: must be ≥ 1")
+    """Load a bundled benchmark (aime24, aime25, math500), a local file or a hub dataset; its first ``limit``
+    problems when given (a checked ``--limit``, see :class:`fipo_cli.eval.request.EvalRequest`)."""
     source = resolve_source(spec)
     records = list(read_records(source, "--dataset"))
     if not records:

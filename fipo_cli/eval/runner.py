@@ -1,22 +1,27 @@
 """`fipo eval` from start to end: a model or a run's checkpoints, then the results, W&B and a curve.
 
-The command gathers its options into a :class:`Protocol` (how to sample and grade) and an
-:class:`EngineChoice` (what generates); everything else happens here.
+The command's options arrive as one validated :class:`~fipo_cli.eval.request.EvalRequest`;
+everything else happens here. Progress goes to whoever asked (``progress``): the command line
+draws bars, a Python caller may draw none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
-from fipo_cli.core.errors import ConfigError, FipoError, UsageError
-from fipo_cli.eval import pipeline, reporting
-from fipo_cli.eval.graders import DEFAULT_TIME_LIMIT, grading_option_problems
-from fipo_cli.eval.problems import Benchmark
+from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.eval import pipeline
+from fipo_cli.eval.engines import resolve_engine
+from fipo_cli.eval.graders import require_math_verify
+from fipo_cli.eval.problems import Benchmark, load_benchmark
+from fipo_cli.eval.request import DEFAULT_MAX_TOKENS, EvalRequest, ScoreRequest
 from fipo_cli.eval.samples import Sample, read_samples
 from fipo_cli.runs.layout import CURVE_FILE, RESULTS_FILE, SAMPLES_FILE, run_evals_dir, step_dir
 
@@ -25,45 +30,41 @@ _SAMPLE_OVERHEAD_BYTES = 2048
 _BYTES_PER_TOKEN = 4
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """How to sample and grade; ``max_tokens`` None means the run's response length or the default."""
+class Progress(Protocol):
+    """Progress reports: ``callback(label)`` is told ``(done, total)`` of the stage it is named after."""
 
-    samples: int
-    temperature: float
-    top_p: float
-    max_tokens: int | None
-    seed: int
-    prompt_format: str
-    chat_template: bool
-    workers: int
-    time_limit: float = DEFAULT_TIME_LIMIT
-
-    def check(self) -> None:
-        """UsageError naming every bad option (all at once), before anything is loaded."""
-        problems = []
-        if self.samples < 1:
-            problems.append(f"--samples {self.samples}: must be ≥ 1")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            problems.append(f"--max-tokens {self.max_tokens}: must be ≥ 1")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            problems.append(f"--temperature {self.temperature}: must be a finite number ≥ 0 (0 is greedy)")
-        if not 0 < self.top_p <= 1:  # NaN fails this too
-            problems.append(f"--top-p {self.top_p}: must lie in (0, 1]")
-        problems += grading_option_problems(self.workers, self.time_limit)
-        if problems:
-            raise ConfigError(problems, hint="see `fipo eval --help` for each option's range")
+    def callback(self, label: str) -> Callable[[int, int], None]: ...
 
 
-def check_fits(problems: Benchmark, protocol: Protocol, max_tokens: int) -> None:
+class _Silent:
+    def callback(self, label: str) -> Callable[[int, int], None]:
+        return lambda done, total: None
+
+
+@contextlib.contextmanager
+def no_progress() -> Iterator[Progress]:
+    """Progress that nobody sees."""
+    yield _Silent()
+
+
+ProgressFactory = Callable[[], AbstractContextManager[Progress]]
+
+
+def load_problems(request: EvalRequest) -> Benchmark:
+    """The request's problem set (``--limit`` first problems), read once."""
+    return load_benchmark(request.problem_set, problem_key=request.problem_key, answer_key=request.answer_key,
+                          limit=request.limit)
+
+
+def check_fits(problems: Benchmark, request: EvalRequest, max_tokens: int) -> None:
     """UsageError when the samples asked for cannot be held in this machine's memory while scored."""
-    total = len(problems.problems) * protocol.samples
+    total = len(problems.problems) * request.samples
     needed = total * (_SAMPLE_OVERHEAD_BYTES + _BYTES_PER_TOKEN * max_tokens)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
         most = max(1, memory // (len(problems.problems) * (_SAMPLE_OVERHEAD_BYTES + _BYTES_PER_TOKEN * max_tokens)))
         raise UsageError(
-            f"--samples {protocol.samples}: {len(problems.problems)} problems × {protocol.samples} samples of up to "
+            f"--samples {request.samples}: {len(problems.problems)} problems × {request.samples} samples of up to "
             f"{max_tokens} tokens need about {needed / 2**30:,.0f} GiB to score, and this machine has "
             f"{memory / 2**30:,.0f} GiB",
             hint=f"--samples {most} at most here",
@@ -97,14 +98,6 @@ def resolve_max_tokens(model: str, requested: int | None, default: int) -> tuple
 
 
 @dataclass(frozen=True)
-class EngineChoice:
-    name: str
-    base_url: str | None = None
-    tensor_parallel: int | None = None
-    data_parallel: int | None = None
-
-
-@dataclass(frozen=True)
 class Evaluated:
     scores: pipeline.Scores
     results: Path
@@ -115,69 +108,64 @@ class Evaluated:
 def evaluate_model(
     problems: Benchmark,
     model: str,
-    protocol: Protocol,
-    engine: EngineChoice,
+    request: EvalRequest,
     *,
     response_length: int,
     directory: Path | None,
-    quiet: bool,
+    progress: ProgressFactory = no_progress,
     say: Callable[[str], None] = print,
 ) -> Evaluated:
     """Evaluate one model into ``directory`` (default ``evals/MODEL/BENCH``).
 
-    ``max_tokens`` (``protocol``'s, else ``response_length``) is capped by the model's context,
+    ``max_tokens`` (``request``'s, else ``response_length``) is capped by the model's context,
     with a note through ``say``.
     """
-    max_tokens, note = resolve_max_tokens(model, protocol.max_tokens, response_length)
+    max_tokens, note = resolve_max_tokens(model, request.max_tokens, response_length)
     if note:
         say(note)
-    check_fits(problems, protocol, max_tokens)
+    check_fits(problems, request, max_tokens)
     settings = pipeline.EvalSettings(
-        benchmark=problems.name, model=model, engine=reporting.resolve_engine(engine.name), samples=protocol.samples,
-        temperature=protocol.temperature, top_p=protocol.top_p, max_tokens=max_tokens,
-        seed=protocol.seed, prompt_format=protocol.prompt_format, chat_template=protocol.chat_template,
+        benchmark=problems.name, model=model, engine=resolve_engine(request.engine), samples=request.samples,
+        temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
+        seed=request.seed, prompt_format=request.prompt_format, chat_template=request.chat_template,
     )
 
     def open_engine():
         from fipo_cli.eval.engines import make_engine
 
         return make_engine(
-            settings.engine, model, use_chat_template=settings.chat_template, base_url=engine.base_url,
-            tensor_parallel_size=engine.tensor_parallel, data_parallel_size=engine.data_parallel,
+            settings.engine, model, use_chat_template=settings.chat_template, base_url=request.base_url,
+            tensor_parallel_size=request.tensor_parallel, data_parallel_size=request.data_parallel,
         )
 
     directory = directory or pipeline.default_out_dir(settings)
-    with reporting.progress(quiet=quiet) as bars:
+    with progress() as bars:
         scores = pipeline.evaluate(
-            problems, settings, directory, open_engine, workers=protocol.workers, time_limit=protocol.time_limit,
+            problems, settings, directory, open_engine, workers=request.workers, time_limit=request.grading_time_limit,
             on_sample=bars.callback("generating"), on_graded=bars.callback("grading"),
         )
     graded = pipeline.scored_samples(read_samples(directory / SAMPLES_FILE), problems, settings)
     return Evaluated(scores, directory / RESULTS_FILE, settings, graded)
 
 
-def log_model(evaluated: Evaluated, problems: Benchmark, *, project: str, entity: str | None) -> str | None:
+def log_model(evaluated: Evaluated, problems: Benchmark, request: EvalRequest) -> str | None:
     """Log a model's evaluation to its own W&B eval run; returns the run id (None: tracking off)."""
     from fipo_cli.eval import tracking
 
     return tracking.log_model_eval(
         problems.name, asdict(evaluated.settings), evaluated.scores, evaluated.samples,
-        project=project, entity=entity, mode="auto", out_dir=evaluated.results.parent,
+        project=request.wandb_project, entity=request.wandb_entity, mode="auto", out_dir=evaluated.results.parent,
     )
 
 
 def evaluate_checkpoints(
     problems: Benchmark,
-    run: str,
-    step: str,
-    protocol: Protocol,
-    engine: EngineChoice,
+    request: EvalRequest,
     *,
     out: Path | None,
-    wandb: bool | None,
-    quiet: bool,
-    say: Callable[[str], None],
-    show: Callable[[Evaluated], None],
+    progress: ProgressFactory = no_progress,
+    say: Callable[[str], None] = print,
+    show: Callable[[Evaluated], None] = lambda evaluated: None,
 ) -> bool:
     """Evaluate a run's checkpoints (``step``: N, latest or all) into ``RUN/eval/BENCH/step_N``.
 
@@ -189,6 +177,7 @@ def evaluate_checkpoints(
     from fipo_cli.runs.experiments import find_run
     from fipo_cli.verl_adapter import checkpoints
 
+    run, step, wandb = request.run, request.step, request.wandb
     run_dir = find_run(run, label="--run ")
     base = out or run_evals_dir(run_dir, problems.name)
     curve = []
@@ -197,9 +186,9 @@ def evaluate_checkpoints(
         say(f"step {checkpoint}: merging the checkpoint into a Hugging Face model (cached)")
         merged = checkpoints.hf_model_for(run_dir, checkpoint)
         evaluated = evaluate_model(
-            problems, str(merged.absolute()), protocol, engine,
-            response_length=checkpoints.run_max_tokens(run_dir), directory=step_dir(base, checkpoint), quiet=quiet,
-            say=say,
+            problems, str(merged.absolute()), request,
+            response_length=checkpoints.run_max_tokens(run_dir), directory=step_dir(base, checkpoint),
+            progress=progress, say=say,
         )
         show(evaluated)
         curve.append((checkpoint, evaluated.scores))
@@ -215,3 +204,38 @@ def evaluate_checkpoints(
     if step == "all":
         say(f"curve: {pipeline.write_curve(base / CURVE_FILE, curve)}")
     return logged
+
+
+def evaluate(
+    request: EvalRequest,
+    *,
+    out: Path | None,
+    progress: ProgressFactory = no_progress,
+    say: Callable[[str], None] = print,
+    show: Callable[[Evaluated], None] = lambda evaluated: None,
+) -> bool:
+    """Evaluate what ``request`` names, on this machine; whether every W&B log succeeded.
+
+    A model's results go to ``out`` (default ``evals/MODEL/BENCH``) and, with ``wandb``, to a W&B run of
+    its own; a run's checkpoints to ``RUN/eval/BENCH/step_N`` and the run's W&B run.
+    """
+    require_math_verify()  # here, not for --slurm: the job grades in the compute node's environment
+    problems = load_problems(request)
+    if request.model is None:
+        return evaluate_checkpoints(problems, request, out=out, progress=progress, say=say, show=show)
+    evaluated = evaluate_model(problems, request.model, request, response_length=DEFAULT_MAX_TOKENS, directory=out,
+                               progress=progress, say=say)
+    show(evaluated)
+    if request.wandb:
+        run_id = log_model(evaluated, problems, request)
+        say(f"W&B: run {run_id}" if run_id else "W&B: tracking disabled")
+    return True
+
+
+def score(request: ScoreRequest, progress: ProgressFactory = no_progress) -> tuple[pipeline.Scores, Path]:
+    """Re-grade ``request``'s samples file with both graders: its scores and the results file written."""
+    require_math_verify()
+    reference = load_benchmark(request.bench) if request.bench else None
+    with progress() as bars:
+        return pipeline.score_file(request.file, reference, primary_grader=request.grader, workers=request.workers,
+                                   time_limit=request.grading_time_limit, on_graded=bars.callback("grading"))

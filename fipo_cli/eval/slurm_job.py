@@ -1,7 +1,7 @@
 """`fipo eval --slurm`: the evaluation as a one-node SLURM job that runs `fipo eval` again inside it.
 
-The command's parsed options become :class:`EvalOptions`; :func:`eval_argv` turns them back
-into the command the job runs (the same options, without ``--slurm``/``--dry-run``, with an
+The command's validated :class:`~fipo_cli.eval.request.EvalRequest` is what the job evaluates;
+:func:`eval_argv` turns it back into the command the job runs (the same options, without ``--slurm``/``--dry-run``, with an
 explicit ``--out`` so that the job writes where a local run would). :func:`plan_eval_job`
 renders ``templates/slurm/eval.sbatch.j2`` and :func:`submit` saves the script in the
 evaluation directory (``eval-<UTC time>.sbatch``) and hands it to ``sbatch``; the job's log
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fipo_cli.core.errors import ConfigError, UsageError
+from fipo_cli.core.errors import ConfigError
+from fipo_cli.eval.request import EvalRequest
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import ClusterConfig
 from fipo_cli.runs.layout import (
@@ -32,45 +33,7 @@ from fipo_cli.runs.layout import (
 )
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """``fipo eval``'s options as parsed, less ``--out``, ``--json``, ``--slurm`` and ``--dry-run``."""
-
-    benchmark: str | None = None
-    dataset: str | None = None
-    problem_key: str | None = None
-    answer_key: str | None = None
-    model: str | None = None
-    run: str | None = None
-    step: str = "latest"
-    engine: str = "auto"
-    base_url: str | None = None
-    tensor_parallel: int | None = None
-    data_parallel: int | None = None
-    samples: int = 32
-    temperature: float = 1.0
-    top_p: float = 0.7
-    max_tokens: int | None = None
-    seed: int = 0
-    limit: int | None = None
-    prompt_format: str = "dapo"
-    chat_template: bool = True
-    workers: int = 1
-    time_limit: float | None = None
-    wandb: bool | None = None
-    wandb_project: str = "fipo"
-    wandb_entity: str | None = None
-
-    @property
-    def problem_set(self) -> str:
-        """The benchmark name or the ``--dataset`` spec."""
-        spec = self.benchmark if self.benchmark is not None else self.dataset
-        if spec is None:
-            raise UsageError("name a benchmark or pass --dataset", hint="fipo eval aime24 --model PATH --slurm")
-        return spec
-
-
-def eval_argv(options: EvalOptions, out: Path, python: str | None = None) -> list[str]:
+def eval_argv(options: EvalRequest, out: Path, python: str | None = None) -> list[str]:
     """The command the job runs: ``python -m fipo_cli eval`` with ``options`` and ``--out out``.
 
     Every value goes as ``--option=value``, so a value that starts with ``-`` stays a value.
@@ -115,7 +78,7 @@ def eval_argv(options: EvalOptions, out: Path, python: str | None = None) -> lis
     return argv
 
 
-def job_gpus(options: EvalOptions, cluster: ClusterConfig) -> int:
+def job_gpus(options: EvalRequest, cluster: ClusterConfig) -> int:
     """GPUs the job asks for: none for an ``openai`` server's client, one for ``transformers``,
     tensor × data parallel when both are given, else the whole node (vLLM fills it)."""
     if options.engine == "openai":
@@ -127,7 +90,7 @@ def job_gpus(options: EvalOptions, cluster: ClusterConfig) -> int:
     return cluster.gpus_per_node
 
 
-def job_name(options: EvalOptions) -> str:
+def job_name(options: EvalRequest) -> str:
     from fipo_cli.data.sources import resolve_source
 
     return f"fipo-eval-{resolve_source(options.problem_set).name}"
@@ -157,7 +120,7 @@ class EvalJob:
         }
 
 
-def plan_eval_job(options: EvalOptions, directory: Path, cluster: ClusterConfig, *, results: str | None = None,
+def plan_eval_job(options: EvalRequest, directory: Path, cluster: ClusterConfig, *, results: str | None = None,
                   workdir: Path | None = None, python: str | None = None) -> EvalJob:
     """The job that evaluates ``options`` into ``directory`` (rendered, not written or submitted)."""
     from fipo_cli.launch import slurm
@@ -189,7 +152,7 @@ def profile_cluster() -> ClusterConfig:
     return experiment.cluster
 
 
-def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig, str]:
+def resolve(options: EvalRequest, out: Path | None) -> tuple[Path, ClusterConfig, str]:
     """The evaluation directory (``--out``, else what a local run would use), the cluster settings
     (the run's ``config.yaml``, else the user's profile) and where the results will be."""
     from fipo_cli.data.sources import SourceKind, check_file, resolve_source
@@ -198,20 +161,9 @@ def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig
     source = resolve_source(options.problem_set)
     if source.kind is SourceKind.FILE:
         check_file(Path(source.spec).expanduser(), "--dataset")
-    if options.limit is not None and options.limit < 1:
-        raise UsageError(f"--limit {options.limit}: must be ≥ 1")
-    # The sampling settings' own checks, before anything is written or submitted.
-    pipeline.EvalSettings(
-        benchmark=source.name, model=options.model or options.run or "", engine=options.engine,
-        samples=options.samples, temperature=options.temperature, top_p=options.top_p,
-        max_tokens=options.max_tokens or pipeline.DEFAULT_MAX_TOKENS, seed=options.seed,
-        prompt_format=options.prompt_format, chat_template=options.chat_template,
-    )
     if options.model is not None:
         directory = out or pipeline.model_out_dir(options.model, source.name)
         return directory, profile_cluster(), str(Path(directory).absolute() / RESULTS_FILE)
-    if options.run is None:
-        raise UsageError("pass --model (a model directory, hub id or served name) or --run EXP/RUN")
     from fipo_cli.runs.experiments import find_run
     from fipo_cli.verl_adapter import checkpoints
 
@@ -224,7 +176,7 @@ def resolve(options: EvalOptions, out: Path | None) -> tuple[Path, ClusterConfig
     return directory, cluster, str(step_dir(Path(directory).absolute(), step) / RESULTS_FILE)
 
 
-def plan(options: EvalOptions, out: Path | None) -> EvalJob:
+def plan(options: EvalRequest, out: Path | None) -> EvalJob:
     """:func:`resolve` then :func:`plan_eval_job`: what ``fipo eval --slurm`` would submit."""
     directory, cluster, results = resolve(options, out)
     return plan_eval_job(options, directory, cluster, results=results)

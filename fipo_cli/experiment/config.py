@@ -29,6 +29,8 @@ from fipo_cli.core.files import read_utf8
 from fipo_cli.loss import knobs
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: The launchers (:mod:`fipo_cli.launch`) an experiment may name as ``cluster.launcher``.
+LauncherName = Literal["local", "slurm", "ray"]
 REWARD_FUNCTION = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Short names accepted by ``fipo train``/``fipo sweep`` for the keys swept most.
@@ -183,7 +185,7 @@ class TrainerConfig:
 
 @dataclass
 class ClusterConfig:
-    launcher: Literal["local", "slurm", "ray"] = "local"
+    launcher: LauncherName = "local"
     nodes: int = field(default=1, metadata=positive())
     gpus_per_node: int = field(default=8, metadata=positive())
     partition: str | None = None

@@ -1,7 +1,5 @@
-"""Launchers: the ways fipo starts verl's trainer once the command is built.
-
-``local`` runs it in a subprocess on this machine and checks, without importing torch, that
-the machine has the GPUs the run needs. ``slurm`` renders a batch script that starts a Ray
-cluster over the job's nodes (``ray_wait`` checks it is complete) and runs ``task``, the
-trainer of one run, on its head node.
+"""Launchers: one interface (:mod:`fipo_cli.launch.base`) that local, SLURM and Ray implement, and what runs
+with them: the trainer's subprocess (``process``), a run's private Ray head (``ray_head``) and the wait for
+a SLURM job's Ray cluster (``ray_wait``, run inside the job). :func:`fipo_cli.launch.launchers.launcher_for`
+picks one by name; nothing outside this package asks which launcher it has.
 """

@@ -22,6 +22,8 @@ from typing import Any, BinaryIO, Optional, TextIO, Union
 from fipo_cli.core.errors import FipoError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
+INTERRUPTED = (130, 143)
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
 
 # How often the output loop wakes up, when the trainer is silent, to notice that it exited.

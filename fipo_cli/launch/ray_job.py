@@ -34,10 +34,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from fipo_cli import __version__
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.core.secrets import is_secret_name, mask_secrets
 from fipo_cli.core.text import byte_size
-from fipo_cli.launch.slurm import JobState
+from fipo_cli.experiment.config import Experiment
+from fipo_cli.launch.base import (
+    Batch,
+    Hooks,
+    JobState,
+    Launcher,
+    Outcome,
+    RunJob,
+    Submission,
+    Submitted,
+    record_submission,
+    removed_on_failure,
+)
+from fipo_cli.runs.layout import RUN_RECORD, STATUS_FILE
+from fipo_cli.runs.registry import RunEntry, run_entry
+from fipo_cli.runs.status import RunStatus, read_status, write_status
 
 #: The folder of the job's working directory that holds the run's record.
 RECORD_DIR = "run"
@@ -57,6 +73,8 @@ RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeede
 #: errors, ConnectionError) when nothing answers, ValueError for an address it cannot use.
 _RAY_ERRORS = (RuntimeError, OSError, ValueError)
 _ADDRESS = re.compile(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$")
+#: How often a sweep held by ``--max-parallel`` asks the cluster whether one of its jobs ended.
+SLOT_POLL_S = 5.0
 _ADDRESS_HINT = ("the head's dashboard address, e.g. http://HEAD:8265 (cluster.ray_address, or RAY_API_SERVER_ADDRESS / "
                  "RAY_ADDRESS as for `ray job submit`)")
 
@@ -301,3 +319,140 @@ def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = 
         except _RAY_ERRORS as error:
             raise FipoError(f"cannot read the log of Ray job {job_id} at {address}: {error}") from None
     return 0
+
+
+def run_inputs(job: RunJob) -> list[str]:
+    """What a run reads by a path relative to the project: the data, a reward function's file, a custom
+    entrypoint's script (a Ray job uploads those that exist here)."""
+    experiment = job.experiment
+    reward = experiment.algorithm.reward_function
+    return [*experiment.asset_paths(), *([reward.partition(":")[0]] if reward else []),
+            *experiment.trainer.entrypoint[1:]]
+
+
+class RaySubmission(Submission):
+    """One Ray job per run, each decided (id, entrypoint, variables, uploads) before anything is sent."""
+
+    def __init__(self, batch: Batch, jobs: Sequence[JobSubmission]) -> None:
+        super().__init__(batch)
+        self.jobs = list(jobs)
+
+    def jobs_json(self) -> list[dict]:
+        return [job.to_json() for job in self.jobs]
+
+    def describe(self) -> str:
+        return "" if self.batch.is_sweep else "\n".join(job.describe() for job in self.jobs)
+
+
+class RayLauncher(Launcher):
+    name = "ray"
+
+    def __init__(self) -> None:
+        self._clients: dict[str, object] = {}
+
+    def _client(self, address: str):
+        if address not in self._clients:
+            self._clients[address] = connect(address)
+        return self._clients[address]
+
+    def check(self, batch: Batch, inherited: Mapping[str, str]) -> None:
+        """The cluster is asked first: an unreachable one, or a bad address, leaves nothing behind."""
+        if batch.jobs:
+            self._client(resolve_address(batch.jobs[0].cluster.ray_address, inherited))
+
+    def plan(self, batch: Batch, inherited: Mapping[str, str]) -> RaySubmission:
+        """Every run's job; a bad address or inputs too large are refused here, before anything is written."""
+        return RaySubmission(batch, [
+            plan_submission(
+                address=resolve_address(job.cluster.ray_address, inherited),
+                run_dir=job.run_dir,
+                record=RUN_RECORD,
+                reference=job.reference,
+                run_root=job.cluster.ray_run_root,
+                inputs=run_inputs(job),
+                inherited=inherited,
+                fipo_version=__version__,
+                forward_secrets=job.cluster.ray_forward_secrets,
+            )
+            for job in batch.jobs
+        ])
+
+    def submit(self, submission: Submission, hooks: Hooks) -> Outcome:
+        """One job per run; with ``--max-parallel K`` fipo stays and submits the next run when fewer than K
+        of the sweep's jobs are queued or running.
+
+        Each run is created just before its job is submitted, and removed again if the cluster refuses it
+        or Ctrl-C comes first: the runs not submitted do not exist, and running the sweep again submits them.
+        """
+        assert isinstance(submission, RaySubmission)
+        batch = submission.batch
+        outcome = Outcome()
+        try:
+            for position, (job, planned) in enumerate(zip(batch.jobs, submission.jobs, strict=True), 1):
+                if batch.max_parallel is not None:
+                    self._wait_for_slot(batch, batch.max_parallel)
+                client = self._client(planned.address)
+                with removed_on_failure(lambda job=job: hooks.create([job])):
+                    # The job id goes into the record before the record travels, so the job's own task keeps it.
+                    status = read_status(job.run_dir)
+                    status.job_id, status.ray_address = planned.submission_id, planned.address
+                    write_status(job.run_dir, status)
+                    handed = Submitted(submit(client, planned), address=planned.address)
+                    record_submission(job, handed)
+                hooks.submitted(job, handed)
+                outcome.submitted.append((job, handed))
+                if batch.is_sweep:
+                    hooks.say(f"[{position}/{len(batch.jobs)}] {job.run_dir.name}: Ray job {handed.job_id}")
+        except KeyboardInterrupt:
+            if batch.is_sweep:
+                hooks.say(f"interrupted: {len(outcome.submitted)} of {len(batch.jobs)} runs submitted; "
+                          "run the sweep again to submit the rest")
+            raise
+        if not batch.is_sweep:
+            job, handed = outcome.submitted[0]
+            outcome.lines.append(f"submitted run {job.reference} as Ray job {handed.job_id} to {handed.address}")
+        return outcome
+
+    def _wait_for_slot(self, batch: Batch, max_parallel: int) -> None:
+        """Until fewer than ``max_parallel`` of the sweep's runs are queued or running on the cluster."""
+        import time
+
+        while True:
+            entries = [run_entry(run_dir) for run_dir in batch.sweep_runs if (run_dir / STATUS_FILE).is_file()]
+            self.update(entries)
+            if sum(entry.state in ("pending", "running") for entry in entries) < max_parallel:
+                return
+            time.sleep(SLOT_POLL_S)
+
+    def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
+        """One query per cluster, for the runs that have a job there."""
+        by_address: dict[str, set[str]] = {}
+        for status in statuses:
+            if status.job_id and status.ray_address:
+                by_address.setdefault(status.ray_address, set()).add(status.job_id)
+        found = {(address, job_id): state for address, job_ids in by_address.items()
+                 for job_id, state in job_states(address, job_ids).items()}
+        return [found.get((status.ray_address, status.job_id)) for status in statuses]
+
+    def cancel(self, statuses: Sequence[RunStatus]) -> None:
+        for address in sorted({status.ray_address for status in statuses if status.ray_address}):
+            stop(address, sorted({status.job_id for status in statuses
+                                  if status.ray_address == address and status.job_id}))
+
+    def logs(self, entry: RunEntry, *, job_log: bool, follow: bool, out: BinaryIO) -> int:
+        """The job's output, from the cluster (the run directory may not be shared with it)."""
+        status = entry.status
+        if status is not None and status.job_id and status.ray_address:
+            return copy_log(status.ray_address, status.job_id, follow=follow, out=out)
+        return super().logs(entry, job_log=job_log, follow=follow, out=out)
+
+    def preflight(self, experiment: Experiment, env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """The cluster answers on its job API."""
+        try:
+            address = resolve_address(experiment.cluster.ray_address, env)
+            connect(address)
+        except FipoError as error:
+            return [("Ray cluster", "fail", error.message + (f" ({error.hint})" if error.hint else ""))]
+        except ImportError:
+            return [("Ray cluster", "fail", "the ray package is not installed here: pip install 'ray[default]'")]
+        return [("Ray cluster", "pass", f"{address} answers on Ray's job API")]

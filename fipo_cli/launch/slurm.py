@@ -15,17 +15,43 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from fipo_cli import __version__
+from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.files import atomic_write_text, first_missing
 from fipo_cli.core.secrets import SECRET_NAMES
-from fipo_cli.experiment.config import ClusterConfig
+from fipo_cli.core.text import plural
+from fipo_cli.experiment.config import ClusterConfig, Experiment
+from fipo_cli.launch.base import (
+    Batch,
+    Hooks,
+    JobState,
+    Launcher,
+    Outcome,
+    RunJob,
+    Submission,
+    Submitted,
+    record_submission,
+    removed_on_failure,
+)
 from fipo_cli.launch.ray_head import head_cpus, ray_executable
-from fipo_cli.runs.status import RunState
+from fipo_cli.runs.layout import (
+    ARRAY_TASK_LOG,
+    LOG_FILE,
+    SCRIPT_FILE,
+    SCRIPT_SUFFIX,
+    SLURM_LOG,
+    SWEEP_LOGS_DIR,
+    array_script_path,
+    array_task_log,
+    slurm_log,
+)
+from fipo_cli.runs.status import RunState, RunStatus
 
 TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
 EVAL_TEMPLATE = "slurm/eval.sbatch.j2"
@@ -165,13 +191,6 @@ def submit(script: Path) -> str:
     return result.stdout.strip().split(";")[0]
 
 
-@dataclass(frozen=True)
-class JobState:
-    state: RunState
-    slurm_state: str
-    exit_code: int | None = None
-
-
 def _run_query(argv: list[str]) -> str | None:
     """A query's output, or None when the tool is missing or refuses (accounting off, job purged)."""
     if shutil.which(argv[0]) is None:
@@ -247,3 +266,121 @@ def cancel(job_ids: Collection[str]) -> None:
     result = subprocess.run([_tool("scancel"), *job_ids], capture_output=True, text=True)
     if result.returncode != 0:
         raise FipoError(f"scancel {' '.join(job_ids)} failed:\n{(result.stderr or result.stdout).strip()}")
+
+
+class SlurmSubmission(Submission):
+    """One batch script: one run's job, or a sweep's job array (one task per run)."""
+
+    def __init__(self, batch: Batch, job: BatchJob | None, script: str | None) -> None:
+        super().__init__(batch)
+        self.job, self._script = job, script
+        self.saved: Path | None = None
+        """Where :meth:`SlurmLauncher.submit` saved the script."""
+
+    @property
+    def script(self) -> str | None:
+        return self._script
+
+    def script_path(self) -> Path:
+        """Where the script is saved: the run's ``job.sbatch``, or the sweep's next ``array-N.sbatch``."""
+        if not self.batch.is_sweep:
+            return self.batch.jobs[0].run_dir / SCRIPT_FILE
+        number = 1
+        while array_script_path(self.batch.sweep_dir, number).exists():
+            number += 1
+        return array_script_path(self.batch.sweep_dir, number)
+
+    def describe(self) -> str:
+        if self._script is None:
+            return ""
+        if self.batch.is_sweep:
+            return f"array script ({self.batch.sweep_dir}/array-N{SCRIPT_SUFFIX}):\n{self._script}"
+        return f"batch script ({self.script_path()}):\n{self._script}"
+
+    def manifest_record(self, submitted: Sequence[tuple[RunJob, Submitted]]) -> dict | None:
+        array_job = submitted[0][1].job_id.split("_")[0]
+        return {"job_id": array_job, "script": self.saved.name if self.saved else None,
+                "runs": [job.run_dir.name for job, _ in submitted], "submitted_at": utc_now()}
+
+
+class SlurmLauncher(Launcher):
+    name = "slurm"
+    allocates_gpus = True
+    scheduler_records_stops = True
+
+    def plan(self, batch: Batch, inherited: Mapping[str, str]) -> SlurmSubmission:
+        """The batch script, rendered and checked with ``bash -n`` (None when the batch has no run)."""
+        if not batch.jobs:
+            return SlurmSubmission(batch, None, None)
+        first = batch.jobs[0]
+        output = (batch.sweep_dir / SWEEP_LOGS_DIR / ARRAY_TASK_LOG) if batch.is_sweep else first.run_dir / SLURM_LOG
+        job = BatchJob(
+            job_name=batch.name,
+            run_dirs=[job.run_dir for job in batch.jobs],
+            cluster=first.cluster,
+            device=first.experiment.trainer.device,
+            output=output,
+            description=batch.description,
+            command=batch.command,
+            array=batch.is_sweep,
+            max_parallel=batch.max_parallel,
+        )
+        script = render(job)
+        check_syntax(script)
+        return SlurmSubmission(batch, job, script)
+
+    def submit(self, submission: Submission, hooks: Hooks) -> Outcome:
+        """Create the runs, save the script and ``sbatch`` it: one job, or one job array for a sweep.
+
+        If sbatch is missing or refuses, the runs this created, the sweep's logs folder and its
+        array script are removed again: nothing is left for ``fipo status`` to show as ``created``.
+        """
+        assert isinstance(submission, SlurmSubmission) and submission.script is not None
+        batch = submission.batch
+        path = submission.script_path()
+        logs = batch.sweep_dir / SWEEP_LOGS_DIR if batch.is_sweep else None
+        with removed_on_failure(lambda: [*filter(None, [logs and first_missing(logs)]), *hooks.create(batch.jobs)]):
+            if logs is not None:
+                logs.mkdir(parents=True, exist_ok=True)
+            try:
+                atomic_write_text(path, submission.script)
+                job_id = submit(path)
+            except BaseException:
+                if batch.is_sweep:
+                    path.unlink(missing_ok=True)
+                raise
+        submission.saved = path
+        outcome = Outcome()
+        for index, job in enumerate(batch.jobs):
+            if batch.is_sweep:
+                task = f"{job_id}_{index}"
+                handed = Submitted(task, array_task_log(batch.sweep_dir, task), index)
+            else:
+                handed = Submitted(job_id, slurm_log(job.run_dir, job_id))
+            record_submission(job, handed)
+            hooks.submitted(job, handed)
+            outcome.submitted.append((job, handed))
+        if batch.is_sweep:
+            outcome.lines.append(f"submitted {plural(len(batch.jobs), 'run')} as SLURM job array {job_id} "
+                                 f"(logs in {logs})")
+        else:
+            job, handed = outcome.submitted[0]
+            outcome.lines += [f"submitted run {job.reference} as SLURM job {job_id}",
+                              f"  job log:     {handed.scheduler_log}",
+                              f"  trainer log: {job.run_dir / LOG_FILE}"]
+        return outcome
+
+    def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
+        found = job_states({status.job_id for status in statuses if status.job_id})
+        return [found.get(status.job_id) if status.job_id else None for status in statuses]
+
+    def cancel(self, statuses: Sequence[RunStatus]) -> None:
+        cancel(sorted({status.job_id for status in statuses if status.job_id}))
+
+    def preflight(self, experiment: Experiment, env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """SLURM's client tools, where fipo submits."""
+        checks = []
+        for tool in ("sbatch", "squeue"):
+            where = shutil.which(tool, path=env.get("PATH"))
+            checks.append((tool, "pass" if where else "fail", where or "not found on PATH: run fipo on the cluster's login node"))
+        return checks

@@ -14,7 +14,6 @@ the steps after its last checkpoint) keeps its last value.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +26,14 @@ from fipo_cli.experiment.config import Experiment
 from fipo_cli.loss import knobs
 from fipo_cli.runs import experiments
 from fipo_cli.runs.layout import (
-    EARLIER_METRICS_FILE,
     EXPERIMENTS_DIR,
     METRICS_FILE,
     RUN_CONFIG_FILE,
     checkpoint_results,
     step_of,
 )
+from fipo_cli.runs.metrics import Metrics, read_metrics
 
-Metrics = dict[str, dict[int, float]]
 _STEPS = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
 
 
@@ -168,55 +166,6 @@ def load_run(run_dir: Path, *, from_wandb: bool = False) -> RunData:
         metrics = read_metrics(run_dir / METRICS_FILE, non_finite)
     return RunData(run_dir.parent.parent.name, run_dir.name, run_dir, experiment, metrics, read_evals(run_dir),
                    non_finite)
-
-
-def read_metrics(path: Path, non_finite: dict[str, list[int]] | None = None) -> Metrics:
-    """The numeric metrics of verl's file-logger file ``path``, as ``{name: {step: value}}``.
-
-    The steps a run logged before a resume or requeue come first, from the file next to it
-    (:data:`fipo_cli.runs.layout.EARLIER_METRICS_FILE`); a step logged again takes its later value.
-    NaN and ±infinity are left out, their steps recorded in ``non_finite`` by metric. A last
-    line without its newline is left out when it does not parse: the trainer may be writing
-    it. UsageError for a missing file, a file that is not UTF-8, a malformed line or a file
-    without any metric.
-    """
-    earlier = path.with_name(EARLIER_METRICS_FILE)
-    if not path.is_file() and not earlier.is_file():
-        raise UsageError(f"{path}: no metrics file",
-                         hint="verl's file logger writes it once the run logs its first step")
-    metrics: Metrics = {}
-    non_finite = {} if non_finite is None else non_finite
-    for part in (earlier, path):
-        if part.is_file():
-            _read_metric_lines(part, metrics, non_finite)
-    if not metrics:
-        raise UsageError(f"{path}: the metrics file is empty (no step with a numeric metric)",
-                         hint="has the run trained a step yet? see its train.log")
-    return metrics
-
-
-def _read_metric_lines(path: Path, metrics: Metrics, non_finite: dict[str, list[int]]) -> None:
-    text = read_utf8(path)
-    lines = text.splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise UsageError(f"{path}:{number}: not a JSON line ({error})") from None
-        if not (isinstance(record, dict) and isinstance(record.get("step"), int)
-                and isinstance(record.get("data"), dict)):
-            raise UsageError(f'{path}:{number}: expected {{"step": N, "data": {{...}}}}, as verl\'s file logger writes')
-        for name, value in record["data"].items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if math.isfinite(value):
-                metrics.setdefault(name, {})[record["step"]] = float(value)
-            else:
-                non_finite.setdefault(name, []).append(record["step"])
 
 
 def read_evals(run_dir: Path) -> dict[str, list[EvalPoint]]:

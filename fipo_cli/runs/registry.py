@@ -1,4 +1,4 @@
-"""The run registry: every run's status record, found on disk and refreshed from SLURM.
+"""The run registry: every run's status record, found on disk (launchers refresh them: :mod:`fipo_cli.launch`).
 
 The registry is the run directories themselves: one ``status.json`` per run, replaced
 atomically (temp file + rename) by whoever writes it, fipo on the login node or the task
@@ -9,27 +9,22 @@ does not, and a crash mid-write leaves the old record, never half of one.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fipo_cli.core.clock import utc_now
+from fipo_cli.core.clock import parse_utc, utc_now
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.runs import experiments
 from fipo_cli.runs.layout import (
-    EARLIER_METRICS_FILE,
     EXPERIMENTS_DIR,
-    METRICS_FILE,
     RUNS_DIR,
     STATUS_FILE,
     SWEEP_MANIFEST,
     sweep_dir,
 )
+from fipo_cli.runs.metrics import last_step
 from fipo_cli.runs.status import FINAL_STATES, RunStatus, read_status, write_status
-
-_TAIL_BYTES = 1 << 16  # verl's file logger writes a few KiB per step
 
 
 @dataclass
@@ -121,112 +116,13 @@ def find_run(reference: str, root: Path = EXPERIMENTS_DIR) -> RunEntry:
     raise UsageError(f"no run {reference!r} under {root}", hint="list runs with `fipo status`")
 
 
-def refresh(entries: Iterable[RunEntry]) -> list[RunEntry]:
-    """Ask SLURM, or the Ray cluster, about the submitted runs that are not finished, and record what changed.
-
-    Returns the entries it updated. Runs that are finished, local or unreadable cost no query;
-    a run the scheduler no longer knows (purged, accounting off, a restarted Ray cluster) keeps its record.
-    """
-    open_runs = [e for e in entries if e.status and e.status.job_id and e.status.state not in FINAL_STATES
-                 and (e.status.launcher == "slurm" or (e.status.launcher == "ray" and e.status.ray_address))]
-    if not open_runs:
-        return []
-    # One query per scheduler: SLURM (None), or each Ray cluster by its address.
-    by_scheduler: dict[str | None, set[str]] = {}
-    for entry in open_runs:
-        by_scheduler.setdefault(_scheduler(entry.status), set()).add(entry.status.job_id)
-    states = {}
-    for scheduler, job_ids in by_scheduler.items():
-        if scheduler is None:
-            from fipo_cli.launch import slurm
-
-            found = slurm.job_states(job_ids)
-        else:
-            from fipo_cli.launch import ray_job
-
-            found = ray_job.job_states(scheduler, job_ids)
-        states |= {(scheduler, job_id): state for job_id, state in found.items()}
-    changed = []
-    for entry in open_runs:
-        seen = states.get((_scheduler(entry.status), entry.status.job_id))
-        if seen is None or seen.state == entry.status.state:
-            continue
-        # The record may have moved on since it was read (the job's own task writes it too).
-        status = read_status(entry.run_dir)
-        if status.state in FINAL_STATES or status.job_id != entry.status.job_id:
-            entry.status = status
-            continue
-        status.state = seen.state
-        if seen.state == "running" and status.started_at is None:
-            status.started_at = utc_now()
-        if seen.state in FINAL_STATES:
-            status.finished_at = status.finished_at or utc_now()
-            status.exit_code = seen.exit_code if seen.exit_code is not None else status.exit_code
-        write_status(entry.run_dir, status)
-        entry.status = status
-        changed.append(entry)
-    return changed
-
-
-def _scheduler(status: RunStatus) -> str | None:
-    """Who knows a submitted run's job: SLURM (None), or the Ray cluster at this address."""
-    return status.ray_address if status.launcher == "ray" else None
-
-
-def last_step(run_dir: Path) -> int | None:
-    """The last step in the run's metrics file, read from its end (the file grows to many MiB).
-
-    A requeued run that has not logged again yet shows the last step of its earlier attempts.
-    """
-    for name in (METRICS_FILE, EARLIER_METRICS_FILE):
-        step = _last_step_in(run_dir / name)
-        if step is not None:
-            return step
-    return None
-
-
-def _last_step_in(path: Path) -> int | None:
-    try:
-        with open(path, "rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - _TAIL_BYTES))
-            lines = file.read().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            step = json.loads(line).get("step")
-        except (ValueError, AttributeError):
-            continue  # a line being written, or cut by the tail's start
-        if isinstance(step, int):
-            return step
-    return None
-
-
-def _parse_time(stamp: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(stamp) if stamp else None
-    except ValueError:
-        return None
-
-
 def elapsed_seconds(status: RunStatus, now: datetime | None = None) -> float | None:
     """Seconds from the run's start to its end, or to now while it runs."""
-    started = _parse_time(status.started_at)
+    started = parse_utc(status.started_at)
     if started is None:
         return None
-    finished = _parse_time(status.finished_at) if status.state in FINAL_STATES else None
+    finished = parse_utc(status.finished_at) if status.state in FINAL_STATES else None
     return max(0.0, ((finished or now or datetime.now(timezone.utc)) - started).total_seconds())
-
-
-def format_elapsed(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
 def row(entry: RunEntry, now: datetime | None = None) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fipo_cli.core.errors import FipoError
 from fipo_cli.experiment.config import Experiment, TrackingConfig
-from fipo_cli.runs.layout import STATUS_FILE, TRACKING_CONFIG_FILE
+from fipo_cli.runs.layout import STATUS_FILE, TRACKING_CONFIG_FILE, WANDB_DIR
 from fipo_cli.runs.status import read_status
 
 #: Names the tracking config file; fipo's verl plugin merges it into the config W&B records.
@@ -124,7 +124,7 @@ def wandb_sync_command(directory: Path) -> str | None:
     The glob covers every offline folder of the run (a resumed run adds one per resume);
     W&B names them by start time, so the shell passes them in order.
     """
-    wandb_dir = Path(directory).absolute() / "wandb"
+    wandb_dir = Path(directory).absolute() / WANDB_DIR
     if not any(wandb_dir.glob("offline-run-*")):
         return None
     return f"wandb sync {shlex.quote(str(wandb_dir))}/offline-run-*"

@@ -7,7 +7,6 @@ it is.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal
 
 from fipo_cli.core.text import plural
 from fipo_cli.experiment.config import Experiment
+from fipo_cli.launch.launchers import launcher_for
 from fipo_cli.verl_adapter.version import EXPECTED_VERL
 
 Outcome = Literal["pass", "warn", "fail"]
@@ -76,10 +76,7 @@ def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = No
         checks.extend(_batch_checks(experiment))
         checks.extend(_data_checks(experiment))
         checks.append(_wandb_check(experiment, env))
-        if experiment.cluster.launcher == "slurm":
-            checks.extend(_slurm_checks(env))
-        if experiment.cluster.launcher == "ray":
-            checks.append(_ray_cluster_check(experiment, env))
+        checks += [Check(*check) for check in launcher_for(experiment.cluster.launcher).preflight(experiment, env)]
     return checks
 
 
@@ -98,7 +95,7 @@ def _verl_checks(experiment: Experiment | None, env: Mapping[str, str]) -> Itera
     device = experiment.trainer.device if experiment is not None else "cuda"
     install = INSTALL[device]
     # A SLURM or Ray job needs the training set on the cluster's nodes, not necessarily where fipo submits it.
-    remote = experiment is not None and experiment.cluster.launcher in ("slurm", "ray")
+    remote = experiment is not None and launcher_for(experiment.cluster.launcher).remote
     missing_outcome: Outcome = "warn" if remote else "fail"
     if importlib.util.find_spec("verl") is None:
         yield Check("verl", missing_outcome, f"not installed here: {install}")
@@ -181,7 +178,7 @@ def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:
     if experiment.trainer.device == "cpu":
         return Check("GPUs", "pass", f"none needed: trainer.device is cpu ({cluster.gpus_per_node} CPU worker(s) per node)")
     needed = f"{plural(cluster.nodes, 'node')} × {plural(cluster.gpus_per_node, 'GPU')} = {cluster.total_gpus}"
-    if cluster.launcher == "slurm":
+    if launcher_for(cluster.launcher).allocates_gpus:
         return Check("GPUs", "pass", f"{needed}, allocated by SLURM")
     enough = found.count >= cluster.total_gpus
     return Check("GPUs", "pass" if enough else "fail", f"needs {needed}; found {found.count} ({found.detail})")
@@ -262,24 +259,3 @@ def _wandb_check(experiment: Experiment, env: Mapping[str, str]) -> Check:
     if mode == "online":
         return Check("W&B", "fail", "tracking.mode is online but no credentials: wandb login, or set WANDB_API_KEY")
     return Check("W&B", "warn", "no credentials: runs log offline; `wandb sync` uploads them later")
-
-
-def _slurm_checks(env: Mapping[str, str]) -> Iterator[Check]:
-    for tool in ("sbatch", "squeue"):
-        where = shutil.which(tool, path=env.get("PATH"))
-        yield Check(tool, "pass" if where else "fail", where or "not found on PATH: run fipo on the cluster's login node")
-
-
-def _ray_cluster_check(experiment: Experiment, env: Mapping[str, str]) -> Check:
-    """The ray launcher's cluster answers on its job API."""
-    from fipo_cli.core.errors import FipoError
-    from fipo_cli.launch import ray_job
-
-    try:
-        address = ray_job.resolve_address(experiment.cluster.ray_address, env)
-        ray_job.connect(address)
-    except FipoError as error:
-        return Check("Ray cluster", "fail", error.message + (f" ({error.hint})" if error.hint else ""))
-    except ImportError:
-        return Check("Ray cluster", "fail", "the ray package is not installed here: pip install 'ray[default]'")
-    return Check("Ray cluster", "pass", f"{address} answers on Ray's job API")

@@ -1,4 +1,4 @@
-"""``fipo sweep``: a parameter space over an experiment, planned as runs, launched as one job array.
+"""``fipo sweep``: a parameter space over an experiment, planned as runs, launched through the runs' launcher.
 
 The plan is pure: the axes (:mod:`fipo_cli.training.sweep_space`) expand into points, each point is
 validated as a full experiment config, and each run gets a deterministic name, so the same
@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,16 +25,14 @@ from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.core.files import atomic_write_json, atomic_write_text, first_missing
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import SAFE_NAME
-from fipo_cli.launch import ray_job, slurm
+from fipo_cli.launch import launchers
+from fipo_cli.launch.base import Batch, Hooks, Outcome, RunJob, Submission, Submitted
+from fipo_cli.launch.launchers import launcher_for
 from fipo_cli.runs import experiments, registry
 from fipo_cli.runs.experiments import ExperimentDir
 from fipo_cli.runs.layout import (
-    ARRAY_TASK_LOG,
     STATUS_FILE,
-    SWEEP_LOGS_DIR,
     SWEEP_MANIFEST,
-    array_script_path,
-    array_task_log,
     sweep_dir,
 )
 from fipo_cli.runs.status import FINAL_STATES, read_status, write_status
@@ -42,8 +40,6 @@ from fipo_cli.training import sweep_space, train
 
 #: More planned runs than this need ``--yes``.
 CONFIRM_ABOVE = 100
-#: How often a ray sweep held by ``--max-parallel`` asks the cluster whether a job ended.
-RAY_POLL_S = 5.0
 Action = Literal["submit", "skip"]
 
 
@@ -208,7 +204,7 @@ def _check_one_shape(runs: Sequence[SweepRun]) -> None:
 def _decide(runs: Sequence[SweepRun], retry_failed: bool) -> list[SweepRun]:
     """Submit what never reached SLURM; skip what is queued, running or done; failed ones on request."""
     existing = [registry.run_entry(run.plan.run_dir) for run in runs if (run.plan.run_dir / STATUS_FILE).is_file()]
-    registry.refresh(existing)
+    launchers.refresh(existing)
     states = {entry.name: entry.state for entry in existing}
     decided = []
     for run in runs:
@@ -224,28 +220,23 @@ def _decide(runs: Sequence[SweepRun], retry_failed: bool) -> list[SweepRun]:
     return decided
 
 
-def array_job(plan: SweepPlan) -> slurm.BatchJob:
+def batch(plan: SweepPlan) -> Batch:
+    """The runs to submit as one batch: one job array on SLURM, one job per run on Ray, one after another here."""
     runs = plan.to_submit
-    return slurm.BatchJob(
-        job_name=f"fipo-{plan.name}",
-        run_dirs=[run.plan.run_dir for run in runs],
-        cluster=runs[0].plan.experiment.cluster,
-        device=runs[0].plan.experiment.trainer.device,
-        output=plan.directory / SWEEP_LOGS_DIR / ARRAY_TASK_LOG,
+    return Batch(
+        jobs=[train.job(run.plan) for run in runs],
+        name=f"fipo-{plan.name}",
         description=f"sweep {plan.name} of experiment {plan.experiment_dir.path.name}: {len(runs)} runs",
         command="sweep",
-        array=True,
+        sweep_dir=plan.directory,
         max_parallel=plan.max_parallel,
+        sweep_runs=[run.plan.run_dir for run in plan.runs],
     )
 
 
-def array_script(plan: SweepPlan) -> str | None:
-    """The job array's batch script (None when nothing is to be submitted or the launcher is local)."""
-    if plan.launcher != "slurm" or not plan.to_submit:
-        return None
-    script = slurm.render(array_job(plan))
-    slurm.check_syntax(script)
-    return script
+def submission(plan: SweepPlan, inherited: Mapping[str, str]) -> Submission:
+    """What the launcher would do with the runs to submit (``--dry-run``): pure, nothing written or sent."""
+    return launcher_for(plan.launcher).plan(batch(plan), inherited)
 
 
 def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
@@ -260,13 +251,11 @@ def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
              "reason": run.reason}
             for run in plan.runs
         ],
-        "sbatch": array_script(plan),
-        "ray_jobs": [train.ray_submission(run.plan, inherited).to_json() for run in plan.to_submit]
-        if plan.launcher == "ray" else None,
+        **submission(plan, inherited).to_json(),
     }
 
 
-def _write_manifest(plan: SweepPlan, submission: dict[str, Any] | None) -> None:
+def _write_manifest(plan: SweepPlan, record: dict[str, Any] | None) -> None:
     path = plan.directory / SWEEP_MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.is_file() else {}
@@ -279,114 +268,57 @@ def _write_manifest(plan: SweepPlan, submission: dict[str, Any] | None) -> None:
         "seed": plan.seed,
         "runs": [run.name for run in plan.runs],
         "created_at": previous.get("created_at", utc_now()),
-        "submissions": previous.get("submissions", []) + ([submission] if submission else []),
+        "submissions": previous.get("submissions", []) + ([record] if record else []),
     })
 
 
-def _create_runs(plan: SweepPlan, runs: Sequence[SweepRun], launcher: str, inherited: Mapping[str, str]) -> None:
-    for run in runs:
-        run.plan.run_dir.mkdir(parents=True, exist_ok=True)
-        train.record_run(run.plan, inherited)
-        previous = read_status(run.plan.run_dir) if (run.plan.run_dir / STATUS_FILE).is_file() else None
-        write_status(run.plan.run_dir, train.created_status(run.plan, launcher, previous, sweep=plan.name))
+def launch(plan: SweepPlan, inherited: Mapping[str, str], say: Callable[[str], None] = print) -> Outcome:
+    """Create the runs to submit and hand them to their launcher, recording the sweep in ``sweep.json``.
 
-
-def submit(plan: SweepPlan, inherited: Mapping[str, str]) -> str | None:
-    """Create the runs to submit and sbatch them as one job array; the array's job id.
-
-    If sbatch is missing or refuses, everything this call wrote is removed again (new run
-    directories, the array script, the manifest's changes), as ``fipo train --launcher slurm``
-    removes its run: nothing is left for ``fipo status`` to show as ``created``.
+    The launcher checks first (local GPUs, a Ray cluster that answers): a refusal leaves nothing
+    behind. A submission that fails removes the runs it created, and when none of its runs is left
+    the manifest is restored as it was, as ``fipo train`` removes its run: nothing is left for
+    ``fipo status`` to show as ``created``. Runs handed over before a failure or Ctrl-C stay recorded.
     """
-    if not plan.to_submit:
-        _write_manifest(plan, None)
-        return None
+    launcher = launcher_for(plan.launcher)
+    runs = batch(plan)
+    launcher.check(runs, inherited)
+    planned = submission(plan, inherited)
+    plans = {run.plan.run_dir: run.plan for run in plan.to_submit}
     manifest = plan.directory / SWEEP_MANIFEST
     before = manifest.read_text() if manifest.is_file() else None
-    new_dirs = {first_missing(path) for path in (plan.directory / SWEEP_LOGS_DIR, *(r.plan.run_dir for r in plan.to_submit))}
-    script = None
-    try:
-        (plan.directory / SWEEP_LOGS_DIR).mkdir(parents=True, exist_ok=True)
-        _write_manifest(plan, None)
-        _create_runs(plan, plan.to_submit, "slurm", inherited)
-        previous = json.loads(manifest.read_text())["submissions"]
-        script = array_script_path(plan.directory, len(previous) + 1)
-        atomic_write_text(script, array_script(plan) or "")
-        job_id = slurm.submit(script)
-    except BaseException:
-        if script is not None:
-            script.unlink(missing_ok=True)
-        if before is not None:
-            atomic_write_text(manifest, before)
-        for path in new_dirs - {None}:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    for index, run in enumerate(plan.to_submit):
-        task = f"{job_id}_{index}"
-        train.record_submission(run.plan.run_dir, task, array_task_log(plan.directory, task), index)
-    _write_manifest(plan, {"job_id": job_id, "script": script.name, "runs": [r.name for r in plan.to_submit],
-                           "submitted_at": utc_now()})
-    return job_id
-
-
-def run_locally(plan: SweepPlan, inherited: Mapping[str, str], say) -> int:
-    """The runs one after another on this machine; stops at the first Ctrl-C. The worst exit code."""
-    train.require_local_resources(plan.runs[0].plan.experiment)
+    new_sweep = first_missing(plan.directory)
+    new_runs = [path for path in plans if not path.exists()]
     _write_manifest(plan, None)
-    _create_runs(plan, plan.to_submit, "local", inherited)
-    worst = 0
-    for position, run in enumerate(plan.to_submit, 1):
-        say(f"[{position}/{len(plan.to_submit)}] {run.name}")
-        exit_code = train.execute_run(run.plan, read_status(run.plan.run_dir), inherited)
-        worst = max(worst, exit_code)
-        if exit_code in train.INTERRUPTED:
-            say("interrupted: the remaining runs stay created; run the sweep again to continue")
-            break
-    return worst
+    submitted: list[tuple[RunJob, Submitted]] = []
 
+    def create(jobs: Sequence[RunJob]) -> list[Path]:
+        made = []
+        for job in jobs:
+            run_plan = plans[job.run_dir]
+            made += filter(None, [first_missing(job.run_dir)])
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            train.record_run(run_plan, inherited)
+            previous = read_status(job.run_dir) if (job.run_dir / STATUS_FILE).is_file() else None
+            write_status(job.run_dir, train.created_status(run_plan, launcher.name, previous, sweep=plan.name))
+        return made
 
-def submit_ray(plan: SweepPlan, inherited: Mapping[str, str], say, poll_s: float = RAY_POLL_S) -> list[str]:
-    """One Ray job per run; with ``--max-parallel K`` fipo stays and submits the next run when fewer
-    than K of the sweep's jobs are queued or running. The submitted jobs' ids.
+    def execute(job: RunJob) -> int:
+        return train.execute_run(plans[job.run_dir], read_status(job.run_dir), inherited)
 
-    The cluster is asked first: an unreachable one leaves nothing behind. Each run is created just
-    before its job is submitted, and removed again if the cluster refuses it or Ctrl-C comes first:
-    the runs not submitted do not exist, and running the sweep again submits them.
-    """
-    client = ray_job.connect(train.ray_submission(plan.to_submit[0].plan, inherited).address)
-    submitted: list[tuple[str, str]] = []
+    hooks = Hooks(create, execute, submitted=lambda job, handed: submitted.append((job, handed)), say=say)
     try:
-        for position, run in enumerate(plan.to_submit, 1):
-            if plan.max_parallel is not None:
-                _wait_for_slot(plan, plan.max_parallel, poll_s)
-            new_dir = first_missing(run.plan.run_dir)
-            try:
-                _create_runs(plan, [run], "ray", inherited)
-                status = train.submit_ray_job(run.plan, client, inherited)
-            except BaseException:
-                if new_dir is not None:
-                    shutil.rmtree(new_dir, ignore_errors=True)
-                raise
-            submitted.append((run.name, status.job_id))
-            say(f"[{position}/{len(plan.to_submit)}] {run.name}: Ray job {status.job_id}")
-    except KeyboardInterrupt:
-        say(f"interrupted: {len(submitted)} of {len(plan.to_submit)} runs submitted; "
-            "run the sweep again to submit the rest")
+        return launcher.submit(planned, hooks)
+    except BaseException:
+        if not submitted and not any(path.exists() for path in new_runs):
+            if before is not None:
+                atomic_write_text(manifest, before)
+            elif new_sweep is not None:
+                shutil.rmtree(new_sweep, ignore_errors=True)
+            else:
+                manifest.unlink(missing_ok=True)
         raise
     finally:
-        if submitted:
-            _write_manifest(plan, {"job_ids": [job for _, job in submitted], "runs": [name for name, _ in submitted],
-                                   "submitted_at": utc_now()})
-    return [job for _, job in submitted]
-
-
-def _wait_for_slot(plan: SweepPlan, max_parallel: int, poll_s: float) -> None:
-    """Until fewer than ``max_parallel`` of the sweep's runs are queued or running on the cluster."""
-    import time
-
-    while True:
-        entries = [registry.run_entry(run.plan.run_dir) for run in plan.runs if (run.plan.run_dir / STATUS_FILE).is_file()]
-        registry.refresh(entries)
-        if sum(entry.state in ("pending", "running") for entry in entries) < max_parallel:
-            return
-        time.sleep(poll_s)
+        record = planned.manifest_record(submitted) if submitted else None
+        if record is not None:
+            _write_manifest(plan, record)

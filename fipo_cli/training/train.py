@@ -1,19 +1,9 @@
-"""Training runs: the plan of one run (pure), and carrying it out locally or as a SLURM job.
+"""Training runs: the plan of one run (pure), and carrying it out through its launcher.
 
-A run lives in ``experiments/EXP/runs/RUN/``:
-
-    config.yaml     the resolved experiment config the run trains with
-    command.json    the exact trainer command and its working directory
-    env.json        the variables fipo sets and the relevant inherited ones, secrets masked
-    train.log       everything the trainer printed
-    metrics.jsonl   verl's file logger (VERL_FILE_LOGGER_PATH): one {"step", "data"} per line
-    metrics.earlier.jsonl   the steps of earlier attempts (before a resume or requeue)
-    tracking_config.json   the resolved config and the verl overrides, for W&B's run config
-    checkpoints/    verl's checkpoints (trainer.default_local_dir); --resume continues from here
-    hydra/          verl's Hydra files (its resolved config, main_ppo.log)
-    ray.log         with the local launcher: the output of the run's private Ray head
-    job.sbatch      with the slurm launcher: the batch script, and slurm-JOB.out its log
-    status.json     the run's state, written atomically
+A run lives in ``experiments/EXP/runs/RUN/`` (every file is named in :mod:`fipo_cli.runs.layout`).
+:func:`plan_run` computes everything about it before anything is written: the trainer command,
+verl's overrides and the environment. :func:`launch` claims and records the run and hands it to
+the launcher of ``cluster.launcher`` (:mod:`fipo_cli.launch`).
 
 Every launcher runs the trainer through :func:`execute_run`: the local one in this process,
 the slurm one inside the job (``fipo_cli.training.run_task``), after the batch script has started
@@ -24,48 +14,40 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fipo_cli import __version__
 from fipo_cli.assets import builtin as local_assets
 from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import UsageError
 from fipo_cli.core.files import atomic_write_json, atomic_write_text
 from fipo_cli.core.secrets import mask_secrets
-from fipo_cli.core.text import plural
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
-from fipo_cli.launch import ray_job, slurm
+from fipo_cli.launch.base import Batch, Hooks, Launcher, Outcome, RunJob, Submission
+from fipo_cli.launch.launchers import launcher_for
+from fipo_cli.launch.process import INTERRUPTED
 from fipo_cli.loss import knobs
 from fipo_cli.runs import experiments
 from fipo_cli.runs.experiments import ExperimentDir
 from fipo_cli.runs.layout import (
     CHECKPOINT_DIR,
     COMMAND_FILE,
-    EARLIER_METRICS_FILE,
     ENV_FILE,
     HYDRA_DIR,
     LOG_FILE,
     METRICS_FILE,
-    RAY_LOG_FILE,
     RUN_CONFIG_FILE,
-    SCRIPT_FILE,
-    SLURM_LOG,
-    STATUS_FILE,
-    TRACKING_CONFIG_FILE,
 )
-from fipo_cli.runs.status import FINAL_STATES, RunStatus, create_run_dir, new_run_name, read_status, write_status
+from fipo_cli.runs.metrics import keep_earlier_metrics
+from fipo_cli.runs.status import RunStatus, create_run_dir, new_run_name, read_status, write_status
 from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV, wandb_env, wandb_link, wandb_run_name, wandb_sync_command
 from fipo_cli.verl_adapter import overrides as verl_overrides
 
 #: Inherited variables worth recording next to fipo's own (values of secrets are masked).
 RECORDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "NCCL_", "CUDA_VISIBLE_DEVICES", "RAY_", "VLLM_")
-#: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
-INTERRUPTED = (130, 143)
 
 
 @dataclass(frozen=True)
@@ -84,6 +66,11 @@ class TrainPlan:
     @property
     def run_dir(self) -> Path:
         return self.experiment_dir.runs / self.run_name
+
+    @property
+    def reference(self) -> str:
+        """``EXP/RUN``, as the user names the run."""
+        return f"{self.experiment_dir.path.name}/{self.run_name}"
 
     @property
     def warnings(self) -> list[str]:
@@ -178,61 +165,90 @@ def resumed_experiment(experiment_dir: ExperimentDir, run_name: str, assignments
     return config.load(run_dir / RUN_CONFIG_FILE, assignments)
 
 
-def require_local_resources(experiment: Experiment) -> None:
-    """Stop before anything is written when this machine cannot run the experiment locally."""
-    from fipo_cli.core.gpus import require_gpus
-
-    cluster = experiment.cluster
-    if cluster.nodes > 1:
-        raise UsageError(
-            f"cluster.nodes={cluster.nodes}: the local launcher runs on this machine only",
-            hint="use `--launcher slurm`, or set nodes=1",
-        )
-    if experiment.trainer.device == "cuda":
-        layout = f"{plural(cluster.nodes, 'node')} × {plural(cluster.gpus_per_node, 'GPU')} per node"
-        require_gpus(cluster.total_gpus, layout=layout)
+def launcher_of(plan: TrainPlan) -> Launcher:
+    """The launcher the run's experiment names (``cluster.launcher``)."""
+    return launcher_for(plan.experiment.cluster.launcher)
 
 
-def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, TrainPlan]:
-    """Create (or reuse, on resume) the run directory, run the trainer here, record how it ended.
+def job(plan: TrainPlan) -> RunJob:
+    """The run as its launcher sees it."""
+    return RunJob(run_dir=plan.run_dir, reference=plan.reference, experiment=plan.experiment,
+                  command=plan.command, env=plan.env)
 
-    Returns the trainer's exit code and the plan of the run directory claimed (a new run takes
-    the next free name when another fipo claimed the planned one first).
+
+def batch(plan: TrainPlan) -> Batch:
+    """``fipo train``'s batch: this one run, as a job named ``fipo-EXP-RUN``."""
+    return Batch(
+        jobs=[job(plan)],
+        name=f"fipo-{plan.experiment.name}-{plan.run_name}",
+        description=f"run {plan.run_name} of experiment {plan.experiment.name}",
+        command="train",
+    )
+
+
+def submission(plan: TrainPlan, inherited: Mapping[str, str]) -> Submission:
+    """What the run's launcher would do with it (``--dry-run``): pure, nothing written or sent."""
+    return launcher_of(plan).plan(batch(plan), inherited)
+
+
+def launch(plan: TrainPlan, inherited: Mapping[str, str] | None = None,
+           say: Callable[[str], None] = print) -> tuple[TrainPlan, Outcome]:
+    """Carry out ``fipo train``: claim the run's directory, record it and hand it to its launcher.
+
+    Before anything is written, the launcher checks it can take the run (local GPUs, a Ray cluster
+    that answers), its submission is planned (a bad address, inputs too large) and a resume of a
+    run still queued or running is refused. A new run takes the next free name when another fipo
+    claimed the planned one first: the plan returned is the run's. A new run whose submission is
+    refused is removed again; one that ran here (the local launcher) keeps its record, failed or not.
     """
     inherited = dict(os.environ if inherited is None else inherited)
-    require_local_resources(plan.experiment)
-    previous = read_status(plan.run_dir) if plan.resume else None
-    plan = prepare_run(plan, inherited)
-    status = RunStatus(
-        state="running",
-        launcher="local",
-        created_at=previous.created_at if previous else utc_now(),
-        resumed_from=plan.run_name if plan.resume else None,
-    )
-    return execute_run(plan, status, inherited), plan
+    launcher = launcher_of(plan)
+    launcher.check(batch(plan), inherited)
+    previous = refuse_active(plan)
+    launcher.plan(batch(plan), inherited)
+    plan = claim(plan, inherited)
+
+    def create(jobs: Sequence[RunJob]) -> list[Path]:
+        record_run(plan, inherited)
+        write_status(plan.run_dir, created_status(plan, launcher.name, previous))
+        return [] if plan.resume else [plan.run_dir]
+
+    def execute(_: RunJob) -> int:
+        return execute_run(plan, read_status(plan.run_dir), inherited)
+
+    outcome = launcher.submit(launcher.plan(batch(plan), inherited), Hooks(create, execute, say=say))
+    return plan, outcome
+
+
+def claim(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
+    """Claim a new run's directory (a resumed run has one); the plan of the directory claimed.
+
+    ``mkdir`` is atomic: if another fipo took the planned name first, this run takes the next one.
+    """
+    if plan.resume:
+        return plan
+    claimed = create_run_dir(plan.experiment_dir.runs)
+    if claimed.name == plan.run_name:
+        return plan
+    return plan_run(plan.experiment, plan.experiment_dir, claimed.name, inherited=inherited)
 
 
 def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
-    """Claim the run's directory (a new run) and record its config, command and environment.
-
-    Returns the plan of the directory claimed: if another fipo took the planned name first,
-    this run takes the next one.
-    """
-    if not plan.resume:
-        claimed = create_run_dir(plan.experiment_dir.runs)
-        if claimed.name != plan.run_name:
-            plan = plan_run(plan.experiment, plan.experiment_dir, claimed.name, inherited=inherited)
+    """Claim the run's directory (a new run) and record its config, command and environment."""
+    plan = claim(plan, inherited)
     record_run(plan, inherited)
     return plan
 
 
 def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]) -> int:
-    """Run the trainer of a prepared run on this machine, recording its state before and after.
+    """Run the trainer of a created run on this machine, recording its state before and after.
 
-    Used by the local launcher and, inside a SLURM job, by ``fipo_cli.training.run_task``. Built-in
-    assets the run names (``builtin:``) are built first. A SLURM run stopped by a signal keeps its
-    state: SLURM knows why (cancel, time limit, preemption and requeue) and ``fipo status`` asks it.
+    Used by the local launcher and, inside a SLURM or Ray job, by ``fipo_cli.training.run_task``.
+    Built-in assets the run names (``builtin:``) are built first. A run whose scheduler records why a
+    job stopped (SLURM: cancel, time limit, preemption, requeue) keeps its state when the trainer is
+    stopped by a signal: ``fipo status`` asks the scheduler.
     """
+    launcher = launcher_for(status.launcher)
     status.state = "running"
     status.started_at = utc_now()
     status.finished_at = status.exit_code = None
@@ -242,36 +258,19 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     keep_earlier_metrics(plan.run_dir)
     try:
         local_assets.ensure(plan.experiment.asset_paths(), env=inherited)
-        exit_code = _run_trainer(plan, status.launcher, inherited)
+        exit_code = launcher.run_trainer(job(plan), inherited)
     except BaseException as error:
         status.state = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
         status.finished_at = utc_now()
         write_status(plan.run_dir, status)
         raise
-    if status.launcher == "slurm" and exit_code > 128:  # stopped by a signal: SLURM records why
+    if launcher.scheduler_records_stops and exit_code > 128:  # stopped by a signal: the scheduler records why
         return exit_code
     status.state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
     status.exit_code = exit_code
     status.finished_at = utc_now()
     write_status(plan.run_dir, status)
     return exit_code
-
-
-def _run_trainer(plan: TrainPlan, launcher: str, inherited: Mapping[str, str]) -> int:
-    """The trainer's exit code. A local run gets a Ray head of its own; in a SLURM job the batch
-    script has started the job's Ray cluster, which ``RAY_ADDRESS`` names."""
-    from fipo_cli.launch.process import run_local
-
-    env = {**inherited, **plan.env}
-    log_path = plan.run_dir / LOG_FILE
-    if launcher != "local":
-        return run_local(plan.command, env=env, log_path=log_path)
-    from fipo_cli.launch.ray_head import head_cpus, private_ray_head
-
-    device = plan.experiment.trainer.device
-    with private_ray_head(gpus=plan.experiment.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
-                          log_path=plan.run_dir / RAY_LOG_FILE) as ray_env:
-        return run_local(plan.command, env={**env, **ray_env}, log_path=log_path)
 
 
 #: A line that names an exception: where a trainer's error ends.
@@ -298,10 +297,10 @@ def error_excerpt(log_path: Path, count: int = 12) -> list[str]:
 def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
     """What fipo says after a local run, after the trainer's own output: how it ended and where
     everything is; for a failure, the end of the error from the trainer's log."""
-    from fipo_cli.runs.registry import last_step
+    from fipo_cli.runs.metrics import last_step
     from fipo_cli.verl_adapter.checkpoints import checkpoint_steps
 
-    run_dir, reference = plan.run_dir.absolute(), f"{plan.experiment_dir.path.name}/{plan.run_name}"
+    run_dir, reference = plan.run_dir.absolute(), plan.reference
     log = run_dir / LOG_FILE
     if exit_code == 0:
         steps = checkpoint_steps(run_dir)
@@ -334,43 +333,6 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
     ]
 
 
-def keep_earlier_metrics(run_dir: Path) -> None:
-    """Append the metrics a previous attempt logged to :data:`EARLIER_METRICS_FILE`, before verl truncates them.
-
-    A crash between the append and the removal leaves those steps in both files, which
-    readers tolerate (a step's later value wins); it never loses one.
-    """
-    current = run_dir / METRICS_FILE
-    if not current.is_file() or current.stat().st_size == 0:
-        return
-    data = current.read_bytes()
-    with open(run_dir / EARLIER_METRICS_FILE, "ab") as earlier:
-        earlier.write(data if data.endswith(b"\n") else data + b"\n")
-        earlier.flush()
-        os.fsync(earlier.fileno())
-    current.unlink()
-
-
-def batch_job(plan: TrainPlan) -> slurm.BatchJob:
-    """The SLURM job of one run."""
-    return slurm.BatchJob(
-        job_name=f"fipo-{plan.experiment.name}-{plan.run_name}",
-        run_dirs=[plan.run_dir],
-        cluster=plan.experiment.cluster,
-        device=plan.experiment.trainer.device,
-        output=plan.run_dir / SLURM_LOG,
-        description=f"run {plan.run_name} of experiment {plan.experiment.name}",
-        command="train",
-    )
-
-
-def slurm_script(plan: TrainPlan) -> str:
-    """The run's batch script, checked with ``bash -n``."""
-    script = slurm.render(batch_job(plan))
-    slurm.check_syntax(script)
-    return script
-
-
 def created_status(plan: TrainPlan, launcher: str, previous: RunStatus | None, sweep: str | None = None) -> RunStatus:
     """The record of a run about to be launched (a run created before keeps its creation time)."""
     return RunStatus(
@@ -384,7 +346,7 @@ def created_status(plan: TrainPlan, launcher: str, previous: RunStatus | None, s
     )
 
 
-def _refuse_active(plan: TrainPlan) -> RunStatus | None:
+def refuse_active(plan: TrainPlan) -> RunStatus | None:
     """The status of the run a resume continues; a run still queued or running is refused."""
     previous = read_status(plan.run_dir) if plan.resume else None
     if previous is not None and previous.state in ("pending", "running"):
@@ -393,93 +355,6 @@ def _refuse_active(plan: TrainPlan) -> RunStatus | None:
             hint=f"wait for it, or stop it first: fipo cancel {plan.experiment_dir.path.name}/{plan.run_name}",
         )
     return previous
-
-
-def submit_slurm(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
-    """Create (or reuse, on resume) the run directory, save its batch script there and sbatch it.
-
-    A new run whose submission sbatch refuses is removed again: nothing half-made stays behind.
-    """
-    inherited = dict(os.environ if inherited is None else inherited)
-    previous = _refuse_active(plan)
-    plan = prepare_run(plan, inherited)
-    script = plan.run_dir / SCRIPT_FILE
-    try:
-        atomic_write_text(script, slurm_script(plan))
-        write_status(plan.run_dir, created_status(plan, "slurm", previous))
-        job_id = slurm.submit(script)
-    except BaseException:
-        if not plan.resume:
-            shutil.rmtree(plan.run_dir, ignore_errors=True)
-        raise
-    return plan, record_submission(plan.run_dir, job_id, plan.run_dir / SLURM_LOG.replace("%j", job_id))
-
-
-def record_submission(run_dir: Path, job_id: str, scheduler_log: Path | None, array_index: int | None = None,
-                      ray_address: str | None = None) -> RunStatus:
-    """Mark a run pending as ``job_id``, unless its job already started and said so itself."""
-    status = read_status(run_dir)
-    if status.state in ("created", *FINAL_STATES):
-        status.state = "pending"
-        status.exit_code = status.started_at = status.finished_at = None
-    status.job_id, status.array_index, status.ray_address = job_id, array_index, ray_address
-    status.scheduler_log = str(scheduler_log.absolute()) if scheduler_log else None
-    write_status(run_dir, status)
-    return status
-
-
-def ray_submission(plan: TrainPlan, inherited: Mapping[str, str]) -> ray_job.JobSubmission:
-    """The Ray job of one run (``--launcher ray``)."""
-    experiment = plan.experiment
-    reward = experiment.algorithm.reward_function
-    return ray_job.plan_submission(
-        address=ray_job.resolve_address(experiment.cluster.ray_address, inherited),
-        run_dir=plan.run_dir,
-        record=[RUN_CONFIG_FILE, COMMAND_FILE, ENV_FILE, TRACKING_CONFIG_FILE, STATUS_FILE],
-        reference=f"{plan.experiment_dir.path.name}/{plan.run_name}",
-        run_root=experiment.cluster.ray_run_root,
-        # What the job reads by a path relative to the project: the data, a reward function's
-        # file, a custom entrypoint's script.
-        inputs=[*experiment.asset_paths(), *([reward.partition(":")[0]] if reward else []),
-                *experiment.trainer.entrypoint[1:]],
-        inherited=inherited,
-        fipo_version=__version__,
-        forward_secrets=experiment.cluster.ray_forward_secrets,
-    )
-
-
-def submit_ray(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[TrainPlan, RunStatus]:
-    """Create (or reuse, on resume) the run directory and submit it as a job of a running Ray cluster.
-
-    The cluster is asked first, so an unreachable one leaves nothing behind; a new run whose job the
-    cluster refuses is removed again.
-    """
-    inherited = dict(os.environ if inherited is None else inherited)
-    previous = _refuse_active(plan)
-    # The submission is planned before anything is written: a bad address or inputs too large are refused first.
-    client = ray_job.connect(ray_submission(plan, inherited).address)
-    plan = prepare_run(plan, inherited)
-    try:
-        write_status(plan.run_dir, created_status(plan, "ray", previous))
-        status = submit_ray_job(plan, client, inherited)
-    except BaseException:
-        if not plan.resume:
-            shutil.rmtree(plan.run_dir, ignore_errors=True)
-        raise
-    return plan, status
-
-
-def submit_ray_job(plan: TrainPlan, client, inherited: Mapping[str, str]) -> RunStatus:
-    """Submit a created run as a job through ``client``; its status, pending.
-
-    The job id goes into the record before the record travels, so the job's own task keeps it.
-    """
-    submission = ray_submission(plan, inherited)
-    status = read_status(plan.run_dir)
-    status.job_id, status.ray_address = submission.submission_id, submission.address
-    write_status(plan.run_dir, status)
-    job_id = ray_job.submit(client, submission)
-    return record_submission(plan.run_dir, job_id, None, ray_address=submission.address)
 
 
 def record_run(plan: TrainPlan, inherited: Mapping[str, str]) -> None:

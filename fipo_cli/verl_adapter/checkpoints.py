@@ -67,13 +67,11 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def select_steps(run_dir: Path, step: str) -> list[int]:
-    """The steps ``--step`` names: ``N``, ``latest`` or ``all``.
+    """The steps ``--step`` names: ``N``, ``latest`` or ``all`` (checked by ``fipo eval``'s request).
 
-    A bad value, a step without a checkpoint, or a run without checkpoints is a
-    :class:`UsageError` that names the steps there are.
+    A step without a checkpoint, or a run without checkpoints, is a :class:`UsageError` that
+    names the steps there are.
     """
-    if step not in ("latest", "all") and not step.isdecimal():
-        raise UsageError(f"--step {step!r}: expected a step number, latest or all")
     steps = checkpoint_steps(run_dir)
     if not steps:
         raise _no_checkpoints(run_dir)

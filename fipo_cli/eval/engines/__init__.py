@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from fipo_cli.core.errors import FipoError, UsageError
+from fipo_cli.core.gpus import visible_gpus
 from fipo_cli.core.hub import is_hub_id
 from fipo_cli.eval.engines.base import (
     Engine,
@@ -23,9 +24,19 @@ from fipo_cli.eval.engines.base import (
     sample_seed,
 )
 
-__all__ = ["ENGINES", "Engine", "Generation", "Message", "Request", "SamplingSettings", "make_engine", "sample_seed"]
+__all__ = [
+    "ENGINES", "Engine", "Generation", "Message", "Request", "SamplingSettings", "make_engine", "resolve_engine",
+    "sample_seed",
+]
 
 ENGINES = ("vllm", "transformers", "openai")
+
+
+def resolve_engine(name: str) -> str:
+    """``auto`` is vLLM when it is installed and a GPU is visible, transformers otherwise."""
+    if name != "auto":
+        return name
+    return "vllm" if importlib.util.find_spec("vllm") and visible_gpus().count else "transformers"
 
 
 def _check_local_model(model: str) -> None:

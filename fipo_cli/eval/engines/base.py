@@ -23,8 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from fipo_cli.core.errors import UsageError
-
 FinishReason = Literal["stop", "length"]
 
 # Seeds are drawn from [0, 2**31): every backend accepts a 32-bit signed int (vLLM and SGLang
@@ -121,16 +119,3 @@ def render_prompt(tokenizer: Any, messages: Sequence[Message], templated: bool) 
         return plain_prompt(messages)
     conversation = [{"role": message.role, "content": message.content} for message in messages]
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-
-
-def check_settings(settings: SamplingSettings) -> None:
-    """Raise :class:`UsageError` for settings no engine can sample with."""
-    problems = []
-    if settings.temperature < 0:
-        problems.append(f"temperature {settings.temperature}: must be ≥ 0 (0 is greedy decoding)")
-    if not 0 < settings.top_p <= 1:
-        problems.append(f"top_p {settings.top_p}: must lie in (0, 1]")
-    if settings.max_tokens < 1:
-        problems.append(f"max_tokens {settings.max_tokens}: must be ≥ 1")
-    if problems:
-        raise UsageError("; ".join(problems))

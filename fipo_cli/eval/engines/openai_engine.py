@@ -34,7 +34,6 @@ from fipo_cli.eval.engines.base import (
     Message,
     Request,
     SamplingSettings,
-    check_settings,
     plain_prompt,
     render_prompt,
     sample_seed,
@@ -100,7 +99,6 @@ class OpenAIEngine:
         happens, or the caller stops reading, the requests not yet sent are cancelled and those
         in flight finish in the background (their answers are dropped).
         """
-        check_settings(settings)
         pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fipo-openai")
         try:
             # At most `concurrency` requests run (one per worker thread); the rest wait in the

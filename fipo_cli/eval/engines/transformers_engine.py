@@ -21,7 +21,6 @@ from fipo_cli.eval.engines.base import (
     Generation,
     Request,
     SamplingSettings,
-    check_settings,
     render_prompt,
     sample_seed,
     uses_chat_template,
@@ -101,7 +100,6 @@ class TransformersEngine:
 
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[Generation]:
         """Yield the generations batch by batch; batches group prompts of similar length."""
-        check_settings(settings)
         prompts = [render_prompt(self._tokenizer, request.messages, self._templated) for request in requests]
         order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), self._batch_size):

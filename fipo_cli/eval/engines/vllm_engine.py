@@ -32,7 +32,6 @@ from fipo_cli.eval.engines.base import (
     Generation,
     Request,
     SamplingSettings,
-    check_settings,
     render_prompt,
     sample_seed,
     uses_chat_template,
@@ -241,7 +240,6 @@ class VLLMEngine:
 
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> Iterator[Generation]:
         """Yield generations chunk by chunk, as chunks finish (in any order across replicas)."""
-        check_settings(settings)
         # Small calls are split evenly so that every replica gets a share.
         size = max(1, min(self._chunk_size, -(-len(requests) // self.data_parallel_size)))
         chunks = [requests[i : i + size] for i in range(0, len(requests), size)]

@@ -1,8 +1,8 @@
-"""What `fipo eval` shows people: progress bars while it works, a summary table at the end."""
+"""What `fipo eval` shows people: progress bars while it works (a :class:`fipo_cli.eval.runner.Progress`),
+a summary table at the end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,15 +11,6 @@ from pathlib import Path
 import typer
 
 from fipo_cli.eval.pipeline import Scores
-
-
-def resolve_engine(name: str) -> str:
-    """``auto`` is vLLM when it is installed and a GPU is visible, transformers otherwise."""
-    if name != "auto":
-        return name
-    from fipo_cli.core.gpus import visible_gpus
-
-    return "vllm" if importlib.util.find_spec("vllm") and visible_gpus().count else "transformers"
 
 
 class _Bars:
