@@ -1,4 +1,7 @@
-"""Shared fixtures. Heavy imports (torch, transformers) stay inside the fixtures that need them."""
+"""Shared fixtures, and the markers that gate tests on the pieces they need (:mod:`pieces`).
+
+Heavy imports (torch, transformers) stay inside the fixtures that need them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import pieces
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +47,10 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("WANDB_MODE", "offline")
     yield home
     wandb.teardown()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``verl``, ``vllm``, ``ray``, ``slurm`` or ``training`` needs that piece (see :mod:`pieces`)."""
+    for piece in pieces.CHECKS:
+        if item.get_closest_marker(piece) is not None:
+            pieces.require(piece)

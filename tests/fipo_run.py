@@ -1,4 +1,4 @@
-"""The `fipo` command run as a user runs it: a subprocess in a project directory."""
+"""The `fipo` command run as a user runs it: a subprocess in a project directory. The one way tests run `fipo`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from pathlib import Path
 HEAVY = ("torch", "verl", "vllm", "wandb", "ray", "transformers")
 
 
-def run_fipo(cwd: Path, *args: str, timeout: float = 300, unset: Iterable[str] = (), **env: str) -> subprocess.CompletedProcess:
-    """``python -m fipo_cli ARGS`` in ``cwd``, with ``HOME=cwd`` (a fresh user: no ~/.netrc, no
-    ~/.config/fipo), without the developer's ``WANDB_API_KEY`` and ``FIPO_DEBUG``.
+#: The developer's settings a fresh user does not have: W&B's, fipo's debug switch, a Ray cluster, GPUs chosen.
+DEVELOPER_ENV = ("WANDB_*", "FIPO_DEBUG", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "CUDA_VISIBLE_DEVICES")
 
-    ``unset`` removes more variables (``"WANDB_*"``: every one with that prefix); ``env`` sets some.
+
+def run_fipo(cwd: Path, *args: str, timeout: float = 600, unset: Iterable[str] = (), **env: str) -> subprocess.CompletedProcess:
+    """``python -m fipo_cli ARGS`` in ``cwd``, as a fresh user runs it: ``HOME=cwd`` (no ~/.netrc, no
+    ~/.config/fipo) and none of :data:`DEVELOPER_ENV`.
+
+    ``unset`` removes more variables (``"NAME_*"``: every one with that prefix); ``env`` sets some.
     """
     return _run([sys.executable, "-m", "fipo_cli", *args], cwd, timeout, unset, env)
 
@@ -39,7 +43,7 @@ def heavy_imports(cwd: Path, *args: str, **env: str) -> list[str]:
 
 
 def _run(command: list[str], cwd: Path, timeout: float, unset: Iterable[str], env: dict[str, str]):
-    drop = {"WANDB_API_KEY", "FIPO_DEBUG", *unset}
+    drop = {*DEVELOPER_ENV, *unset}
     prefixes = tuple(name[:-1] for name in drop if name.endswith("*"))
     base = {k: v for k, v in os.environ.items() if k not in drop and not (prefixes and k.startswith(prefixes))}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,

@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+import pieces
 
 
 def vllm_python() -> str:
     """The vLLM environment's python, or skip (fail under FIPO_REQUIRE_VLLM=1)."""
-    python = os.environ.get("FIPO_VLLM_PYTHON")
-    if not python:
-        message = "FIPO_VLLM_PYTHON is not set (scripts/install-cpu.sh VENV_DIR builds an environment with vLLM's CPU build)"
-        if os.environ.get("FIPO_REQUIRE_VLLM") == "1":
-            pytest.fail(f"FIPO_REQUIRE_VLLM=1 but {message}")
-        pytest.skip(message)
-    if not Path(python).is_file():
-        pytest.fail(f"FIPO_VLLM_PYTHON={python} does not exist")
-    return python
+    pieces.require("vllm")
+    return os.environ["FIPO_VLLM_PYTHON"]
 
 
 def vllm_env() -> dict[str, str]:

@@ -23,7 +23,7 @@ from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import UsageError
 from fipo_cli.core.processes import pid_alive
 
-_POLL_S = 0.2
+_LOCK_POLL_S = 0.2
 
 
 class LockHeld(UsageError):
@@ -84,7 +84,7 @@ def exclusive(path: Path, *, wait_s: float = 0.0) -> Iterator[None]:
     while (owner := _try_take(path, me)) is not None:
         if time.monotonic() >= deadline:
             raise LockHeld(path, owner)
-        time.sleep(_POLL_S)
+        time.sleep(_LOCK_POLL_S)
     try:
         yield
     finally:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.data.sources import ANSWER_COLUMNS, PROBLEM_COLUMNS, read_records, resolve_source
+from fipo_cli.eval.graders.verdict import as_integer
 
 ID_KEYS = ("id", "unique_id", "problem_id")
-_INTEGER = re.compile(r"^\s*-?\d+\s*$")
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Benchmark:
 
 def integer_answers(answers: Iterable[str | None]) -> bool:
     """Whether every reference answer is an integer (AIME): then ``025`` and ``25`` are equal."""
-    return all(_INTEGER.match(answer or "") for answer in answers)
+    return all(as_integer(answer or "") is not None for answer in answers)
 
 
 def _column(columns: Sequence[str], explicit: str | None, candidates: Sequence[str], option: str,

@@ -34,7 +34,7 @@ LauncherName = Literal["local", "slurm", "ray"]
 REWARD_FUNCTION = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Short names accepted by ``fipo train``/``fipo sweep`` for the keys swept most.
-ALIASES: dict[str, str] = {
+KEY_ALIASES: dict[str, str] = {
     "gamma": "algorithm.gamma",
     "tau": "algorithm.decay_rate",
     "eps_f_low": "algorithm.future_kl_clip_low",
@@ -454,13 +454,13 @@ def suggest_key(key: str) -> str | None:
     (``algorithm.lr`` → ``trainer.lr``), else the closest spelling, in its own section first."""
     known = known_keys()
     section, _, leaf = key.rpartition(".")
-    for table in (ALIASES, SYNONYMS):  # an alias is no key in a YAML file, nor in a section
+    for table in (KEY_ALIASES, SYNONYMS):  # an alias is no key in a YAML file, nor in a section
         if leaf in table:
             return table[leaf]
     same_leaf = [name for name in known if name.rpartition(".")[2] == leaf]
     if same_leaf:
         return same_leaf[0]
-    siblings = [name for name in known if name.startswith(f"{section}.")] if section else [*ALIASES, *known]
+    siblings = [name for name in known if name.startswith(f"{section}.")] if section else [*KEY_ALIASES, *known]
     close = difflib.get_close_matches(key, siblings, n=1) or difflib.get_close_matches(key, known, n=1)
     return close[0] if close else None
 
@@ -470,7 +470,7 @@ def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], pro
     known = known_keys()
     updated = copy.deepcopy(dict(raw))
     for key, value in assignments.items():
-        dotted = ALIASES.get(key, key)
+        dotted = KEY_ALIASES.get(key, key)
         if dotted not in known:
             problems.add(key, unknown_key_problem(key, (), "known key", suggest_key(key)))
             continue
@@ -494,7 +494,7 @@ def build(raw: Mapping[str, Any], assignments: Mapping[str, Any] | None = None, 
     if problems:
         raise ConfigError(
             problems,
-            hint=f"fix {source}, or override keys as KEY=VALUE (aliases: {', '.join(ALIASES)})",
+            hint=f"fix {source}, or override keys as KEY=VALUE (aliases: {', '.join(KEY_ALIASES)})",
         )
     return experiment
 

@@ -33,7 +33,7 @@ CPU_MODE_CPUS = 16
 #: What ``ray start --block`` prints once the node runs.
 STARTED = b"Ray runtime started."
 _PORTS = 7
-_POLL_S = 0.1
+_HEAD_POLL_S = 0.1
 _STOP_GRACE_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
@@ -147,6 +147,6 @@ def _wait_until_started(head: subprocess.Popen, log_path: Path, log_start: int, 
         if head.poll() is not None:
             raise FipoError(f"the run's Ray head exited with code {head.returncode} before it started",
                             hint=f"Ray's own output is in {log_path}")
-        time.sleep(_POLL_S)
+        time.sleep(_HEAD_POLL_S)
     raise FipoError(f"the run's Ray head did not start within {timeout_s:g} s", hint=f"Ray's own output is in {log_path}")
 

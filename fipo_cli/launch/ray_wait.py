@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fipo_cli.core.processes import pid_alive
 
-_POLL_S = 1.0
+_JOIN_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _connect(address: str, deadline: float, head_pid: int | None) -> None:
         except (ConnectionError, RuntimeError) as error:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no Ray head answered at {address}: {error}") from error
-            time.sleep(_POLL_S)
+            time.sleep(_JOIN_POLL_S)
 
 
 def wait_for_cluster(
@@ -88,7 +88,7 @@ def wait_for_cluster(
                 have = ", ".join(f"{host} ({gpus:g} GPUs)" for host, gpus in sorted(joined.gpus_by_host.items()))
                 lacking = f"nodes that did not join: {', '.join(missing)}" if missing else f"{joined.gpus:g} of {needed} GPUs"
                 return f"the Ray cluster is incomplete after {timeout_s:g} s: {lacking}; joined: {have or 'none'}"
-            time.sleep(_POLL_S)
+            time.sleep(_JOIN_POLL_S)
     finally:
         ray.shutdown()
 

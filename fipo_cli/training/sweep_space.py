@@ -190,10 +190,10 @@ def parse_axes(tokens: Sequence[str]) -> list[Axis]:
     seen: dict[str, str] = {}  # dotted key -> the token that set it, so `gamma` and `algorithm.gamma` clash
     for token in tokens:
         axis = _parse_axis(token)
-        dotted = config.ALIASES.get(axis.key, axis.key)
+        dotted = config.KEY_ALIASES.get(axis.key, axis.key)
         if dotted not in known:
             problem = unknown_key_problem(axis.key, (), "known key", config.suggest_key(axis.key))
-            raise _error(token, 0, problem, hint=f"sweep an alias ({', '.join(config.ALIASES)}) or a dotted key")
+            raise _error(token, 0, problem, hint=f"sweep an alias ({', '.join(config.KEY_ALIASES)}) or a dotted key")
         if dotted in seen:
             raise _error(token, 0, f"{dotted} is already swept by {seen[dotted]!r}", hint="give each key once")
         seen[dotted] = token

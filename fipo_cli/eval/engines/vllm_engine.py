@@ -38,7 +38,7 @@ from fipo_cli.eval.engines.base import (
 )
 
 # How long the driver waits on the result queue before checking that every replica is alive.
-_POLL_S = 1.0
+_REPLICA_POLL_S = 1.0
 # How long close() waits for the replicas to exit after asking them to.
 _JOIN_S = 60.0
 
@@ -226,7 +226,7 @@ class VLLMEngine:
         """The next message of any replica; a replica error or death becomes a FipoError."""
         while True:
             try:
-                message = self._results.get(timeout=_POLL_S)
+                message = self._results.get(timeout=_REPLICA_POLL_S)
             except queue.Empty:
                 dead = [p for p in self._processes if not p.is_alive()]
                 if dead:
@@ -282,7 +282,7 @@ class VLLMEngine:
         deadline = time.monotonic() + _JOIN_S
         while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
             try:
-                self._results.get(timeout=_POLL_S)
+                self._results.get(timeout=_REPLICA_POLL_S)
             except queue.Empty:
                 pass
         for process in processes:

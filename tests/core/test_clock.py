@@ -1,0 +1,15 @@
+"""`fipo sweep` planning without a scheduler: names, the plan, the dry run, and bad input.
+
+Submitting to a real SLURM is in test_slurm_launch.py; here nothing reaches a scheduler.
+"""
+
+from __future__ import annotations
+
+from fipo_cli.core.clock import time_limit_hours
+
+
+def test_time_limits_in_every_slurm_form_convert_to_hours():
+    assert time_limit_hours("90") == 1.5
+    assert time_limit_hours("12:30:00") == 12.5
+    assert time_limit_hours("2-06:00:00") == 54
+    assert time_limit_hours(None) is None
