@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fipo_run import heavy_imports, run_fipo
+from fipo_run import heavy_imports, run_fipo, start_fipo
 from stand_in import stand_in_project
 
 
@@ -192,12 +190,8 @@ def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
 
 def test_ctrl_c_reaches_the_trainer_and_the_run_is_marked_cancelled(project):
     ready = project / "ready"
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
-    env.update(HOME=str(project), CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="wait", STAND_IN_READY=str(ready))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fipo_cli", "train", "smoke"], cwd=project, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = start_fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="wait",
+                         STAND_IN_READY=str(ready))
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
