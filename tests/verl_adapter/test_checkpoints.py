@@ -230,5 +230,5 @@ def test_a_failed_merge_reports_the_mergers_output_and_caches_nothing(run_dir, t
 
 def test_run_max_tokens_is_the_runs_response_length(run_dir, tmp_path):
     assert run_max_tokens(run_dir) == MAX_RESPONSE_LENGTH
-    with pytest.raises(UsageError, match="config.yaml does not exist"):
+    with pytest.raises(UsageError, match=r"config\.yaml does not exist"):
         run_max_tokens(tmp_path)
