@@ -118,7 +118,7 @@ REFERENCE_CASES = [
 
 MATH500_FILES = [
     Path("/work/shared/data/math500.jsonl"),
-    Path(__file__).resolve().parents[1] / "fipo_cli" / "bundled" / "math500.jsonl",
+    Path(__file__).resolve().parents[2] / "fipo_cli" / "data" / "bundled" / "math500.jsonl",
 ]
 
 

@@ -1,14 +1,4 @@
-"""A run's verl checkpoints as Hugging Face models (`fipo eval --run EXP/RUN --step`).
-
-The run is trained by `fipo train` itself, with a stand-in for verl's trainer set through the
-experiment's `trainer.entrypoint`. The stand-in saves the tiny model as verl's trainer does:
-verl's own `FSDPCheckpointManager` writes the actor's checkpoint from FSDP (two ranks on CPU,
-in a gloo group, so the shards are real DTensor shards that the merger has to concatenate),
-into `trainer.default_local_dir/global_step_N/actor` as fipo passes it. Only the driver's part
-of `RayPPOTrainer._save_checkpoint` (which directory, `data.pt`, the tracker file) is copied,
-because importing verl's trainer needs Ray and the rest of verl's training stack. The merges
-run verl's real model merger.
-"""
+"""`fipo eval --run`: a run's checkpoints evaluated step by step into RUN/eval/BENCH/step_N and a curve."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local launcher, with real processes: a small Python script stands in for verl's trainer."""
+"""The trainer's subprocess, with real processes: streaming, the log, Ctrl-C forwarded to its process group."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run registry on disk: finding runs, reading their last step, `fipo status`, `fipo logs`."""
+"""A run's metrics files and their merge rule: the last step from the end, earlier attempts kept."""
 
 from __future__ import annotations
 

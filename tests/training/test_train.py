@@ -1,10 +1,4 @@
-"""`fipo init`, `fipo train` and `fipo doctor` as a user runs them, in a temporary project.
-
-The trainer is a stand-in script set through the experiment's `trainer.entrypoint`: a real
-subprocess that prints, writes metrics like verl's file logger and exits with a chosen code. The
-local launcher starts and stops the run's own Ray head around it, as for verl's trainer.
-(tests/test_training.py trains with verl's real trainer.)
-"""
+"""`fipo train` as a user runs it, in a temporary project, with the local launcher and a stand-in trainer."""
 
 from __future__ import annotations
 
@@ -82,7 +76,7 @@ def test_knobs_the_official_loss_ignores_are_named_once_in_train_and_sweep(proje
 
 @pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
 def test_dry_run_and_doctor_compose_verls_config_without_importing_a_heavy_library(project):
-    # tests/test_verl_compose.py holds the in-process compose to verl's own `main_ppo --cfg job`.
+    # tests/verl_adapter/test_compose.py holds the in-process compose to verl's own `main_ppo --cfg job`.
     assert heavy_imports(project, "train", "smoke", "--dry-run") == []
     assert heavy_imports(project, "doctor", "smoke") == []
 

@@ -1,4 +1,5 @@
-"""The `future_kl` loss inside the installed verl 0.9.1: registry, hydra config, loss path."""
+"""fipo's verl plugin inside the installed verl 0.9.1: the `future_kl` loss (registry, hydra config, loss path)
+and the whole-batch length metrics on verl's own data metrics and loggers."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ PROMPT, RESPONSE = 6, 16
 ACTOR = "actor_rollout_ref.actor"
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 OFFICIAL_LAUNCHER_OVERRIDES = [
