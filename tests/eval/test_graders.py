@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -24,6 +21,8 @@ from fipo_cli.eval.graders import (
     make_grader,
     vote_classes,
 )
+
+from grader_stand_ins import BrokenGrader, TroubleGrader
 
 # (response, reference answer, dapo's extracted answer, dapo's verdict) — the training reward's
 # behaviour, written out so that it is checked even where verl is not installed.
@@ -132,39 +131,6 @@ FORMS = {
 
 # sympy needs ~14 s to decide that these differ (it expands both): a pathological sample.
 SLOW = ("Answer: $(x+y+z+1)^{29}(x+y+z+2)$", "(x+y+z+1)^{30}")
-
-
-@dataclass(frozen=True)
-class TroubleGrader:
-    """Test-only: hangs on "HANG", raises on "RAISE", kills its process on "CRASH", else dapo."""
-
-    name: ClassVar[str] = "trouble"
-
-    def warm_up(self) -> None:
-        """Nothing to load."""
-
-    def grade(self, response: str, answer: str) -> Verdict:
-        if response == "HANG":
-            while True:
-                time.sleep(60)
-        if response == "RAISE":
-            raise RuntimeError("grader bug")
-        if response == "CRASH":
-            os._exit(3)
-        return DapoGrader().grade(response, answer)
-
-
-@dataclass(frozen=True)
-class BrokenGrader:
-    """Test-only: cannot start (a missing library)."""
-
-    name: ClassVar[str] = "broken"
-
-    def warm_up(self) -> None:
-        raise FipoError("the broken grader needs libbroken", hint="pip install libbroken")
-
-    def grade(self, response: str, answer: str) -> Verdict:
-        raise AssertionError("never called")
 
 
 def run_guarded(function, *args, **kwargs):

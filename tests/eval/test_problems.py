@@ -8,6 +8,7 @@ import pytest
 
 from fipo_cli.core.errors import ConfigError, UsageError
 from fipo_cli.eval.problems import load_benchmark
+from fipo_cli.eval.request import EvalRequest
 
 
 def test_bundled_aime_is_thirty_integer_problems():
@@ -36,5 +37,5 @@ def test_local_file_with_named_columns(tmp_path):
 def test_unknown_benchmark_and_bad_limit():
     with pytest.raises(UsageError):
         load_benchmark("no such benchmark!")
-    with pytest.raises(UsageError):
-        load_benchmark("aime24", limit=0)
+    with pytest.raises(ConfigError, match="--limit 0: must be ≥ 1"):  # fipo eval's request checks it, once
+        EvalRequest(benchmark="aime24", model="m", limit=0)
