@@ -17,6 +17,8 @@ from fipo_cli.data.bundled import BENCHMARKS, load_bundled
 from fipo_cli.data.prepare import Outcome, output_path, prepare
 from fipo_cli.data.prompts import dapo_prompt
 
+from fipo_run import run_fipo
+
 
 def read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
@@ -25,11 +27,6 @@ def read_rows(path: Path) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
-
-
-def run_prepare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fipo_cli", "data", "prepare", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
@@ -275,12 +272,12 @@ def test_importing_the_library_loads_no_data_stack():
 
 
 def test_cli_writes_the_bundled_sets_and_refuses_to_overwrite(tmp_path):
-    first = run_prepare(tmp_path, "--no-train", "--json")
+    first = run_fipo(tmp_path, "data", "prepare", "--no-train", "--json")
     assert first.returncode == 0, first.stderr
     files = json.loads(first.stdout)["files"]
     assert [(f["name"], f["written"], f["outcome"]) for f in files] == [("aime24", 30, "written"), ("aime25", 30, "written")]
     before = (tmp_path / "data" / "aime24.parquet").read_bytes()
-    again = run_prepare(tmp_path, "--no-train")
+    again = run_fipo(tmp_path, "data", "prepare", "--no-train")
     assert again.returncode == 2 and "--force" in again.stderr
     assert (tmp_path / "data" / "aime24.parquet").read_bytes() == before
 
@@ -294,7 +291,7 @@ def test_bad_training_files_exit_2_naming_the_file_and_line(tmp_path):
     for train, expected in ((latin1, f"{latin1}:2: not UTF-8 text (byte 0xe9"),
                             (broken, f"{broken}:2: not valid JSON"),
                             (empty, "has no row with both a problem and an answer")):
-        result = run_prepare(tmp_path, "--train", str(train), "--validation", "aime24")
+        result = run_fipo(tmp_path, "data", "prepare", "--train", str(train), "--validation", "aime24")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert expected in result.stderr
     assert not (tmp_path / "data").exists()
@@ -303,7 +300,7 @@ def test_bad_training_files_exit_2_naming_the_file_and_line(tmp_path):
 def test_an_unwritable_out_directory_is_a_usage_error_and_nothing_is_written(tmp_path):
     (tmp_path / "a-file").write_text("")
     for out in ("/sys/fipo-data", str(tmp_path / "a-file" / "data")):  # /sys refuses even root
-        result = run_prepare(tmp_path, "--no-train", "--out", out)
+        result = run_fipo(tmp_path, "data", "prepare", "--no-train", "--out", out)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"--out {out}: cannot write there" in result.stderr and "nothing was written" in result.stderr
     assert not Path("/sys/fipo-data").exists()
@@ -325,18 +322,18 @@ def test_a_failed_write_leaves_no_file_and_no_directory(tmp_path, monkeypatch):
 
 
 def test_train_with_no_train_is_refused_not_ignored(tmp_path):
-    result = run_prepare(tmp_path, "--train", "mine.jsonl", "--no-train")
+    result = run_fipo(tmp_path, "data", "prepare", "--train", "mine.jsonl", "--no-train")
     assert result.returncode == 2 and "--train mine.jsonl and --no-train contradict each other" in result.stderr
     assert not (tmp_path / "data").exists()
 
 
 def test_a_training_file_of_another_name_says_what_the_recipes_read(tmp_path):
     write_jsonl(tmp_path / "mytrain.jsonl", [{"problem": "1+1", "answer": "2"}])
-    result = run_prepare(tmp_path, "--train", "mytrain.jsonl", "--validation", "aime24")
+    result = run_fipo(tmp_path, "data", "prepare", "--train", "mytrain.jsonl", "--validation", "aime24")
     assert result.returncode == 0, result.stderr
     assert "data/mytrain.parquet" in result.stdout
     assert ("note: the recipes train on data/dapo-math-17k.parquet, not data/mytrain.parquet: set "
             "data.train_files: [data/mytrain.parquet] in fipo.yaml, or train with "
             "data.train_files=[data/mytrain.parquet]") in " ".join(result.stdout.split())
-    quiet = run_prepare(tmp_path, "--no-train", "--validation", "aime25", "--json")
+    quiet = run_fipo(tmp_path, "data", "prepare", "--no-train", "--validation", "aime25", "--json")
     assert json.loads(quiet.stdout)["note"] is None

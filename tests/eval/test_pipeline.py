@@ -7,13 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from fipo_run import run_fipo
+from fipo_run import run_fipo, start_fipo
 
 
 def lines(path: Path) -> list[dict]:
@@ -149,9 +148,9 @@ def test_max_tokens_is_capped_by_the_models_context_with_a_note(tmp_path, tiny_m
 
 
 def test_ctrl_c_keeps_the_samples_says_so_and_rerunning_resumes(tmp_path, tiny_model):
-    args = [sys.executable, "-m", "fipo_cli", "eval", "aime24", "--model", str(tiny_model), "--engine",
-            "transformers", "--samples", "8", "--max-tokens", "64", "--limit", "10", "--out", "cut", "--json"]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["eval", "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "8",
+            "--max-tokens", "64", "--limit", "10", "--out", "cut", "--json"]
+    process = start_fipo(tmp_path, *args)
     samples = tmp_path / "cut" / "samples.jsonl"
     while process.poll() is None and not (samples.exists() and samples.read_text().count("\n") >= 8):
         time.sleep(0.05)
@@ -162,7 +161,7 @@ def test_ctrl_c_keeps_the_samples_says_so_and_rerunning_resumes(tmp_path, tiny_m
     assert f"interrupted: {kept} samples kept in cut/samples.jsonl; run the same command again to resume" in stderr
     assert "Traceback" not in stderr and 8 <= kept < 80
     assert not (tmp_path / "cut" / ".fipo-eval.lock").exists()
-    again = subprocess.run(args, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = run_fipo(tmp_path, *args)
     assert again.returncode == 0, again.stderr
     assert len(lines(samples)) == 80
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import wandb_records
 from checkpointed import actor_dir
+from fipo_run import run_fipo
 
 
 @pytest.fixture
@@ -40,13 +38,8 @@ def test_fipo_eval_run_all_steps_writes_results_and_a_curve(project, run_dir):
     reference = f"{run_dir.parent.parent.name}/{run_dir.name}"
     pytest.importorskip("wandb")
     wandb_env = {name: str(project / "wandb-home") for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "fipo_cli", "eval", "aime24", "--run", reference, "--step", "all",
-         "--engine", "transformers", "--samples", "2", "--limit", "2", "--max-tokens", "8", "--json"],
-        cwd=project, capture_output=True, text=True, timeout=600,
-        env={**env, **wandb_env, "HOME": str(project), "WANDB_MODE": "offline"},
-    )  # fmt: skip
+    result = run_fipo(project, "eval", "aime24", "--run", reference, "--step", "all", "--engine", "transformers",
+                      "--samples", "2", "--limit", "2", "--max-tokens", "8", "--json", WANDB_MODE="offline", **wandb_env)
     assert result.returncode == 0, result.stderr[-3000:]
     # The run finished, so each step's results went into the training run's W&B history.
     training_id = json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
