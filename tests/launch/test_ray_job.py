@@ -123,7 +123,7 @@ def test_dry_run_shows_the_exact_submission_and_writes_nothing(project, cluster)
     data.mkdir()
     (data / "dapo-math-17k.parquet").write_bytes(b"x" * 1000)
     result = run_fipo(project, "train", "smoke", "--dry-run", "--json", WANDB_API_KEY="wandb-secret", HF_TOKEN="hf-secret",
-                  HF_HOME="/data/hf")
+                      HF_HOME="/data/hf", WANDB_MODE="offline")
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)["ray_job"]
     assert job["address"] == cluster
@@ -133,7 +133,7 @@ def test_dry_run_shows_the_exact_submission_and_writes_nothing(project, cluster)
                                  "HF_TOKEN": "${HF_TOKEN}", "HF_HOME": "/data/hf"}.items()
     assert all(name.startswith(("WANDB_", "HF_", "HUGGING_FACE_")) for name in forwarded)
     by_value = run_fipo(project, "train", "smoke", "--dry-run", "--json", "cluster.ray_forward_secrets=true",
-                    WANDB_API_KEY="wandb-secret")
+                        WANDB_API_KEY="wandb-secret")
     assert json.loads(by_value.stdout)["ray_job"]["runtime_env"]["env_vars"]["WANDB_API_KEY"] == "***"
     uploads = "\n".join(job["working_dir"])
     assert "data/dapo-math-17k.parquet (1000 bytes" in uploads and "stand_in.py" in uploads
