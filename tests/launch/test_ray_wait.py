@@ -1,7 +1,8 @@
-"""The batch script's wait for Ray: a real Ray head on this machine, and nodes that never join."""
+"""The batch script's questions to its Ray cluster, asked of a real Ray head here: are all nodes in, which left."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -47,7 +48,7 @@ def ray_head(tmp_path_factory) -> str:
 def test_a_complete_cluster_is_reported_ready(ray_head):
     result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "90", socket.gethostname())
     assert result.returncode == 0, result.stderr
-    assert "Ray cluster ready" in result.stdout and "1 node(s) × 2 GPUs" in result.stdout
+    assert "Ray cluster ready" in result.stdout and "1 node × 2 GPUs each" in result.stdout
 
 
 def test_nodes_that_never_join_are_named_after_the_timeout(ray_head):
@@ -72,3 +73,37 @@ def test_a_head_that_died_is_not_waited_for():
                   "node-a")
     assert result.returncode == 1 and f"the Ray head (process {dead.pid}) exited" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_cluster_that_never_came_up_is_recorded_in_the_run(ray_head, tmp_path):
+    from fipo_cli.runs.status import RunStatus, read_status, write_status
+
+    write_status(tmp_path, RunStatus(state="running", launcher="slurm", job_id="17"))
+    result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "3", "--run-dir", str(tmp_path),
+                  socket.gethostname(), "gpu-node-17")
+    assert result.returncode == 1
+    status = read_status(tmp_path)
+    assert (status.state, status.exit_code, status.job_id) == ("failed", 1, "17") and status.finished_at
+    assert status.reason == (f"the Ray cluster is incomplete after 3 s: nodes that did not join: gpu-node-17; "
+                             f"joined: {socket.gethostname()} (2 GPUs)")
+
+
+def lost(address: str, nodes: list[str], settle_s: float) -> tuple[list[str] | None, float]:
+    """:func:`lost_nodes` in a process of its own (it connects to Ray as a driver), and how long it took."""
+    probe = ("import json, sys, time\nfrom fipo_cli.launch.ray_wait import lost_nodes\nstarted = time.monotonic()\n"
+             f"found = lost_nodes({address!r}, {nodes!r}, {settle_s})\n"
+             "print(json.dumps([found, time.monotonic() - started]))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, **RAY_ENV}, check=False)
+    assert result.returncode == 0, result.stderr
+    found, took = json.loads(result.stdout.strip().splitlines()[-1])
+    return found, took
+
+
+def test_lost_nodes_names_a_node_gone_at_once_and_waits_out_a_cluster_that_is_whole(ray_head):
+    assert wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "120", socket.gethostname()).returncode == 0
+    found, took = lost(ray_head, [socket.gethostname(), "gpu-node-17"], settle_s=60)
+    assert found == ["gpu-node-17"] and took < 60  # it did not wait the settle time out
+    found, took = lost(ray_head, [socket.gethostname()], settle_s=3)
+    assert found == [] and took >= 3
+    assert lost("127.0.0.1:1", ["node-a"], settle_s=2)[0] is None  # nothing answers: nothing to tell
