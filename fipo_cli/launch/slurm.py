@@ -217,6 +217,13 @@ def job_nodes(env: Mapping[str, str]) -> list[str]:
     return out.split() if out else []
 
 
+def unresponsive_nodes(nodes: Sequence[str]) -> list[str]:
+    """Those of ``nodes`` slurmctld marks as not responding (``*``) or down: dead, or about to be declared so."""
+    out = _run_query(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}", "--format=%N %T"]) or ""
+    states = dict(line.split(maxsplit=1) for line in out.splitlines() if len(line.split()) == 2)
+    return [node for node in nodes if states.get(node, "").endswith("*") or states.get(node, "").startswith("down")]
+
+
 def _run_query(argv: list[str]) -> str | None:
     """A query's output, or None when the tool is missing or refuses (accounting off, job purged)."""
     if shutil.which(argv[0]) is None:
@@ -409,12 +416,15 @@ class SlurmLauncher(Launcher):
         exit_code = super().run_trainer(job, inherited)
         if exit_code == 0 or exit_code > 128 or job.cluster.nodes < 2 or not inherited.get("RAY_ADDRESS"):
             return exit_code
-        from fipo_cli.launch.ray_wait import lost_nodes
-
         nodes = job_nodes(inherited)
         print(f"fipo: the trainer exited with code {exit_code}; checking for up to {LOST_NODE_SETTLE_S:g} s that "
-              f"every node of the job ({', '.join(nodes)}) is still in its Ray cluster", file=sys.stderr, flush=True)
-        lost = lost_nodes(inherited["RAY_ADDRESS"], nodes, LOST_NODE_SETTLE_S) if nodes else None
+              f"every node of the job ({', '.join(nodes)}) is still there", file=sys.stderr, flush=True)
+        # In a process of its own: ray.init would make this one exit on SLURM's SIGTERM (the requeue's),
+        # and the run, stopped by the scheduler, must keep its state.
+        asked = subprocess.run([sys.executable, "-m", "fipo_cli.launch.ray_wait", "--address", inherited["RAY_ADDRESS"],
+                                "--lost-within", str(LOST_NODE_SETTLE_S), *nodes],
+                               env=dict(inherited), stdout=subprocess.PIPE, check=False) if nodes else None
+        lost = asked.stdout.decode().split()[1:] if asked is not None and asked.stdout.startswith(b"lost:") else []
         if not lost:
             return exit_code
         reason = (f"{plural(len(lost), 'node')} left the job's Ray cluster under the trainer ({', '.join(lost)}; "

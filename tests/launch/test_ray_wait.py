@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -88,22 +87,28 @@ def test_a_cluster_that_never_came_up_is_recorded_in_the_run(ray_head, tmp_path)
                              f"joined: {socket.gethostname()} (2 GPUs)")
 
 
-def lost(address: str, nodes: list[str], settle_s: float) -> tuple[list[str] | None, float]:
-    """:func:`lost_nodes` in a process of its own (it connects to Ray as a driver), and how long it took."""
-    probe = ("import json, sys, time\nfrom fipo_cli.launch.ray_wait import lost_nodes\nstarted = time.monotonic()\n"
-             f"found = lost_nodes({address!r}, {nodes!r}, {settle_s})\n"
-             "print(json.dumps([found, time.monotonic() - started]))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180,
-                            env={**os.environ, **RAY_ENV}, check=False)
-    assert result.returncode == 0, result.stderr
-    found, took = json.loads(result.stdout.strip().splitlines()[-1])
-    return found, took
+def lost(address: str, nodes: list[str], settle_s: float) -> tuple[int, str, float]:
+    """``--lost-within`` as the job's task asks it: exit code, output, and how long it took."""
+    started = time.monotonic()
+    result = wait("--address", address, "--lost-within", str(settle_s), *nodes)
+    return result.returncode, result.stdout.strip(), time.monotonic() - started
 
 
 def test_lost_nodes_names_a_node_gone_at_once_and_waits_out_a_cluster_that_is_whole(ray_head):
     assert wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "120", socket.gethostname()).returncode == 0
-    found, took = lost(ray_head, [socket.gethostname(), "gpu-node-17"], settle_s=60)
-    assert found == ["gpu-node-17"] and took < 60  # it did not wait the settle time out
-    found, took = lost(ray_head, [socket.gethostname()], settle_s=3)
-    assert found == [] and took >= 3
-    assert lost("127.0.0.1:1", ["node-a"], settle_s=2)[0] is None  # nothing answers: nothing to tell
+    code, said, took = lost(ray_head, [socket.gethostname(), "gpu-node-17"], settle_s=60)
+    assert (code, said) == (3, "lost: gpu-node-17") and took < 60  # it did not wait the settle time out
+    code, said, took = lost(ray_head, [socket.gethostname()], settle_s=3)
+    assert (code, said) == (0, "") and took >= 3
+    assert lost("127.0.0.1:1", ["node-a"], settle_s=2)[:2] == (1, "")  # nothing answers: nothing to tell
+
+
+def test_a_worker_whose_ray_start_exited_is_named_at_once(ray_head):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    started = time.monotonic()
+    result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "300", "--worker-pid",
+                  f"gpu-node-17={dead.pid}", socket.gethostname(), "gpu-node-17")
+    assert result.returncode == 1
+    assert "the Ray worker of gpu-node-17 exited before it joined" in result.stderr
+    assert time.monotonic() - started < 150  # not the 300 s timeout
