@@ -27,6 +27,12 @@ def run_fipo(cwd: Path, *args: str, timeout: float = 600, unset: Iterable[str] =
     return _run([sys.executable, "-m", "fipo_cli", *args], cwd, timeout, unset, env)
 
 
+def start_fipo(cwd: Path, *args: str, unset: Iterable[str] = (), **env: str) -> subprocess.Popen:
+    """:func:`run_fipo` in the background, as a terminal holds a command: its output on pipes (text)."""
+    return subprocess.Popen([sys.executable, "-m", "fipo_cli", *args], cwd=cwd, env=_env(cwd, unset, env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def heavy_imports(cwd: Path, *args: str, **env: str) -> list[str]:
     """The :data:`HEAVY` libraries ``fipo ARGS`` has imported when it ends (run as :func:`run_fipo` runs it)."""
     probe = (
@@ -42,12 +48,16 @@ def heavy_imports(cwd: Path, *args: str, **env: str) -> list[str]:
     return json.loads(last[0].removeprefix("HEAVY: "))
 
 
-def _run(command: list[str], cwd: Path, timeout: float, unset: Iterable[str], env: dict[str, str]):
+def _env(cwd: Path, unset: Iterable[str], env: dict[str, str]) -> dict[str, str]:
     drop = {*DEVELOPER_ENV, *unset}
     prefixes = tuple(name[:-1] for name in drop if name.endswith("*"))
     base = {k: v for k, v in os.environ.items() if k not in drop and not (prefixes and k.startswith(prefixes))}
+    return {**base, "HOME": str(cwd), **env}
+
+
+def _run(command: list[str], cwd: Path, timeout: float, unset: Iterable[str], env: dict[str, str]):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**base, "HOME": str(cwd), **env})
+                          env=_env(cwd, unset, env))
 
 
 def wait_for(predicate, timeout: float = 150.0, what: str = "a condition"):

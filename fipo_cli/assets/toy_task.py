@@ -39,7 +39,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     """verl's custom reward signature: the share of ``ground_truth``'s digits that ``solution_str``
     has in the same position, over max(len(answer), digits written); 0 for no digits at all."""
     digits = [char for char in solution_str if char.isdigit()]
-    right = sum(written == expected for written, expected in zip(digits, ground_truth))
+    right = sum(written == expected for written, expected in zip(digits, ground_truth, strict=False))
     return right / max(len(ground_truth), len(digits), 1)
 
 

@@ -6,6 +6,6 @@ Heavy libraries (torch, verl, vllm, wandb) are imported inside the commands that
 """
 
 from fipo_cli.cli import knobs, init, train, sweep, status, cancel, logs, doctor, data, eval, report  # noqa: F401, I001
-from fipo_cli.cli.app import app, main
+from fipo_cli.cli.app import main
 
-__all__ = ["app", "main"]
+__all__ = ["main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,12 +21,12 @@ def data_prepare(
         "BytedTsinghua-SIA/DAPO-Math-17k]"
     ),
     no_train: bool = typer.Option(False, "--no-train", help="Write only the validation sets."),
-    validation: Optional[list[str]] = typer.Option(
+    validation: list[str] | None = typer.Option(
         None, "--validation", metavar="SETS",
         help="Validation sets (repeat or comma-separate): aime24, aime25, math500 or files.",
     ),
-    problem_key: Optional[str] = typer.Option(None, "--problem-key", help="Column holding the problem text."),
-    answer_key: Optional[str] = typer.Option(None, "--answer-key", help="Column holding the answer."),
+    problem_key: str | None = typer.Option(None, "--problem-key", help="Column holding the problem text."),
+    answer_key: str | None = typer.Option(None, "--answer-key", help="Column holding the answer."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be written; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

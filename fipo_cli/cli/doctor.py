@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from fipo_cli.cli.app import app
 
 @app.command()
 def doctor(
-    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Also check this experiment's needs."),
+    experiment: str | None = typer.Argument(None, metavar="EXP", help="Also check this experiment's needs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of checks."),
 ) -> None:
     """Preflight checks: verl, the future_kl loss, GPUs, batch arithmetic, data, W&B, SLURM tools."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -40,46 +39,46 @@ class _EvalCommand(typer.core.TyperCommand):
 
 @app.command("eval", cls=_EvalCommand)
 def evaluate(
-    target: Optional[str] = typer.Argument(
+    target: str | None = typer.Argument(
         None, metavar="BENCH|score", help="aime24, aime25 or math500 (bundled), or `score` to re-grade FILE."
     ),
-    file: Optional[Path] = typer.Argument(None, metavar="[FILE]", help="With `score`: a samples .jsonl file."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory or hub id (served name for openai)."),
-    run: Optional[str] = typer.Option(None, "--run", metavar="EXP/RUN", help="Evaluate a training run's checkpoints."),
-    step: Optional[str] = typer.Option(
+    file: Path | None = typer.Argument(None, metavar="[FILE]", help="With `score`: a samples .jsonl file."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model directory or hub id (served name for openai)."),
+    run: str | None = typer.Option(None, "--run", metavar="EXP/RUN", help="Evaluate a training run's checkpoints."),
+    step: str | None = typer.Option(
         None, "--step", help="With --run: a step N, latest (the default), or all (a curve)."
     ),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="A local .jsonl/.json/.parquet file or a hub dataset id."),
-    problem_key: Optional[str] = typer.Option(None, "--problem-key", help="With --dataset: the problem column."),
-    answer_key: Optional[str] = typer.Option(None, "--answer-key", help="With --dataset: the answer column."),
-    bench: Optional[str] = typer.Option(None, "--bench", help="With `score`: take reference answers from this benchmark."),
+    dataset: str | None = typer.Option(None, "--dataset", help="A local .jsonl/.json/.parquet file or a hub dataset id."),
+    problem_key: str | None = typer.Option(None, "--problem-key", help="With --dataset: the problem column."),
+    answer_key: str | None = typer.Option(None, "--answer-key", help="With --dataset: the answer column."),
+    bench: str | None = typer.Option(None, "--bench", help="With `score`: take reference answers from this benchmark."),
     engine: str = typer.Option("auto", "--engine", help="vllm, transformers or openai; auto: vllm when it and a GPU are here."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8000/v1."),
-    tensor_parallel: Optional[int] = typer.Option(None, "--tensor-parallel", help="vllm: GPUs per model replica."),
-    data_parallel: Optional[int] = typer.Option(None, "--data-parallel", help="vllm: model replicas."),
+    base_url: str | None = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8000/v1."),
+    tensor_parallel: int | None = typer.Option(None, "--tensor-parallel", help="vllm: GPUs per model replica."),
+    data_parallel: int | None = typer.Option(None, "--data-parallel", help="vllm: model replicas."),
     samples: int = typer.Option(32, "--samples", "-n", help="Samples per problem (paper: 32)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (paper: 1.0)."),
     top_p: float = typer.Option(0.7, "--top-p", help="Nucleus sampling (paper: 0.7)."),
-    max_tokens: Optional[int] = typer.Option(
+    max_tokens: int | None = typer.Option(
         None, "--max-tokens", help="Max new tokens; default: the run's response length, else 20480 (the 32B recipe's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Base seed; each sample's seed derives from it."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N problems."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N problems."),
     prompt_format: str = typer.Option("dapo", "--prompt-format", help="dapo (Answer:), boxed or raw."),
     no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the tokenizer's chat template."),
     grader: str = typer.Option("dapo", "--grader", help="With `score`: the grader of the headline numbers."),
     workers: int = typer.Option(1, "--workers", help="Grading worker processes."),
-    time_limit: Optional[float] = typer.Option(
+    time_limit: float | None = typer.Option(
         None, "--time-limit", metavar="SECONDS",
         help="Grading: seconds one grader may spend on one sample (default 10).",
     ),
-    wandb: Optional[bool] = typer.Option(
+    wandb: bool | None = typer.Option(
         None, "--wandb/--no-wandb",
         help="Log to W&B. Default: with --run when the run tracks with W&B; with --model only if --wandb.",
     ),
     wandb_project: str = typer.Option("fipo", "--wandb-project", help="With --model --wandb: the W&B project."),
-    wandb_entity: Optional[str] = typer.Option(None, "--wandb-entity", help="With --model --wandb: the W&B entity."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Evaluation directory (default evals/MODEL/BENCH)."),
+    wandb_entity: str | None = typer.Option(None, "--wandb-entity", help="With --model --wandb: the W&B entity."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Evaluation directory (default evals/MODEL/BENCH)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
     slurm: bool = typer.Option(False, "--slurm", help="Submit the evaluation as a one-node SLURM job."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --slurm: print the batch script; submit nothing."),

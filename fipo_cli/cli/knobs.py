@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from fipo_cli.core.text import cell
 
 @app.command()
 def knobs(
-    assignments: Optional[list[str]] = typer.Argument(
+    assignments: list[str] | None = typer.Argument(
         None, metavar="KNOB=VALUE", help="FIPO knobs, in fipo's or the official launcher's names."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),

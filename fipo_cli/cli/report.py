@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,8 +15,8 @@ def report_charts(
     references: list[str] = typer.Argument(
         ..., metavar="EXP_OR_RUN", help="Experiments (all their runs) or runs as EXP/RUN."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default experiments/EXP/report)."),
-    steps: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default experiments/EXP/report)."),
+    steps: str | None = typer.Option(
         None, "--steps", metavar="A:B", help="Only training steps A to B (either end may be left out)."
     ),
     wandb: bool = typer.Option(False, "--wandb", help="Also log the charts to W&B as native charts (job type report)."),

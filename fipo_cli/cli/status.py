@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from fipo_cli.core.text import format_elapsed, plural
 
 @app.command()
 def status(
-    target: Optional[str] = typer.Argument(None, metavar="EXP|EXP/RUN|SWEEP", help="Which runs (default: all)."),
+    target: str | None = typer.Argument(None, metavar="EXP|EXP/RUN|SWEEP", help="Which runs (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of runs."),
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask SLURM or the Ray cluster about unfinished runs."),
 ) -> None:
@@ -45,7 +44,7 @@ def status(
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     for number, line in enumerate(table):
         cells = [cell.rjust(width) if column in (3, 4) else cell.ljust(width)
-                 for column, (cell, width) in enumerate(zip(line, widths))]
+                 for column, (cell, width) in enumerate(zip(line, widths, strict=False))]
         if colour and number:
             cells[2] = typer.style(cells[2], fg=colours.get(rows[number - 1]["state"]))
         typer.echo("  ".join([*cells, line[5]]))

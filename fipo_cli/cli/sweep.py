@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import typer
 
@@ -20,14 +19,15 @@ def sweep(
         help="gamma=0.95,0.99  tau=range(16,65,16)  eps_f_high=choice(0.1,0.2)  lr=interval(1e-6,3e-6) (random)",
     ),
     strategy: str = typer.Option("grid", "--strategy", help="grid (cartesian product) or random."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="With --strategy random: how many runs."),
+    samples: int | None = typer.Option(None, "--samples", help="With --strategy random: how many runs."),
     seed: int = typer.Option(0, "--seed", help="With --strategy random: the sampling seed."),
-    max_parallel: Optional[int] = typer.Option(
+    max_parallel: int | None = typer.Option(
         None, "--max-parallel", help="At most K runs at once: SLURM's array throttle (%K); with ray, fipo waits to submit."),
-    name: Optional[str] = typer.Option(None, "--name", help="The sweep's name (default: derived from its definition)."),
-    launcher: Optional[str] = typer.Option(
+    name: str | None = typer.Option(None, "--name", help="The sweep's name (default: derived from its definition)."),
+    launcher: str | None = typer.Option(
         None, "--launcher", help="local (runs one after another), slurm (a job array) or ray (a job per run)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Resubmit the runs that failed, timed out or were cancelled."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Resubmit the runs that failed, timed out or were cancelled."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Launch a sweep of more than 100 runs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (and the array script); write nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import typer
 
@@ -13,14 +12,14 @@ from fipo_cli.cli.app import app, warn
 
 @app.command()
 def train(
-    experiment: Optional[str] = typer.Argument(None, metavar="EXP", help="Experiment name or path."),
-    assignments: Optional[list[str]] = typer.Argument(
+    experiment: str | None = typer.Argument(None, metavar="EXP", help="Experiment name or path."),
+    assignments: list[str] | None = typer.Argument(
         None, metavar="KEY=VALUE", help="Overrides: dotted keys or aliases (gamma, tau, lr, nodes, n, ...)."
     ),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Train straight from this model's recipe."),
     algo: str = typer.Option("fipo", "--algo", "-a", help="With --model: fipo (default) or dapo."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="local (default from the config), slurm or ray."),
-    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", help="Continue RUN from its last checkpoint."),
+    launcher: str | None = typer.Option(None, "--launcher", help="local (default from the config), slurm or ray."),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN", help="Continue RUN from its last checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
 ) -> None:

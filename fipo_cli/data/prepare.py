@@ -205,10 +205,10 @@ def prepare(
     if not dry_run:
         write_all(out_dir, "--out", {
             path.name: functools.partial(write_parquet, records=[row.record() for row in result.rows])
-            for path, result in zip(paths, converted)
+            for path, result in zip(paths, converted, strict=True)
         })
     files = []
-    for (role, source), path, result, was_there in zip(planned, paths, converted, existed):
+    for (role, source), path, result, was_there in zip(planned, paths, converted, existed, strict=True):
         files.append(
             PreparedFile(
                 name=source.name,
@@ -246,7 +246,7 @@ def _check_outputs(out_dir: Path, sources: Sequence[Source], *, force: bool) -> 
     """The output paths, after making sure no two sets share one and none is overwritten unasked."""
     paths = [out_dir / f"{source.name}.parquet" for source in sources]
     by_path: dict[Path, list[str]] = {}
-    for source, path in zip(sources, paths):
+    for source, path in zip(sources, paths, strict=True):
         by_path.setdefault(path, []).append(source.spec)
     clashes = [f"{', '.join(map(repr, specs))} → {path}" for path, specs in by_path.items() if len(specs) > 1]
     if clashes:

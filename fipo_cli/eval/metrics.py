@@ -113,7 +113,7 @@ def majority_vote(verdicts: Sequence[Verdict], classes: Sequence[int | None] | N
     elif len(classes) != len(verdicts):
         raise UsageError(f"majority_vote: {len(classes)} classes for {len(verdicts)} verdicts; give one per sample")
     members: dict[Any, list[Verdict]] = {}  # first-given order
-    for verdict, group in zip(verdicts, classes):
+    for verdict, group in zip(verdicts, classes, strict=True):
         if verdict.extracted is not None and group is not None:
             members.setdefault(group, []).append(verdict)
     if not members:
@@ -286,8 +286,8 @@ def length_report(
         raise UsageError("length_report: no samples")
     if min(token_counts) < 0:
         raise UsageError(f"length_report: token count {min(token_counts)}: must be ≥ 0")
-    right = [length for length, ok in zip(token_counts, correct) if ok]
-    wrong = [length for length, ok in zip(token_counts, correct) if not ok]
+    right = [length for length, ok in zip(token_counts, correct, strict=True) if ok]
+    wrong = [length for length, ok in zip(token_counts, correct, strict=True) if not ok]
     return LengthReport(
         samples=len(token_counts),
         mean=statistics.fmean(token_counts),

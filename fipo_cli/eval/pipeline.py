@@ -272,7 +272,7 @@ def score(
         equivalent, [[s.response for s in group] for group in by_problem.values()], workers=workers,
         time_limit=time_limit, on_progress=on_graded and (lambda done, _: on_graded(len(ordered) + done, steps)),
     )
-    classes = {MathVerifyGrader.name: dict(zip(by_problem, found))}
+    classes = {MathVerifyGrader.name: dict(zip(by_problem, found, strict=True))}
     accuracy = {
         name: accuracy_report(_by_problem(ordered, grader_verdicts), classes=classes.get(name))
         for name, grader_verdicts in verdicts.items()

@@ -133,7 +133,7 @@ class SampleWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> SampleWriter:  # noqa: PYI034 - the project targets Python 3.10 (no Self)
+    def __enter__(self) -> SampleWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -299,7 +299,8 @@ def _matches(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool), float(value) if isinstance(value, int | float) else value
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number, float(value) if number else value
     if annotation is str:
         return isinstance(value, str), value
     raise TypeError(f"unsupported schema type {annotation!r}")
@@ -424,7 +425,8 @@ def _cross_checks(experiment: Experiment, problems: _Problems) -> None:
     if problems.clean("trainer.device", "rollout.engine") and trainer.device == "cpu" and experiment.rollout.engine != "vllm":
         problems.add(
             "rollout.engine",
-            f"rollout.engine={experiment.rollout.engine!r}: trainer.device cpu rolls out with vLLM's CPU build; set rollout.engine: vllm",
+            f"rollout.engine={experiment.rollout.engine!r}: trainer.device cpu rolls out with vLLM's CPU build; "
+            "set rollout.engine: vllm",
         )
     time_limit = experiment.cluster.time_limit
     if problems.clean("cluster.time_limit") and time_limit is not None and not TIME_LIMIT.match(time_limit):

@@ -134,7 +134,7 @@ class Outcome:
     """What the launcher tells the user about where the runs went."""
 
 
-class Submission(ABC):
+class Submission:
     """A planned submission, computed before anything is written: ``--dry-run`` shows it, submit carries it out."""
 
     def __init__(self, batch: Batch) -> None:
@@ -178,7 +178,7 @@ class Launcher(ABC):
     #: limit, preemption, requeue) and :meth:`refresh` asks it.
     scheduler_records_stops: ClassVar[bool] = False
 
-    def check(self, batch: Batch, inherited: Mapping[str, str]) -> None:
+    def check(self, batch: Batch, inherited: Mapping[str, str]) -> None:  # noqa: B027 - most launchers take any batch
         """Refuse, before anything is written, a batch this launcher cannot take."""
 
     @abstractmethod

@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO, Optional, TextIO, Union
+from typing import Any, BinaryIO, TextIO
 
 from fipo_cli.core.errors import FipoError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Exit codes of a trainer stopped by Ctrl-C (SIGINT) or SIGTERM.
 INTERRUPTED = (130, 143)
-_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 # How often the output loop wakes up, when the trainer is silent, to notice that it exited.
 _POLL_INTERVAL_S = 0.2

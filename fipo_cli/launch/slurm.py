@@ -206,7 +206,8 @@ def submit(script: Path) -> str:
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip()
         hint = next((fix for needle, fix in _SBATCH_HINTS if needle in said.lower()), None)
-        raise FipoError(f"sbatch refused {script}:\n{said}", hint=hint or "the script is kept there: fix the cluster keys and run again")
+        raise FipoError(f"sbatch refused {script}:\n{said}",
+                        hint=hint or "the script is kept there: fix the cluster keys and run again")
     # --parsable prints "JOBID" or "JOBID;CLUSTER".
     return result.stdout.strip().split(";")[0]
 

@@ -127,11 +127,11 @@ def ratio_distribution(
     low, high = found.view(torch.float32).abs()
     values = torch.where(size > 0, low + (high - low) * (position - below), 0.0)
     names = [f"neg_is_{name}" for name in NEGATIVE_QUANTILES] + [f"pos_is_{name}" for name in POSITIVE_QUANTILES]
-    stats = dict(zip(names, values.unbind()))
+    stats = dict(zip(names, values.unbind(), strict=True))
 
     # A negative token has r ≥ b exactly where its key ≥ the key of −b.
     bounds = torch.tensor(list(NEGATIVE_RATIO_BANDS.values()), dtype=torch.float32, device=device)
     below_bound = torch.searchsorted(ordered, (-bounds).view(torch.int32))
     shares = (below_bound[:, 1] - below_bound[:, 0]) / n_negative.clamp(min=1)
-    stats.update(zip((f"neg_ratio_{name}" for name in NEGATIVE_RATIO_BANDS), shares.float().unbind()))
+    stats.update(zip((f"neg_ratio_{name}" for name in NEGATIVE_RATIO_BANDS), shares.float().unbind(), strict=True))
     return stats

@@ -191,9 +191,9 @@ def _without_outliers(figures: Figures, chart: Chart) -> Chart:
             continue
         lines = []
         for line in panel.lines:
-            kept = [(x, y) for x, y in zip(line.xs, line.ys) if line.style == "reference" or abs(y) <= limit]
+            kept = [(x, y) for x, y in zip(line.xs, line.ys, strict=True) if line.style == "reference" or abs(y) <= limit]
             if len(kept) < len(line.xs):
-                cut = [f"{x:g}: {y:.3g}" for x, y in zip(line.xs, line.ys) if abs(y) > limit]
+                cut = [f"{x:g}: {y:.3g}" for x, y in zip(line.xs, line.ys, strict=True) if abs(y) > limit]
                 figures.notes.append(f"{chart.name}.png, {panel.title}: {line.run or line.label}: "
                                      f"outlier{'s' if len(cut) > 1 else ''} left out of the chart ({', '.join(cut)})")
             if kept:

@@ -217,7 +217,7 @@ def grid(axes: Sequence[Axis]) -> list[dict[str, Any]]:
                 f"sweep axis {axis.token!r}: interval() has no grid points",
                 hint="use --strategy random --samples N, or list values / range() for a grid",
             )
-    points = [dict(zip((a.key for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
+    points = [dict(zip((a.key for a in axes), combo, strict=True)) for combo in itertools.product(*(a.values for a in axes))]
     if not points:  # cannot happen through parse_axes; never hand back an empty sweep silently
         raise UsageError("the sweep's product is empty", hint=GRAMMAR)
     return points

@@ -8,7 +8,7 @@ package without executing its ``__init__`` (that imports torch, Ray and every ve
 of work). Hydra discovers fipo's search-path plugin (``hydra_plugins/fipo_verl``) here as it does in
 ``main_ppo``, so the search path is the same too. verl registers no OmegaConf resolver of its own,
 and ``--cfg job`` does not resolve interpolations, so nothing of verl needs to run for the result
-to be the same (``tests/test_verl_compose.py`` compares both ways on every recipe).
+to be the same (``tests/verl_adapter/test_compose.py`` compares both ways on every recipe).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed
@@ -122,7 +122,7 @@ class CpuPlatform(PlatformBase):
     def set_device(self, device_index: int) -> None:
         return None
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         return None
 
     def manual_seed(self, seed: int) -> None:
@@ -137,7 +137,7 @@ class CpuPlatform(PlatformBase):
     def empty_cache(self) -> None:
         return None
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         return None, None
 
     def communication_backend_name(self) -> str:

@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fipo_cli.verl_adapter.overrides import apply_worker_env
 
@@ -67,12 +67,12 @@ class FutureKLPolicyLossConfig(PolicyLossConfig):
     """verl's ``PolicyLossConfig`` plus the FIPO knobs (see :mod:`fipo_cli.loss.knobs`)."""
 
     decay_rate: float = knobs.KNOB_DEFAULTS["decay_rate"]
-    gamma: Optional[float] = None
-    future_kl_clip_low: Optional[float] = None
-    future_kl_clip_high: Optional[float] = None
+    gamma: float | None = None
+    future_kl_clip_low: float | None = None
+    future_kl_clip_high: float | None = None
     safety_thresh: float = knobs.KNOB_DEFAULTS["safety_thresh"]
-    future_kl_clip_ratio: Optional[float] = None
-    future_kl_clip_high_only: Optional[bool] = None
+    future_kl_clip_ratio: float | None = None
+    future_kl_clip_high_only: bool | None = None
     future_kl_start: str = knobs.KNOB_DEFAULTS["future_kl_start"]
     future_kl_window: int = knobs.KNOB_DEFAULTS["future_kl_window"]
     future_kl_average: bool = knobs.KNOB_DEFAULTS["future_kl_average"]

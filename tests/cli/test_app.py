@@ -80,7 +80,7 @@ def test_core_install_pulls_no_gpu_stack():
 
     import tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"]).lower()
     assert not any(heavy in core for heavy in ("torch", "verl", "vllm", "wandb", "ray"))
     assert any(dep.startswith("verl==0.9.1") for dep in project["optional-dependencies"]["train"])

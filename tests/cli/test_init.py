@@ -1,10 +1,4 @@
-"""`fipo init`, `fipo train` and `fipo doctor` as a user runs them, in a temporary project.
-
-The trainer is a stand-in script set through the experiment's `trainer.entrypoint`: a real
-subprocess that prints, writes metrics like verl's file logger and exits with a chosen code. The
-local launcher starts and stops the run's own Ray head around it, as for verl's trainer.
-(tests/test_training.py trains with verl's real trainer.)
-"""
+"""`fipo init` as a user runs it: a commented recipe, next steps, refusals that write nothing."""
 
 from __future__ import annotations
 

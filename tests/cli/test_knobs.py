@@ -1,4 +1,4 @@
-"""The command-line frame: fast help, version, one error path with exit codes."""
+"""`fipo knobs`: both vocabularies resolve, every bad knob is named at once, exit code 2."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""`fipo sweep` planning without a scheduler: names, the plan, the dry run, and bad input.
-
-Submitting to a real SLURM is in test_slurm_launch.py; here nothing reaches a scheduler.
-"""
+"""SLURM's time limits in every form, in hours."""
 
 from __future__ import annotations
 

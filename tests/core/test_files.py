@@ -1,4 +1,4 @@
-"""Run-directory primitives: atomic files, the status record, run names, masked secrets."""
+"""The one temp-then-rename: a write replaces the file whole, a failed one leaves it and no temporary."""
 
 from __future__ import annotations
 

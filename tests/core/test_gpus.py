@@ -1,4 +1,4 @@
-"""The local launcher, with real processes: a small Python script stands in for verl's trainer."""
+"""GPU visibility without torch: CUDA_VISIBLE_DEVICES as CUDA reads it, nvidia-smi -L, and the check before a run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""samples.jsonl: any Unicode survives a write and a read, bad files are named with their line,
-a repeated (problem, sample index) is refused, and one evaluation directory has one writer."""
+"""The lock file (through an evaluation directory's writer lock): one holder, a dead one taken over, another host's named."""
 
 from __future__ import annotations
 

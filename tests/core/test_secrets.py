@@ -1,4 +1,4 @@
-"""Run-directory primitives: atomic files, the status record, run names, masked secrets."""
+"""Secrets masked wherever fipo records an environment."""
 
 from __future__ import annotations
 

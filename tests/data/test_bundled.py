@@ -1,4 +1,4 @@
-"""`fipo data prepare`'s library: verl-shaped parquet files, written for real and read back."""
+"""The benchmark sets that ship inside the package."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fipo_cli.core.errors import EXIT_USAGE, UsageError
 from fipo_cli.data import prepare as data_prepare
 from fipo_cli.data.bundled import BENCHMARKS, bundled_file, load_bundled
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_bundled_benchmarks_ship_inside_the_package():

@@ -1,4 +1,4 @@
-"""Evaluation inputs and the samples file: problem sets, prompt formats, crash-safe appends."""
+"""The prompt formats: DAPO-Math-17k's wording, boxed and raw."""
 
 from __future__ import annotations
 

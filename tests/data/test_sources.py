@@ -1,4 +1,4 @@
-"""`fipo data prepare`'s library: verl-shaped parquet files, written for real and read back."""
+"""Problem sources: bad local files and an unreachable hub are named with what to do."""
 
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ REFERENCE_CASES = [
 
 MATH500_FILES = [
     Path("/work/shared/data/math500.jsonl"),
-    Path(__file__).resolve().parents[1] / "fipo_cli" / "bundled" / "math500.jsonl",
+    Path(__file__).resolve().parents[2] / "fipo_cli" / "data" / "bundled" / "math500.jsonl",
 ]
 
 
@@ -174,7 +174,7 @@ def run_guarded(function, *args, **kwargs):
     def target():
         try:
             outcome["value"] = function(*args, **kwargs)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+        except BaseException as error:
             outcome["error"] = error
 
     thread = threading.Thread(target=target, daemon=True)
@@ -338,7 +338,7 @@ def test_grade_samples_survives_hung_failing_and_crashing_graders():
     assert trouble[5].error == "worker died (exit code 3)"
     assert trouble[6] == Verdict("7", True)
     # The other grader saw every sample, undisturbed.
-    assert verdicts["dapo"] == [DapoGrader().grade(r, a) for r, a in zip(responses, answers)]
+    assert verdicts["dapo"] == [DapoGrader().grade(r, a) for r, a in zip(responses, answers, strict=True)]
     assert progress[0] == (0, 7) and progress[-1] == (7, 7)
     assert [done for done, _ in progress] == sorted(done for done, _ in progress)
 

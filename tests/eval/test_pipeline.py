@@ -59,7 +59,8 @@ def test_an_interrupted_evaluation_resumes_and_ends_with_the_same_samples(finish
     result = run_fipo(finished, "eval", "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "4",
                        "--max-tokens", "12", "--limit", "3", "--seed", "7", "--out", "cut", "--json")
     assert result.returncode == 0, result.stderr
-    by_key = lambda rows: {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}
+    def by_key(rows):
+        return {(r["prompt_id"], r["sample_index"]): r["response"] for r in rows}
     assert by_key(lines(cut / "samples.jsonl")) == by_key(lines(full / "samples.jsonl"))
     assert json.loads(result.stdout)["graders"]["dapo"]["problems"] == 3
 

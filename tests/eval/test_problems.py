@@ -1,4 +1,4 @@
-"""Evaluation inputs and the samples file: problem sets, prompt formats, crash-safe appends."""
+"""Problem sets: bundled AIME, local files with named columns, unknown benchmarks."""
 
 from __future__ import annotations
 

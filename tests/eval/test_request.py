@@ -1,4 +1,4 @@
-"""`fipo eval` end to end with the transformers engine on a tiny local model."""
+"""`fipo eval`'s request: every bad option refused at once, before a model or a problem set loads."""
 
 from __future__ import annotations
 

@@ -199,7 +199,8 @@ def test_bad_slurm_usage_is_refused(tmp_path: Path) -> None:
     assert run_fipo(tmp_path, "eval", "score", "x.jsonl", "--slurm", **eval_env(tmp_path)).returncode == 2
     missing = run_fipo(tmp_path, "eval", "--dataset", "nope.jsonl", "--model", "m", "--slurm", "--dry-run", **eval_env(tmp_path))
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
-    assert run_fipo(tmp_path, "eval", "aime24", "--model", "m", "--top-p", "0", "--slurm", "--dry-run", **eval_env(tmp_path)).returncode == 2
+    top_p = run_fipo(tmp_path, "eval", "aime24", "--model", "m", "--top-p", "0", "--slurm", "--dry-run", **eval_env(tmp_path))
+    assert top_p.returncode == 2
     assert list(tmp_path.iterdir()) == []
 
 

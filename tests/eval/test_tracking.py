@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from fipo_cli.eval import tracking  # noqa: E402
-from fipo_cli.eval.pipeline import Scores, score  # noqa: E402
-from fipo_cli.eval.samples import Sample  # noqa: E402
+from fipo_cli.eval import tracking
+from fipo_cli.eval.pipeline import Scores, score
+from fipo_cli.eval.samples import Sample
 from fipo_cli.experiment import config
-from fipo_cli.runs.experiments import ExperimentDir  # noqa: E402
+from fipo_cli.runs.experiments import ExperimentDir
 from fipo_cli.runs.layout import RUN_CONFIG_FILE
-from fipo_cli.runs.status import RunStatus, write_status  # noqa: E402
-from fipo_cli.tracking import identity as wandb_identity  # noqa: E402
+from fipo_cli.runs.status import RunStatus, write_status
+from fipo_cli.tracking import identity as wandb_identity
 from fipo_cli.training import train
 
-import wandb_records  # noqa: E402  (needs wandb, checked above)
+import wandb_records
 
 pytest.importorskip("wandb")  # the core install has no wandb; verl (the `train` extra) brings it
 
@@ -125,7 +125,7 @@ def test_checkpoint_eval_appends_to_the_training_run_at_its_step(tmp_path, monke
     assert (logged["_type"], logged["nrows"], logged["ncols"]) == ("table-file", 4, len(COLUMNS))
     table = wandb_records.table(second, logged)
     assert table["columns"] == COLUMNS
-    lines = [dict(zip(COLUMNS, line)) for line in table["data"]]
+    lines = [dict(zip(COLUMNS, line, strict=True)) for line in table["data"]]
     assert [(line["prompt_id"], line["sample_index"]) for line in lines] == [sample.key for sample in samples]
     assert lines[2] == {
         "prompt_id": "p2", "sample_index": 0, "answer": "33", "response": "So the count is 33.\nAnswer: 033",

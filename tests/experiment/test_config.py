@@ -1,7 +1,4 @@
-"""The batch script as rendered for a run: quoting, secrets, #SBATCH lines and the cluster profile.
-
-The scripts run for real in test_slurm_launch.py; here they are checked as text and by bash.
-"""
+"""The experiment config: every problem reported at once, numbers that must be finite, the cluster profile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shipped recipes: they load and carry the paper's values (tests/test_verl_compose.py: verl accepts them)."""
+"""The shipped recipes: they load and carry the paper's values (tests/verl_adapter/test_compose.py: verl accepts them)."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_tiny_recipe_trains_on_cpu_with_nothing_to_download():
     overrides = overrides_of("tiny", "fipo")
     assert overrides["trainer.device"] == "cpu"
     assert overrides[f"{ACTOR}.strategy"] == "fsdp2"
-    assert overrides["reward.custom_reward_function.path"] == "'pkg://fipo_cli.assets.toy_task'"
+    assert overrides["reward.custom_reward_function.path"] == "'pkg://fipo_cli.toy_task'"
 
 
 def test_smoke_recipe_fits_one_gpu():

@@ -1,4 +1,4 @@
-"""The local launcher, with real processes: a small Python script stands in for verl's trainer."""
+"""The trainer's subprocess, with real processes: streaming, the log, Ctrl-C forwarded to its process group."""
 
 from __future__ import annotations
 
@@ -234,5 +234,5 @@ def test_a_missing_command_is_a_fipo_error_naming_it(tmp_path):
 
 def test_a_command_that_is_not_executable_is_a_fipo_error(tmp_path):
     script = write_script(tmp_path / "trainer.sh", "echo never\n")
-    with pytest.raises(FipoError, match="trainer.sh"):
+    with pytest.raises(FipoError, match=r"trainer\.sh"):
         run_local([str(script)], env=dict(os.environ), log_path=tmp_path / "train.log")

@@ -48,18 +48,10 @@ STAND_IN = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A Ray head with the job API, offering one (logical) GPU; yields its dashboard address."""
-    from fipo_cli.launch.ray_head import private_ray_head
-
-    log = tmp_path_factory.mktemp("ray-cluster") / "ray.log"
-    # The jobs' `python3` is this environment's, as on a cluster whose image has fipo installed.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "FIPO_CACHE_DIR": str(tmp_path_factory.mktemp("cluster-fipo-cache")),
-           "HF_TOKEN": "cluster-side-token"}  # a secret the cluster's nodes hold
-    with private_ray_head(gpus=1, cpus=16, env=env, log_path=log, dashboard=True) as client_env:
-        yield client_env["RAY_API_SERVER_ADDRESS"]
+@pytest.fixture
+def cluster(ray_cluster: str) -> str:
+    """The session's Ray cluster (tests/launch/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture

@@ -1,7 +1,4 @@
-"""The batch script as rendered for a run: quoting, secrets, #SBATCH lines and the cluster profile.
-
-The scripts run for real in test_slurm_launch.py; here they are checked as text and by bash.
-"""
+"""The SLURM launcher without a cluster: the rendered batch script (quoting, secrets, #SBATCH lines) and SLURM's states."""
 
 from __future__ import annotations
 

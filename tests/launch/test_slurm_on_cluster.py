@@ -1,4 +1,4 @@
-"""`fipo train --launcher slurm`, `fipo sweep`, `status`, `cancel` and `logs` against a real SLURM.
+"""What only the SLURM launcher does, against a real SLURM (what every launcher does: tests/launch/test_launchers.py).
 
 The cluster is Debian's slurmctld + slurmd on this machine (.ci/slurm-up.sh: two nodes of 2 GPUs
 each, network namespaces; these jobs take one node, test_slurm_nodes.py both, and trains verl's
@@ -123,15 +123,6 @@ def test_a_run_starts_ray_on_its_node_trains_and_is_recorded_as_succeeded(projec
     wait_for(lambda: slurm_state(job_id) == "COMPLETED", what="SLURM to see the job complete")
     leftovers = subprocess.run(["pgrep", "-f", f"ray-fipo-{job_id}"], capture_output=True, text=True).stdout
     assert leftovers == ""
-
-
-def test_a_failing_trainer_is_recorded_as_failed_with_its_exit_code(project):
-    job_id = submitted_job(run_fipo(project, "train", "smoke", STAND_IN_MODE="fail"))
-    followed = run_fipo(project, "logs", f"smoke/{only_run(project).name}", "-f")  # returns when the run ends
-    assert followed.returncode == 0 and "stand-in joined Ray" in followed.stdout
-    (row,) = final_rows(project, "smoke", 1)
-    assert row["state"] == "failed" and row["exit_code"] == 3
-    wait_for(lambda: slurm_state(job_id) == "FAILED", what="SLURM to see the job fail")
 
 
 def test_status_follows_the_scheduler_from_pending_to_running_to_cancelled(project):

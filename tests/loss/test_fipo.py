@@ -346,7 +346,7 @@ def test_loss_logs_the_ratio_distribution():
     metrics = fipo_loss_terms(old, new, adv, mask, FutureKLSettings(), CLIP).metrics
     ratio = torch.exp((new.double() - old.double()).clamp(-20.0, 20.0))
     expected = reference_ratio_distribution(ratio, mask, adv)
-    assert 0.0 < expected["neg_ratio_2_3"] and 0.0 < expected["pos_is_median"]
+    assert expected["neg_ratio_2_3"] > 0.0 and expected["pos_is_median"] > 0.0
     for name, value in expected.items():
         assert metrics[f"actor/fipo_{name}"].item() == pytest.approx(value, rel=1e-5), name
 

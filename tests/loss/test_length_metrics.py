@@ -1,4 +1,4 @@
-"""Whole-batch length metrics in verl 0.9.1: the pure function, the hook on verl's own data metrics, the loggers."""
+"""Whole-batch length metrics, the pure function against numpy."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fipo_cli.experiment import config  # noqa: E402
-from fipo_cli.report import figures, runner  # noqa: E402
-from fipo_cli.report.data import StepRange, read_metrics  # noqa: E402
+from fipo_cli.experiment import config
+from fipo_cli.report import figures, runner
+from fipo_cli.report.data import StepRange, read_metrics
 
 from fipo_run import run_fipo
 

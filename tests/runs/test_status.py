@@ -1,4 +1,4 @@
-"""Run-directory primitives: atomic files, the status record, run names, masked secrets."""
+"""The run status record: round trips, missing and corrupt records named, run names, concurrent claims."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ import pieces
 pieces.require('verl')
 
 from fipo_cli.experiment import config
-from fipo_cli.runs.experiments import ExperimentDir  # noqa: E402
-from fipo_cli.tracking import identity as wandb_identity  # noqa: E402
+from fipo_cli.runs.experiments import ExperimentDir
+from fipo_cli.tracking import identity as wandb_identity
 from fipo_cli.training import train
 
-import wandb_records  # noqa: E402
+import wandb_records
 
 PROJECT = "fipo-test"
 

@@ -1,9 +1,4 @@
-"""The training sets install what verl's default trainer path imports (the `train` and `cpu` extras).
-
-`pip install verl==0.9.1` alone lacks modules its default (v1) trainer imports (TransferQueue,
-cachetools, ...): `main_ppo` then dies before any work. These tests import that path here, in
-CI's training environment, and check that both extras name every distribution it needs.
-"""
+"""`fipo doctor` and the training sets: what verl's default trainer path imports, the checks a user runs."""
 
 from __future__ import annotations
 
@@ -32,7 +27,7 @@ def project(tmp_path: Path) -> Path:
     """experiments/smoke from the one-GPU recipe, training with the stand-in (:mod:`stand_in`)."""
     return stand_in_project(tmp_path)
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def normalized(requirement: str) -> str:

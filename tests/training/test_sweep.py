@@ -37,7 +37,7 @@ def test_a_grid_plans_one_run_per_point_with_its_overrides_and_the_array_script(
                    "--max-parallel", "3")
     points = list(itertools.product((0.95, 0.99), (0.1, 0.2)))
     assert [(r["params"]["gamma"], r["params"]["eps_f_high"]) for r in plan["runs"]] == points
-    for run, (gamma, high) in zip(plan["runs"], points):
+    for run, (gamma, high) in zip(plan["runs"], points, strict=True):
         # The 32B recipe's tau is replaced by the swept gamma, and the bound reaches verl.
         assert any(o.endswith(f"policy_loss.gamma={gamma}") for o in run["overrides"]), run["overrides"]
         assert any(o.endswith(f"policy_loss.future_kl_clip_high={high}") for o in run["overrides"])

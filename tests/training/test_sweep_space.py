@@ -77,7 +77,7 @@ def caret_column(error: UsageError) -> tuple[str, int]:
 def test_grid_is_the_cartesian_product_first_axis_slowest():
     axes = parse_axes(["gamma=0.95,0.99", "tau=range(16,65,16)", "eps_f_high=choice(0.1,0.2)", "seed=7"])
     lists = [[0.95, 0.99], [16, 32, 48, 64], [0.1, 0.2], [7]]
-    expected = [dict(zip(["gamma", "tau", "eps_f_high", "seed"], combo)) for combo in itertools.product(*lists)]
+    expected = [dict(zip(["gamma", "tau", "eps_f_high", "seed"], combo, strict=True)) for combo in itertools.product(*lists)]
     points = grid(axes)
     assert points == expected  # order included
     assert [list(point) for point in points] == [["gamma", "tau", "eps_f_high", "seed"]] * 16

@@ -1,19 +1,11 @@
-"""`fipo init`, `fipo train` and `fipo doctor` as a user runs them, in a temporary project.
-
-The trainer is a stand-in script set through the experiment's `trainer.entrypoint`: a real
-subprocess that prints, writes metrics like verl's file logger and exits with a chosen code. The
-local launcher starts and stops the run's own Ray head around it, as for verl's trainer.
-(tests/test_training.py trains with verl's real trainer.)
-"""
+"""`fipo train` as a user runs it, in a temporary project, with the local launcher and a stand-in trainer."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fipo_run import heavy_imports, run_fipo
+from fipo_run import heavy_imports, run_fipo, start_fipo
 from stand_in import stand_in_project
 
 
@@ -84,7 +76,7 @@ def test_knobs_the_official_loss_ignores_are_named_once_in_train_and_sweep(proje
 
 @pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
 def test_dry_run_and_doctor_compose_verls_config_without_importing_a_heavy_library(project):
-    # tests/test_verl_compose.py holds the in-process compose to verl's own `main_ppo --cfg job`.
+    # tests/verl_adapter/test_compose.py holds the in-process compose to verl's own `main_ppo --cfg job`.
     assert heavy_imports(project, "train", "smoke", "--dry-run") == []
     assert heavy_imports(project, "doctor", "smoke") == []
 
@@ -192,12 +184,8 @@ def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
 
 def test_ctrl_c_reaches_the_trainer_and_the_run_is_marked_cancelled(project):
     ready = project / "ready"
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
-    env.update(HOME=str(project), CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="wait", STAND_IN_READY=str(ready))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fipo_cli", "train", "smoke"], cwd=project, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = start_fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="wait",
+                         STAND_IN_READY=str(ready))
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

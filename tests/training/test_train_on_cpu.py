@@ -112,7 +112,7 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     # Two mini-batches per step: the second is off-policy, so Future-KL and the weights move.
     assert any(abs(row["actor/fipo_future_kl_mean"]) > 1e-5 for row in by_step.values())
     assert any(row["actor/fipo_influence_weight_max"] > 1.0 + 1e-4 for row in by_step.values())
-    assert all(1.0 - 1e-6 <= row["actor/fipo_influence_weight_min"] for row in by_step.values())  # [1, 1.2]
+    assert all(row["actor/fipo_influence_weight_min"] >= 1.0 - 1e-6 for row in by_step.values())  # [1, 1.2]
     assert all(0.0 < row["actor/fipo_pos_is_median"] < 2.0 for row in by_step.values())
     assert_learned(by_step)
     assert (run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)

@@ -22,7 +22,7 @@ from fipo_cli.experiment import config, recipes
 from fipo_cli.verl_adapter import compose as verl_compose
 from fipo_cli.verl_adapter import overrides as verl_overrides
 
-# Found, not imported here (tests/test_train.py checks that a dry run imports no verl, in a fresh process).
+# Found, not imported here (tests/training/test_train.py checks that a dry run imports no verl, in a fresh process).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
 
 

@@ -1,4 +1,4 @@
-"""fipo's CPU mode inside verl and vLLM (fipo_cli/verl_cpu.py): each piece next to what stock verl
+"""fipo's CPU mode inside verl and vLLM (fipo_cli/verl_adapter/cpu.py): each piece next to what stock verl
 or vLLM does without it, so every test fails if its piece goes.
 
 Each check runs in a fresh interpreter: verl picks its platform and vLLM its version once per process.

@@ -1,4 +1,4 @@
-"""The shipped recipes: they load and carry the paper's values (tests/test_verl_compose.py: verl accepts them)."""
+"""What fipo hands verl: the runs' variables reach every Ray worker exactly (verl_adapter/overrides.py)."""
 
 from __future__ import annotations
 

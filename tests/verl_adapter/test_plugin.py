@@ -1,4 +1,5 @@
-"""The `future_kl` loss inside the installed verl 0.9.1: registry, hydra config, loss path."""
+"""fipo's verl plugin inside the installed verl 0.9.1: the `future_kl` loss (registry, hydra config, loss path)
+and the whole-batch length metrics on verl's own data metrics and loggers."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ PROMPT, RESPONSE = 6, 16
 ACTOR = "actor_rollout_ref.actor"
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 OFFICIAL_LAUNCHER_OVERRIDES = [
@@ -220,7 +221,7 @@ def test_through_verls_ppo_loss_with_its_hydra_actor_config():
     # Three sequences packed without padding (prompt + response), as verl's engine returns them.
     prompt_lens, response_lens, max_prompt, max_response = [2, 3, 1], [4, 2, 5], 3, 5
     attention = torch.zeros(3, max_prompt + max_response, dtype=torch.long)
-    for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+    for row, (p, r) in enumerate(zip(prompt_lens, response_lens, strict=True)):
         attention[row, max_prompt - p : max_prompt] = 1
         attention[row, max_prompt : max_prompt + r] = 1
     generator = torch.Generator().manual_seed(4)
@@ -241,7 +242,7 @@ def test_through_verls_ppo_loss_with_its_hydra_actor_config():
     # Response log-probs sit one position left of each response token in the packed sequence.
     padded = torch.zeros(3, max_response)
     start = 0
-    for row, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+    for row, (p, r) in enumerate(zip(prompt_lens, response_lens, strict=True)):
         padded[row, :r] = packed_log_probs.detach()[start + p - 1 : start + p - 1 + r]
         start += p + r
     expected, _ = fipo_policy_loss(old, padded, adv, response_mask, knobs.resolve(actor.policy_loss), PPOClip(0.2, 0.2, 10.0))

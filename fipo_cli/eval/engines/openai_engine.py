@@ -212,7 +212,7 @@ def _template_renderer(model: str) -> Any:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model)
-    except Exception:  # noqa: BLE001 - any failure only means the prompt is recorded unrendered
+    except Exception:
         return None
     if not uses_chat_template(tokenizer, True):
         return None

@@ -124,7 +124,7 @@ class TransformersEngine:
             logits_processor=processors,
         )
         completions = output[:, encoded["input_ids"].shape[1] :].tolist()
-        return [self._finish(request, prompt, ids) for request, prompt, ids in zip(requests, prompts, completions)]
+        return [self._finish(request, prompt, ids) for request, prompt, ids in zip(requests, prompts, completions, strict=True)]
 
     def _finish(self, request: Request, prompt: str, ids: list[int]) -> Generation:
         """Cut one row of ``generate``'s output (completion ids, padded after the EOS) into a Generation."""

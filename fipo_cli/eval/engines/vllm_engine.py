@@ -17,6 +17,7 @@ only hands out chunks and must not pay vLLM's import or touch the GPUs.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -97,7 +98,7 @@ class _Replica:
             for request in requests
         ]
         outputs = self._llm.generate(inputs, params, use_tqdm=False)
-        return [_generation(request, prompt, output) for request, prompt, output in zip(requests, prompts, outputs)]
+        return [_generation(request, prompt, output) for request, prompt, output in zip(requests, prompts, outputs, strict=True)]
 
     def close(self) -> None:
         self._llm = None
@@ -135,7 +136,7 @@ def _replica_main(options: _ReplicaOptions, tasks: Any, results: Any) -> None:
             call_id, chunk_id, requests, settings = task
             results.put(("done", (call_id, chunk_id), replica.generate(requests, settings)))
         replica.close()
-    except BaseException:  # noqa: BLE001 - the driver reports it; a replica must never die silently
+    except BaseException:
         results.put(("error", None, traceback.format_exc()))
 
 
@@ -281,10 +282,8 @@ class VLLMEngine:
         # still sits in its queue's pipe.
         deadline = time.monotonic() + _JOIN_S
         while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._results.get(timeout=_REPLICA_POLL_S)
-            except queue.Empty:
-                pass
         for process in processes:
             if process.is_alive():
                 process.terminate()
