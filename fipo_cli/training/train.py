@@ -27,8 +27,8 @@ from fipo_cli.core.processes import this_process
 from fipo_cli.core.secrets import mask_secrets
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
-from fipo_cli.launch.base import Batch, Hooks, Launcher, Outcome, RunJob, Submission
 from fipo_cli.launch import launchers
+from fipo_cli.launch.base import Batch, Hooks, Launcher, Outcome, RunJob, Submission
 from fipo_cli.launch.launchers import launcher_for
 from fipo_cli.launch.process import INTERRUPTED
 from fipo_cli.loss import knobs

@@ -6,6 +6,7 @@ and is killed for real, with SIGKILL, as the kernel's OOM killer or a closed ses
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,10 +44,8 @@ def start_training(project: Path, mode: str) -> tuple[subprocess.Popen, int, Pat
 
 def kill_group(pid: int) -> None:
     """The trainer leads its own process group (fipo starts it in a session of its own)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def status_of(project: Path, run_dir: Path) -> dict:
