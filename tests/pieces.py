@@ -52,13 +52,18 @@ def _multinode() -> str | None:
         return problem
     if os.geteuid() != 0:
         return "the multi-node tests stop and start the cluster's nodes (network namespaces): they run as root"
-    nodes = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True, text=True,
-                           timeout=30).stdout.split()
+    listed = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%N %T"], capture_output=True, text=True,
+                            timeout=30, check=False).stdout
+    states = dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
     missing = [f"n{i} (namespace fipo-n{i})" for i in (1, 2)
-               if f"n{i}" not in nodes or not Path(f"/run/netns/fipo-n{i}").exists()]
+               if f"n{i}" not in states or not Path(f"/run/netns/fipo-n{i}").exists()]
     if missing:
         return (f"the SLURM cluster at SLURM_CONF={os.environ.get('SLURM_CONF')} lacks {', '.join(missing)}: "
                 ".ci/slurm-up.sh starts the two-node cluster")
+    down = [f"{node} ({state})" for node, state in sorted(states.items()) if state.startswith(("down", "drain"))
+            or state.endswith("*")]
+    if down:
+        return f"nodes of the two-node cluster are down: {', '.join(down)}; .ci/slurm-node.sh I starts node nI again"
     return None
 
 

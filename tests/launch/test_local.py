@@ -12,13 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from fipo_run import run_fipo, wait_for
+from fipo_run import run_fipo, start_fipo, wait_for
 from stand_in import stand_in_project
 
 pytestmark = pytest.mark.ray  # the local launcher starts a Ray head of the run's own
@@ -32,11 +31,9 @@ def project(tmp_path: Path) -> Path:
 def start_training(project: Path, mode: str) -> tuple[subprocess.Popen, int, Path]:
     """`fipo train smoke` in the background until its stand-in trainer waits; (fipo, the trainer's pid, the run)."""
     ready = project / f"ready-{mode}"
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "FIPO_DEBUG")}
-    env.update(HOME=str(project), CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE=mode, STAND_IN_READY=str(ready))
-    fipo = subprocess.Popen([sys.executable, "-m", "fipo_cli", "train", "smoke"], cwd=project, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    trainer = int(wait_for(lambda: ready.is_file() and ready.read_text(), timeout=120, what="the trainer to start"))
+    fipo = start_fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE=mode,
+                      STAND_IN_READY=str(ready))
+    trainer = int(wait_for(lambda: ready.is_file() and ready.read_text(), timeout=240, what="the trainer to start"))
     (run_dir,) = [path.parent for path in (project / "experiments" / "smoke" / "runs").glob("*/status.json")
                   if json.loads(path.read_text())["state"] == "running"]
     return fipo, trainer, run_dir
@@ -62,7 +59,7 @@ def test_a_killed_launchers_run_is_failed_on_its_host_unknown_elsewhere_and_resu
         assert (record["runner_host"], record["runner_pid"]) == (socket.gethostname(), fipo.pid)
         assert status_of(project, run_dir)["state"] == "running"  # alive: nothing changes
         fipo.kill()
-        fipo.wait()
+        fipo.communicate()
     finally:
         kill_group(trainer)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # nobody recorded the end
@@ -105,7 +102,7 @@ def test_a_signal_the_launcher_received_before_it_died_is_named(project):
         time.sleep(0.5)
         assert fipo.poll() is None  # still waiting for its trainer
         fipo.kill()
-        fipo.wait()
+        fipo.communicate()
     finally:
         kill_group(trainer)
     row = status_of(project, run_dir)

@@ -122,7 +122,7 @@ def test_a_sweep_of_two_points_is_one_job_array_whose_tasks_span_both_nodes(stan
     for row in found:
         task = scontrol_job(row["job_id"])
         assert task["ArrayJobId"] == array and task["NumNodes"] == "2" and task["NodeList"] == "n[1-2]"
-        log = (Path(row["run_dir"]) / "train.log").read_text()
+        log = (project / row["run_dir"] / "train.log").read_text()
         (report,) = [json.loads(line.removeprefix("STAND-IN ")) for line in log.splitlines()
                      if line.startswith("STAND-IN ")]
         assert sorted(inodes[seen["netns"]] for seen in report["seen"]) == ["n1", "n2"]
@@ -159,13 +159,14 @@ def test_a_node_whose_ray_worker_never_joins_fails_the_run_in_time_naming_it(sta
                                     "joined: n1 (2 GPUs)")
     shown = fipo(project, "status", "smoke").stdout
     assert f"smoke/{row['run']} failed: the Ray cluster is incomplete after {timeout} s" in shown
-    job = scontrol_job(job_id)
-    assert job["JobState"] == "FAILED"
+    # The run is recorded failed as the wait gives up; the job ends once Ray is stopped on both nodes.
+    job = wait_for(lambda: scontrol_job(job_id)["JobState"] == "FAILED" and scontrol_job(job_id), timeout=120,
+                   what="SLURM to end the job")
     minutes, seconds = map(int, job["RunTime"].split(":")[-2:])
     assert minutes * 60 + seconds < timeout + 60  # the fake `ray` sleeps 600 s: the job did not wait for it
     job_log = fipo(project, "logs", f"smoke/{row['run']}", "--job").stdout
     assert "fake ray on n2: never joins" in job_log and "nodes that did not join: n2" in job_log
-    assert not (Path(row["run_dir"]) / "train.log").exists()  # no trainer started
+    assert not (project / row["run_dir"] / "train.log").exists()  # no trainer started
     no_ray_left(job_id)
 
 
@@ -194,7 +195,7 @@ def test_the_tiny_recipe_trains_across_both_nodes_then_is_followed_evaluated_and
         job_id = submitted(fipo(root, "train", "tiny", "--launcher", "slurm", "nodes=2",
                                 "trainer.total_training_steps=2", "trainer.save_freq=2"))
         (row,) = final_rows(root, "tiny", 1, timeout=1200)
-    run_dir = Path(row["run_dir"])
+    run_dir = root / row["run_dir"]
     assert row["state"] == "succeeded", (run_dir / "train.log").read_text()[-3000:]
     cluster_nodes.assert_trained_on_both_nodes(seen)
     assert metric_steps(run_dir) == [1, 2] and row["last_step"] == 2
