@@ -65,17 +65,26 @@ def processes_on(node: str) -> list[Seen]:
 
 
 class Sampler:
-    """Samples every node's processes once a second, in a thread, while a job runs."""
+    """Samples every node's processes once a second, in a thread, while a job runs; :meth:`next_attempt`
+    files what follows under the job's next attempt (after a requeue)."""
 
     def __init__(self, period_s: float = 1.0) -> None:
-        self.seen: set[tuple[str, str, str | None, str | None]] = set()
+        self.attempts: list[set[tuple[str, str, str | None, str | None]]] = [set()]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
+
+    @property
+    def seen(self) -> set[tuple[str, str, str | None, str | None]]:
+        """(node, title, RANK, WORLD_SIZE) of every process seen in the current attempt."""
+        return self.attempts[-1]
+
+    def next_attempt(self) -> None:
+        self.attempts.append(set())
 
     def _run(self, period_s: float) -> None:
         while not self._stop.is_set():
             for node in NODES:
-                self.seen |= {(p.node, p.title, p.rank, p.world_size) for p in processes_on(node)}
+                self.attempts[-1] |= {(p.node, p.title, p.rank, p.world_size) for p in processes_on(node)}
             self._stop.wait(period_s)
 
     def __enter__(self) -> Sampler:
@@ -86,9 +95,9 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
-    def titled(self, prefix: str) -> set[tuple[str, str | None, str | None]]:
-        """(node, RANK, WORLD_SIZE) of every process seen whose title starts with ``prefix``."""
-        return {(node, rank, world) for node, title, rank, world in self.seen if title.startswith(prefix)}
+    def titled(self, prefix: str, attempt: int = -1) -> set[tuple[str, str | None, str | None]]:
+        """(node, RANK, WORLD_SIZE) of every process seen in ``attempt`` whose title starts with ``prefix``."""
+        return {(node, rank, world) for node, title, rank, world in self.attempts[attempt] if title.startswith(prefix)}
 
 
 def kill_node(node: str) -> int:
@@ -127,17 +136,15 @@ def node_state(node: str) -> str:
                           text=True, check=False).stdout.strip()
 
 
-
-def assert_trained_on_both_nodes(seen: Sampler, *, attempts: int = 1) -> None:
-    """What the sampled processes show of a verl run across both nodes: FSDP ranks 0 and 1 of 2 (the
-    ``RANK`` verl gives each worker), on both nodes (one on each, for a run of one attempt), a vLLM
-    rollout server on each node, and the trainer, run with ``trainer.nnodes=2``, on the head node n1."""
-    ranks = {(node, rank) for node, rank, world in seen.titled("ray::WorkerDict") if world == "2"}
-    assert {node for node, _ in ranks} == set(NODES) and {rank for _, rank in ranks} == {"0", "1"}, sorted(seen.seen)
-    if attempts == 1:
-        assert len(ranks) == 2, ranks  # each rank on one node
-    assert {world for _, _, world in seen.titled("ray::WorkerDict")} == {"2"}
-    assert {node for node, _, _ in seen.titled("ray::vLLMHttpServer")} == set(NODES)
-    trainers = {node for node, title, _, _ in seen.seen
+def assert_trained_on_both_nodes(seen: Sampler, attempt: int = -1) -> None:
+    """What the processes of one attempt of a job show of verl across both nodes: FSDP ranks 0 and 1 of
+    2 (the ``RANK`` and ``WORLD_SIZE`` verl gives each worker), one on each node; a vLLM rollout server
+    on each node; and the trainer, run with ``trainer.nnodes=2``, on the head node n1."""
+    workers = seen.titled("ray::WorkerDict", attempt)
+    assert {world for _, _, world in workers} == {"2"}, sorted(seen.attempts[attempt])
+    ranks = {node: {rank for where, rank, _ in workers if where == node} for node in NODES}
+    assert sorted(ranks.values(), key=sorted) == [{"0"}, {"1"}], ranks
+    assert {node for node, _, _ in seen.titled("ray::vLLMHttpServer", attempt)} == set(NODES)
+    trainers = {node for node, title, _, _ in seen.attempts[attempt]
                 if "verl.trainer.main_ppo" in title and "trainer.nnodes=2" in title}
     assert trainers == {"n1"}
