@@ -59,7 +59,8 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked ``verl``, ``vllm``, ``ray``, ``slurm`` or ``training`` needs that piece (see :mod:`pieces`)."""
+    """A test marked ``verl``, ``vllm``, ``ray``, ``slurm``, ``multinode`` or ``training`` needs that piece
+    (see :mod:`pieces`)."""
     for piece in pieces.CHECKS:
         if item.get_closest_marker(piece) is not None:
             pieces.require(piece)

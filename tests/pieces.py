@@ -1,4 +1,5 @@
-"""The pieces some tests need (verl, vLLM, Ray, SLURM, a training set), and what happens without one.
+"""The pieces some tests need (verl, vLLM, Ray, SLURM, its two-node cluster, a training set), and what
+happens without one.
 
 A test marked with a piece's name (``@pytest.mark.slurm``), or a module that calls :func:`require`
 before importing it, skips with the reason when the piece is absent here, and fails instead when
@@ -45,6 +46,27 @@ def _slurm() -> str | None:
     return f"no SLURM controller answers `scontrol ping` (SLURM_CONF={os.environ.get('SLURM_CONF')})"
 
 
+def _multinode() -> str | None:
+    """The two-node cluster of .ci/slurm-up.sh: nodes n1 and n2 in SLURM, each the network namespace fipo-nI."""
+    if (problem := _slurm()) is not None:
+        return problem
+    if os.geteuid() != 0:
+        return "the multi-node tests stop and start the cluster's nodes (network namespaces): they run as root"
+    listed = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%N %T"], capture_output=True, text=True,
+                            timeout=30, check=False).stdout
+    states = dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
+    missing = [f"n{i} (namespace fipo-n{i})" for i in (1, 2)
+               if f"n{i}" not in states or not Path(f"/run/netns/fipo-n{i}").exists()]
+    if missing:
+        return (f"the SLURM cluster at SLURM_CONF={os.environ.get('SLURM_CONF')} lacks {', '.join(missing)}: "
+                ".ci/slurm-up.sh starts the two-node cluster")
+    down = [f"{node} ({state})" for node, state in sorted(states.items()) if state.startswith(("down", "drain"))
+            or state.endswith("*")]
+    if down:
+        return f"nodes of the two-node cluster are down: {', '.join(down)}; .ci/slurm-node.sh I starts node nI again"
+    return None
+
+
 def _training() -> str | None:
     for module in ("torch", "verl", "vllm", "ray"):
         if (missing := _module(module, "the CPU training set: bash scripts/install-cpu.sh VENV")) is not None:
@@ -57,6 +79,7 @@ CHECKS = {
     "vllm": _vllm,
     "ray": lambda: _module("ray.dashboard", "Ray with its dashboard: ray[default], in the `cpu` extra"),
     "slurm": _slurm,
+    "multinode": _multinode,
     "training": _training,
 }
 

@@ -1,6 +1,7 @@
 """A stand-in trainer for the local launcher's tests: a real subprocess that prints, writes metrics like
 verl's file logger and exits with a code chosen by ``STAND_IN_MODE`` (``exit3`` by default, ``ok``,
-``crash``, or ``wait`` until SIGINT). The tests that train with verl's real trainer are marked ``training``.
+``crash``, ``wait`` until SIGINT, or ``stubborn``: deaf to SIGINT and SIGTERM for a minute). In the waiting
+modes it writes its pid to ``STAND_IN_READY``. The tests that train with verl's real trainer are marked ``training``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ STAND_IN = textwrap.dedent(
     mode = os.environ.get("STAND_IN_MODE", "exit3")
     if mode == "wait":
         signal.signal(signal.SIGINT, lambda *_: (print("got SIGINT", flush=True), sys.exit(130)))
-        open(os.environ["STAND_IN_READY"], "w").close()
+    if mode == "stubborn":
+        for deaf in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(deaf, signal.SIG_IGN)
+    if mode in ("wait", "stubborn"):
+        with open(os.environ["STAND_IN_READY"], "w") as ready:
+            ready.write(str(os.getpid()))
         time.sleep(60)
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)

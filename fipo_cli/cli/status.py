@@ -33,7 +33,7 @@ def status(
         return
     # Plain aligned lines, not a rich Table: a table costs ~0.5 ms a row, and 1,000 runs must list in 1 s.
     colours = {"succeeded": "green", "running": "cyan", "pending": "yellow", "failed": "red", "timeout": "red",
-               "cancelled": "magenta", "unreadable": "red"}
+               "cancelled": "magenta", "unreadable": "red", "unknown": "yellow"}
     table = [("RUN", "JOB", "STATE", "ELAPSED", "STEP", "W&B")]
     for item in rows:
         state = item["state"] + (f" ({item['exit_code']})" if item["exit_code"] not in (None, 0) else "")
@@ -51,5 +51,8 @@ def status(
     for item in rows:
         if item["problem"]:  # why a run is unreadable; --json has it as "problem"
             typer.echo(f"{item['experiment']}/{item['run']} is unreadable: {item['problem']}")
+        elif item["reason"]:  # why it failed, stopped or restarted, or cannot be checked: "reason" in --json
+            restarted = f" (restarted {item['restarts']}×)" if item["restarts"] else ""
+            typer.echo(f"{item['experiment']}/{item['run']} {item['state']}{restarted}: {item['reason']}")
     counts = "".join(f", {n} {s}" for s, n in sorted(Counter(r["state"] for r in rows).items()))
     typer.echo(plural(len(rows), "run") + counts)

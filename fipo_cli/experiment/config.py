@@ -188,6 +188,9 @@ class ClusterConfig:
     launcher: LauncherName = "local"
     nodes: int = field(default=1, metadata=positive())
     gpus_per_node: int = field(default=8, metadata=positive())
+    cpus_per_task: int | None = field(default=None, metadata=positive())
+    """CPUs SLURM gives the job's one task on each node (``--cpus-per-task``). Unset: a GPU job asks for
+    none (the cluster's default), a ``trainer.device: cpu`` job for 2 per CPU worker (``gpus_per_node``)."""
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -516,7 +519,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 #: The keys a user's cluster profile may set: where jobs go, not what they train.
 PROFILE_KEYS = (
-    "partition", "account", "qos", "time_limit", "constraint", "gpus_per_node", "setup", "extra_sbatch",
+    "partition", "account", "qos", "time_limit", "constraint", "gpus_per_node", "cpus_per_task", "setup", "extra_sbatch",
     "requeue", "ray_start_timeout", "ray_address", "ray_run_root", "ray_forward_secrets",
 )
 

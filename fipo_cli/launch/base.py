@@ -83,11 +83,16 @@ class Batch:
 
 @dataclass(frozen=True)
 class JobState:
-    """Where a scheduler says a run's job stands, in fipo's states and the scheduler's own word."""
+    """Where a scheduler says a run's job stands, in fipo's states and the scheduler's own word.
 
-    state: RunState
+    ``unknown``: nobody can tell from here (a local run fipo runs on another host); shown, never recorded.
+    """
+
+    state: RunState | Literal["unknown"]
     scheduler_state: str
     exit_code: int | None = None
+    reason: str | None = None
+    """Why, when the record should say more than the state (a launcher that died)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,9 @@ class Launcher(ABC):
         changed = []
         for entry, seen in zip(open_runs, self.refresh([entry.status for entry in open_runs]) if open_runs else [],
                                strict=True):
+            if seen is not None and seen.state == "unknown":
+                entry.unknown = seen.reason or seen.scheduler_state
+                continue
             if seen is None or seen.state == entry.status.state:
                 continue
             status = read_status(entry.run_dir)
@@ -236,6 +244,7 @@ class Launcher(ABC):
             if seen.state in FINAL_STATES:
                 status.finished_at = status.finished_at or utc_now()
                 status.exit_code = seen.exit_code if seen.exit_code is not None else status.exit_code
+            status.reason = seen.reason or status.reason
             write_status(entry.run_dir, status)
             entry.status = status
             changed.append(entry)

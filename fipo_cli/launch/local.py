@@ -7,6 +7,7 @@ and stopped after it, and the trainer's output streams to the terminal and the r
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 
 from fipo_cli.core.errors import UsageError
@@ -15,7 +16,7 @@ from fipo_cli.core.text import plural
 from fipo_cli.launch.base import Batch, Hooks, JobState, Launcher, Outcome, RunJob, Submission
 from fipo_cli.launch.process import INTERRUPTED, run_local
 from fipo_cli.runs.layout import LOG_FILE, RAY_LOG_FILE
-from fipo_cli.runs.status import RunStatus
+from fipo_cli.runs.status import RunStatus, read_status, write_status
 
 
 class LocalSubmission(Submission):
@@ -68,13 +69,20 @@ class LocalLauncher(Launcher):
 
         env = {**inherited, **job.env}
         device = job.experiment.trainer.device
+        def heard(signum: signal.Signals) -> None:  # if fipo then dies before the trainer ends, status says so
+            status = read_status(job.run_dir)
+            status.stop_signal = signum.name
+            write_status(job.run_dir, status)
+
         with private_ray_head(gpus=job.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
                               log_path=job.run_dir / RAY_LOG_FILE) as ray_env:
-            return run_local(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE)
+            return run_local(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE, on_signal=heard)
 
     def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
-        """Nothing to ask: a local run's record is written by the fipo process that runs it."""
-        return [None] * len(statuses)
+        """A local run's record is written by the fipo process that runs it: while it says ``running``,
+        that process must still run. One that died (killed, out of memory, its machine rebooted) is
+        recorded as failed here; on another host nobody can tell, and the run shows as unknown."""
+        return [_runner_state(status) if status.state == "running" else None for status in statuses]
 
     def cancel_refusal(self, status: RunStatus) -> str | None:
         if status.state == "running":
@@ -83,3 +91,18 @@ class LocalLauncher(Launcher):
 
     def cancel(self, statuses: Sequence[RunStatus]) -> None:
         """Runs not started yet have no process to stop: marking them cancelled is all."""
+
+
+def _runner_state(status: RunStatus) -> JobState | None:
+    runner = status.runner
+    if runner is None:  # recorded by a fipo that did not record its runner
+        return None
+    alive = runner.running()
+    if alive:
+        return None
+    if alive is None:
+        return JobState("unknown", "elsewhere", reason=f"fipo runs it on {runner.host} (pid {runner.pid}): "
+                                                        f"run `fipo status` there to check it")
+    why = f"; it had received {status.stop_signal}" if status.stop_signal else ": killed or crashed, no exit recorded"
+    return JobState("failed", "launcher died",
+                    reason=f"launcher died (fipo, pid {runner.pid} on {runner.host}){why}")

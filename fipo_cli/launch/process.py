@@ -40,6 +40,7 @@ def run_local(
     env: Mapping[str, str],
     log_path: Path,
     cwd: Path | None = None,
+    on_signal: Callable[[signal.Signals], None] | None = None,
 ) -> int:
     """Run ``command`` to completion, streaming its output to the terminal and to ``log_path``.
 
@@ -58,7 +59,8 @@ def run_local(
     - any further SIGINT or SIGTERM sends SIGKILL to the group.
 
     The previous signal handlers are restored on return. Signals are forwarded only when this
-    is called from the main thread, the only thread Python delivers signals to.
+    is called from the main thread, the only thread Python delivers signals to. ``on_signal``
+    hears of each signal received (the local launcher records it in the run).
 
     Returns the command's exit code, or ``128 + N`` when it died of signal N (the shell's
     convention), so that fipo can exit with the trainer's code. Raises :class:`FipoError`
@@ -66,7 +68,7 @@ def run_local(
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log, _SignalForwarder() as forwarder:
+    with open(log_path, "ab") as log, _SignalForwarder(on_signal) as forwarder:
         try:
             process = subprocess.Popen(
                 list(command),
@@ -105,7 +107,8 @@ def _start_error(command: Sequence[str], cwd: Path | None, exc: OSError) -> Fipo
 class _SignalForwarder:
     """Forwards fipo's SIGINT and SIGTERM to the trainer's process group while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_signal: Callable[[signal.Signals], None] | None = None) -> None:
+        self._on_signal_heard = on_signal
         self._process_group: int | None = None
         self._signals_received = 0
         # A signal that came after the handlers were installed but before the trainer started.
@@ -130,6 +133,9 @@ class _SignalForwarder:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals_received += 1
+        if self._on_signal_heard is not None:
+            with contextlib.suppress(Exception):  # a record that cannot be written must not stop the forwarding
+                self._on_signal_heard(signal.Signals(signum))
         to_send = signum if self._signals_received == 1 else signal.SIGKILL
         if self._process_group is None:
             self._pending = to_send

@@ -51,10 +51,21 @@ from fipo_cli.runs.layout import (
     array_task_log,
     slurm_log,
 )
-from fipo_cli.runs.status import RunState, RunStatus
+from fipo_cli.runs.status import RunState, RunStatus, read_status, write_status
 
 TRAIN_TEMPLATE = "slurm/train.sbatch.j2"
 EVAL_TEMPLATE = "slurm/eval.sbatch.j2"
+#: CPUs a ``trainer.device: cpu`` job asks per CPU worker unless ``cluster.cpus_per_task`` says: the
+#: worker's own compute (training and, in verl's hybrid engine, generation), and one for its share of
+#: the Ray, TransferQueue and rollout-server processes beside it.
+CPUS_PER_CPU_WORKER = 2
+#: What the job's task exits with when a node left the job's Ray cluster under the trainer: above 128,
+#: as for a trainer stopped by a signal, so that the run keeps its state for SLURM to settle; above
+#: 128 + every signal's number, so that the batch script tells it apart (and waits for SLURM's requeue).
+NODE_LOST_EXIT = 200
+#: How long the task watches the Ray cluster, after a failed trainer, for a node to be declared dead:
+#: Ray declares a node dead after 5 failed health checks 3 s apart (10 s each when it does not answer).
+LOST_NODE_SETTLE_S = 60.0
 
 #: SLURM's job states (squeue, sacct and scontrol share them) as fipo's run states.
 SLURM_STATES: dict[str, RunState] = {
@@ -83,6 +94,13 @@ class BatchJob:
     """The fipo command that rendered it, named in the script's header."""
     array: bool = False
     max_parallel: int | None = None
+
+
+def job_cpus(cluster: ClusterConfig, device: str) -> int | None:
+    """``--cpus-per-task`` of a training job: ``cluster.cpus_per_task``, else 2 per worker on CPU, else none."""
+    if cluster.cpus_per_task is not None:
+        return cluster.cpus_per_task
+    return CPUS_PER_CPU_WORKER * cluster.gpus_per_node if device == "cpu" else None
 
 
 def _sbatch_value(value: object) -> str:
@@ -139,7 +157,9 @@ def render(job: BatchJob, *, workdir: Path | None = None, python: str | None = N
         max_parallel=job.max_parallel,
         run_dirs=[Path(run_dir).absolute() for run_dir in job.run_dirs],
         device=job.device,
+        cpus_per_task=job_cpus(job.cluster, job.device),
         ray_cpus=head_cpus(job.device),
+        node_lost_exit=NODE_LOST_EXIT,
         python=python,
         ray=ray_executable(python),
     )
@@ -190,6 +210,19 @@ def submit(script: Path) -> str:
                         hint=hint or "the script is kept there: fix the cluster keys and run again")
     # --parsable prints "JOBID" or "JOBID;CLUSTER".
     return result.stdout.strip().split(";")[0]
+
+
+def job_nodes(env: Mapping[str, str]) -> list[str]:
+    """The nodes of the job this runs in (``SLURM_JOB_NODELIST``, expanded by ``scontrol show hostnames``)."""
+    out = _run_query(["scontrol", "show", "hostnames", env.get("SLURM_JOB_NODELIST", "")])
+    return out.split() if out else []
+
+
+def unresponsive_nodes(nodes: Sequence[str]) -> list[str]:
+    """Those of ``nodes`` slurmctld marks as not responding (``*``) or down: dead, or about to be declared so."""
+    out = _run_query(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}", "--format=%N %T"]) or ""
+    states = dict(line.split(maxsplit=1) for line in out.splitlines() if len(line.split()) == 2)
+    return [node for node in nodes if states.get(node, "").endswith("*") or states.get(node, "").startswith("down")]
 
 
 def _run_query(argv: list[str]) -> str | None:
@@ -370,6 +403,39 @@ class SlurmLauncher(Launcher):
                               f"  job log:     {handed.scheduler_log}",
                               f"  trainer log: {job.run_dir / LOG_FILE}"]
         return outcome
+
+    def run_trainer(self, job: RunJob, inherited: Mapping[str, str]) -> int:
+        """The trainer on the job's head node; when it fails in a job of several nodes, whether a node left.
+
+        A node that dies (power, network, every process killed) fails the trainer within seconds, and
+        slurmctld notices only after ``SlurmdTimeout``: a job that ended first would end failed, and SLURM
+        would never requeue it. So a failed trainer is followed by a look at the job's Ray cluster; if a
+        node left it, the run records that and the task exits with :data:`NODE_LOST_EXIT`, on which the
+        batch script waits for SLURM to requeue the job (``--requeue``): the run resumes from its last
+        checkpoint once the node, or another, is back.
+        """
+        exit_code = super().run_trainer(job, inherited)
+        if exit_code == 0 or exit_code > 128 or job.cluster.nodes < 2 or not inherited.get("RAY_ADDRESS"):
+            return exit_code
+        nodes = job_nodes(inherited)
+        print(f"fipo: the trainer exited with code {exit_code}; checking for up to {LOST_NODE_SETTLE_S:g} s that "
+              f"every node of the job ({', '.join(nodes)}) is still there", file=sys.stderr, flush=True)
+        # In a process of its own: ray.init would make this one exit on SLURM's SIGTERM (the requeue's),
+        # and the run, stopped by the scheduler, must keep its state.
+        asked = subprocess.run([sys.executable, "-m", "fipo_cli.launch.ray_wait", "--address", inherited["RAY_ADDRESS"],
+                                "--lost-within", str(LOST_NODE_SETTLE_S), *nodes],
+                               env=dict(inherited), stdout=subprocess.PIPE, check=False) if nodes else None
+        lost = asked.stdout.decode().split()[1:] if asked is not None and asked.stdout.startswith(b"lost:") else []
+        if not lost:
+            return exit_code
+        reason = (f"{plural(len(lost), 'node')} left the job's Ray cluster under the trainer ({', '.join(lost)}; "
+                  f"the trainer exited with code {exit_code})")
+        print(f"fipo: {reason}: the job waits for SLURM to requeue it; the run then resumes from its last "
+              "checkpoint", file=sys.stderr, flush=True)
+        status = read_status(job.run_dir)
+        status.reason = reason
+        write_status(job.run_dir, status)
+        return NODE_LOST_EXIT
 
     def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
         found = job_states({status.job_id for status in statuses if status.job_id})

@@ -35,6 +35,8 @@ class RunEntry:
     run_dir: Path
     status: RunStatus | None
     problem: str | None = None
+    unknown: str | None = None
+    """Why the recorded state cannot be checked from here (a local run on another host): it shows as ``unknown``."""
 
     @property
     def name(self) -> str:
@@ -46,7 +48,9 @@ class RunEntry:
 
     @property
     def state(self) -> str:
-        return self.status.state if self.status else "unreadable"
+        if self.status is None:
+            return "unreadable"
+        return "unknown" if self.unknown else self.status.state
 
 
 def run_entry(run_dir: Path) -> RunEntry:
@@ -141,6 +145,7 @@ def row(entry: RunEntry, now: datetime | None = None) -> dict:
         "wandb": status.wandb_url if status else None,
         "restarts": status.restarts if status else 0,
         "exit_code": status.exit_code if status else None,
+        "reason": entry.unknown or (status.reason if status else None),
         "run_dir": str(entry.run_dir),
         "problem": entry.problem,
     }

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import FipoError
 from fipo_cli.core.files import atomic_write_json
+from fipo_cli.core.processes import ProcessRef
 from fipo_cli.runs.layout import STATUS_FILE
 
 RunState = Literal["created", "pending", "running", "succeeded", "failed", "cancelled", "timeout"]
@@ -26,7 +27,7 @@ FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timeout"})
 
 _RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
 _REQUIRED_STATUS_KEYS = ("state", "launcher", "created_at")
-_INTEGER_KEYS = ("exit_code", "array_index", "restarts")
+_INTEGER_KEYS = ("exit_code", "array_index", "restarts", "runner_pid")
 
 
 @dataclass
@@ -53,6 +54,28 @@ class RunStatus:
     """The name of the run this one resumes, if any."""
     ray_address: str | None = None
     """The Ray cluster a ray-launched run was submitted to."""
+    runner_host: str | None = None
+    """Who runs the trainer, recorded when it starts (:class:`fipo_cli.core.processes.ProcessRef`): the
+    host, pid and start of ``fipo train`` for a local run, of the job's task elsewhere. A local run
+    whose runner died is found by ``fipo status`` on that host."""
+    runner_pid: int | None = None
+    runner_start: str | None = None
+    stop_signal: str | None = None
+    """A signal ``fipo train`` received while it ran a local run's trainer (``SIGINT``, ``SIGTERM``), passed on to it."""
+    reason: str | None = None
+    """Why the run failed or last stopped short of its end, when fipo knows more than an exit code: a
+    launcher that died, a node that never joined the job's Ray cluster or left it (then SLURM requeued it)."""
+
+    @property
+    def runner(self) -> ProcessRef | None:
+        """The process recorded as running the trainer, if one was."""
+        if self.runner_host is None or self.runner_pid is None:
+            return None
+        return ProcessRef(self.runner_host, self.runner_pid, self.runner_start)
+
+    @runner.setter
+    def runner(self, process: ProcessRef) -> None:
+        self.runner_host, self.runner_pid, self.runner_start = process.host, process.pid, process.start
 
 
 def write_status(run_dir: Path, status: RunStatus) -> None:

@@ -23,9 +23,11 @@ from fipo_cli.assets import builtin as local_assets
 from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import UsageError
 from fipo_cli.core.files import atomic_write_json, atomic_write_text
+from fipo_cli.core.processes import this_process
 from fipo_cli.core.secrets import mask_secrets
 from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
+from fipo_cli.launch import launchers
 from fipo_cli.launch.base import Batch, Hooks, Launcher, Outcome, RunJob, Submission
 from fipo_cli.launch.launchers import launcher_for
 from fipo_cli.launch.process import INTERRUPTED
@@ -42,7 +44,8 @@ from fipo_cli.runs.layout import (
     RUN_CONFIG_FILE,
 )
 from fipo_cli.runs.metrics import keep_earlier_metrics
-from fipo_cli.runs.status import RunStatus, create_run_dir, new_run_name, read_status, write_status
+from fipo_cli.runs.registry import RunEntry
+from fipo_cli.runs.status import RunState, RunStatus, create_run_dir, new_run_name, read_status, write_status
 from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV, wandb_env, wandb_link, wandb_run_name, wandb_sync_command
 from fipo_cli.verl_adapter import overrides as verl_overrides
 
@@ -254,23 +257,30 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     status.finished_at = status.exit_code = None
     status.wandb_run_id = plan.env.get("WANDB_RUN_ID")
     status.wandb_url = wandb_link(plan.experiment.tracking, plan.env)
+    status.runner, status.stop_signal = this_process(), None
+    if status.restarts == 0:  # a requeued job's run keeps why it stopped last
+        status.reason = None
     write_status(plan.run_dir, status)
     keep_earlier_metrics(plan.run_dir)
     try:
         local_assets.ensure(plan.experiment.asset_paths(), env=inherited)
         exit_code = launcher.run_trainer(job(plan), inherited)
     except BaseException as error:
-        status.state = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
-        status.finished_at = utc_now()
-        write_status(plan.run_dir, status)
+        _record_end(plan.run_dir, "cancelled" if isinstance(error, KeyboardInterrupt) else "failed", None)
         raise
     if launcher.scheduler_records_stops and exit_code > 128:  # stopped by a signal: the scheduler records why
         return exit_code
-    status.state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
-    status.exit_code = exit_code
-    status.finished_at = utc_now()
-    write_status(plan.run_dir, status)
+    _record_end(plan.run_dir, "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed",
+                exit_code)
     return exit_code
+
+
+def _record_end(run_dir: Path, state: RunState, exit_code: int | None) -> None:
+    """Record how the run ended, on the record as it is now (the launcher may have added why it stopped)."""
+    status = read_status(run_dir)
+    status.state, status.finished_at = state, utc_now()
+    status.exit_code = exit_code if exit_code is not None else status.exit_code
+    write_status(run_dir, status)
 
 
 #: A line that names an exception: where a trainer's error ends.
@@ -347,11 +357,18 @@ def created_status(plan: TrainPlan, launcher: str, previous: RunStatus | None, s
 
 
 def refuse_active(plan: TrainPlan) -> RunStatus | None:
-    """The status of the run a resume continues; a run still queued or running is refused."""
-    previous = read_status(plan.run_dir) if plan.resume else None
-    if previous is not None and previous.state in ("pending", "running"):
+    """The status of the run a resume continues, refreshed as ``fipo status`` does (a local run whose
+    launcher died is then failed); a run still queued or running is refused."""
+    if not plan.resume:
+        return None
+    entry = RunEntry(plan.experiment_dir.path.name, plan.run_dir, read_status(plan.run_dir))
+    launchers.refresh([entry])
+    previous = entry.status
+    if previous.state in ("pending", "running"):
+        where = f" as job {previous.job_id}" if previous.job_id else ""
+        where += f" ({entry.unknown})" if entry.unknown else ""
         raise UsageError(
-            f"run {plan.run_name} is {previous.state}" + (f" as job {previous.job_id}" if previous.job_id else ""),
+            f"run {plan.run_name} is {previous.state}{where}",
             hint=f"wait for it, or stop it first: fipo cancel {plan.experiment_dir.path.name}/{plan.run_name}",
         )
     return previous

@@ -4,7 +4,8 @@ The cluster is a Ray head started here with its dashboard, which serves Ray's jo
 API. Every job runs fipo's entrypoint (``python3 -m fipo_cli.run_task``) on it; the trainer is
 a stand-in set through the experiment's `trainer.entrypoint` that joins the job's Ray cluster,
 counts its GPUs and exits with a code chosen by its overrides (the job's environment is the
-cluster's, not the test's). The last test trains the tiny recipe with verl's real trainer.
+cluster's, not the test's). verl's real trainer trains as a Ray job in test_ray_job_nodes.py, on a
+cluster of two nodes.
 """
 
 from __future__ import annotations
@@ -213,26 +214,3 @@ def test_a_sweep_runs_one_job_per_run_at_most_max_parallel_at_once(project, clus
     manifest = json.loads((project / "experiments" / "smoke" / "sweeps" / "sw" / "sweep.json").read_text())
     assert [len(s["job_ids"]) for s in manifest["submissions"]] == [3, 1]
 
-
-@pytest.mark.verl
-@pytest.mark.training
-def test_a_real_job_trains_the_tiny_recipe_with_verls_trainer(tmp_path, cluster):
-    """verl's own trainer as a Ray job: it joins the job's cluster, and fipo's variables (the metrics
-    file, the CPU platform) reach verl's workers through Ray's merge of the job's runtime env; the
-    run is then followed, and reported, as any other."""
-    pieces.require("training")
-    assert run_fipo(tmp_path, "init", "tiny", "--model", "tiny").returncode == 0
-    job_id = submitted_job(run_fipo(tmp_path, "train", "tiny", "--launcher", "ray", f"cluster.ray_address={cluster}",
-                                "trainer.total_training_steps=2", "trainer.save_freq=2"))
-    (run_dir,) = runs(tmp_path, "tiny")
-    followed = run_fipo(tmp_path, "logs", f"tiny/{run_dir.name}", "-f", timeout=900)
-    (row,) = final_rows(tmp_path, "tiny", 1)
-    assert row["state"] == "succeeded", followed.stdout[-3000:]
-    assert re.search(r"step:2 - ", followed.stdout)  # verl's console logger, read through the job API
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2] and row["last_step"] == 2
-    assert (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
-    assert ray_job_info(cluster, job_id).status == "SUCCEEDED"
-    report = run_fipo(tmp_path, "report", "tiny", "--json")
-    assert report.returncode == 0, report.stderr
-    assert run_dir.name in (tmp_path / json.loads(report.stdout)["html"]).read_text()

@@ -1,4 +1,4 @@
-"""The batch script's wait for Ray: a real Ray head on this machine, and nodes that never join."""
+"""The batch script's questions to its Ray cluster, asked of a real Ray head here: are all nodes in, which left."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def ray_head(tmp_path_factory) -> str:
 def test_a_complete_cluster_is_reported_ready(ray_head):
     result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "90", socket.gethostname())
     assert result.returncode == 0, result.stderr
-    assert "Ray cluster ready" in result.stdout and "1 node(s) × 2 GPUs" in result.stdout
+    assert "Ray cluster ready" in result.stdout and "1 node × 2 GPUs each" in result.stdout
 
 
 def test_nodes_that_never_join_are_named_after_the_timeout(ray_head):
@@ -72,3 +72,43 @@ def test_a_head_that_died_is_not_waited_for():
                   "node-a")
     assert result.returncode == 1 and f"the Ray head (process {dead.pid}) exited" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_cluster_that_never_came_up_is_recorded_in_the_run(ray_head, tmp_path):
+    from fipo_cli.runs.status import RunStatus, read_status, write_status
+
+    write_status(tmp_path, RunStatus(state="running", launcher="slurm", job_id="17"))
+    result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "3", "--run-dir", str(tmp_path),
+                  socket.gethostname(), "gpu-node-17")
+    assert result.returncode == 1
+    status = read_status(tmp_path)
+    assert (status.state, status.exit_code, status.job_id) == ("failed", 1, "17") and status.finished_at
+    assert status.reason == (f"the Ray cluster is incomplete after 3 s: nodes that did not join: gpu-node-17; "
+                             f"joined: {socket.gethostname()} (2 GPUs)")
+
+
+def lost(address: str, nodes: list[str], settle_s: float) -> tuple[int, str, float]:
+    """``--lost-within`` as the job's task asks it: exit code, output, and how long it took."""
+    started = time.monotonic()
+    result = wait("--address", address, "--lost-within", str(settle_s), *nodes)
+    return result.returncode, result.stdout.strip(), time.monotonic() - started
+
+
+def test_lost_nodes_names_a_node_gone_at_once_and_waits_out_a_cluster_that_is_whole(ray_head):
+    assert wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "120", socket.gethostname()).returncode == 0
+    code, said, took = lost(ray_head, [socket.gethostname(), "gpu-node-17"], settle_s=60)
+    assert (code, said) == (3, "lost: gpu-node-17") and took < 60  # it did not wait the settle time out
+    code, said, took = lost(ray_head, [socket.gethostname()], settle_s=3)
+    assert (code, said) == (0, "") and took >= 3
+    assert lost("127.0.0.1:1", ["node-a"], settle_s=2)[:2] == (1, "")  # nothing answers: nothing to tell
+
+
+def test_a_worker_whose_ray_start_exited_is_named_at_once(ray_head):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    started = time.monotonic()
+    result = wait("--address", ray_head, "--gpus-per-node", "2", "--timeout", "300", "--worker-pid",
+                  f"gpu-node-17={dead.pid}", socket.gethostname(), "gpu-node-17")
+    assert result.returncode == 1
+    assert "the Ray worker of gpu-node-17 exited before it joined" in result.stderr
+    assert time.monotonic() - started < 150  # not the 300 s timeout

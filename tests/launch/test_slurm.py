@@ -97,3 +97,22 @@ def test_the_script_round_trips_python_and_ray_paths(tmp_path):
     script = render(tmp_path)
     python_line = next(line for line in script.splitlines() if line.startswith("fipo_python="))
     assert shlex.split(python_line.split("=", 1)[1]) == [sys.executable]
+
+
+def test_a_cpu_job_asks_slurm_for_two_cpus_per_worker_unless_told(tmp_path):
+    def cpus(script: str) -> list[str]:
+        return [line for line in script.splitlines() if line.startswith("#SBATCH --cpus-per-task")]
+
+    assert cpus(render(tmp_path, device="cpu", gpus_per_node=4)) == [f"#SBATCH --cpus-per-task={2 * 4}"]
+    assert cpus(render(tmp_path, device="cpu", gpus_per_node=4, cpus_per_task=3)) == ["#SBATCH --cpus-per-task=3"]
+    assert cpus(render(tmp_path, gpus_per_node=4)) == []  # a GPU job: the cluster's default
+    assert cpus(render(tmp_path, gpus_per_node=4, cpus_per_task=32)) == ["#SBATCH --cpus-per-task=32"]
+
+
+def test_a_job_that_lost_a_node_waits_for_slurms_requeue_only_when_requeue_is_on(tmp_path):
+    requeued, not_requeued = render(tmp_path), render(tmp_path, requeue=False)
+    for script in (requeued, not_requeued):
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+        assert f'if [ "$trainer_exit" = {slurm.NODE_LOST_EXIT} ]; then' in script
+        assert "SlurmdTimeout" in script and '--run-dir "$run_dir"' in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in requeued and "scontrol requeue" not in not_requeued
