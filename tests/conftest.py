@@ -23,6 +23,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
+@pytest.fixture
+def tiny_run_records() -> list[dict]:
+    """The records of a real tiny run's metrics file (:data:`tiny_run.METRICS`): ``{"step": N, "data": {...}}`` each."""
+    import tiny_run
+
+    return tiny_run.records()
+
+
 @pytest.fixture(autouse=True)
 def no_user_cluster_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own ~/.config/fipo/cluster.yaml out of every test."""
