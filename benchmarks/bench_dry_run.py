@@ -29,8 +29,8 @@ BREAKDOWN = """
 import json, statistics, sys, time
 overrides = json.load(sys.stdin)
 marks = [("start", time.perf_counter())]
-import fipo_cli.cli.app
-marks.append(("import fipo_cli.cli.app (typer, rich)", time.perf_counter()))
+import fipo_cli.cli
+marks.append(("import fipo_cli.cli (typer, rich)", time.perf_counter()))
 import hydra, omegaconf
 from hydra import compose, initialize_config_dir
 marks.append(("import hydra + omegaconf", time.perf_counter()))

@@ -141,11 +141,11 @@ def main() -> None:
                 assert all(row["last_step"] == args.steps and row["state"] in STATES for row in rows), "wrong rows"
             results.append((label, samples))
         baseline, _ = time_command([sys.executable, "-c", "pass"], root, env, args.repeats)
-        imports, _ = time_command([sys.executable, "-c", "import fipo_cli.cli.app"], root, env, args.repeats)
+        imports, _ = time_command([sys.executable, "-c", "import fipo_cli.cli"], root, env, args.repeats)
         if calls.exists():
             sys.exit(f"a SLURM query was made: {calls.read_text()}")
     print(f"\n{'command':<32} {'median':>8} {'min':>8} {'max':>8}   (target {TARGET_S:.1f} s, {args.repeats} runs)")
-    for label, samples in [*results, ("python -c pass", baseline), ("python -c 'import fipo_cli.cli.app'", imports)]:
+    for label, samples in [*results, ("python -c pass", baseline), ("python -c 'import fipo_cli.cli'", imports)]:
         median = statistics.median(samples)
         verdict = "" if not label.startswith("fipo") else ("  ok" if median <= TARGET_S else "  OVER")
         print(f"{label:<32} {median * 1e3:>6.0f}ms {min(samples) * 1e3:>6.0f}ms {max(samples) * 1e3:>6.0f}ms{verdict}")

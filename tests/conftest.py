@@ -23,6 +23,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
+@pytest.fixture(scope="session")
+def checkpointed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with verl FSDP checkpoints at steps 2 and 4, trained once per session (:mod:`checkpointed`)."""
+    pieces.require("verl")
+    from checkpointed import train_checkpoints
+
+    return train_checkpoints(tmp_path_factory.mktemp("project"), tiny_model)
+
+
 @pytest.fixture
 def tiny_run_records() -> list[dict]:
     """The records of a real tiny run's metrics file (:data:`tiny_run.METRICS`): ``{"step": N, "data": {...}}`` each."""

@@ -1,8 +1,8 @@
-"""The ``fipo`` command line: typer wiring only.
+"""The ``fipo`` app every command registers on: its root options, and ``main``, which prints a FipoError once.
 
-Commands parse their options, hand them to the module that owns the work and print the
-result. Heavy libraries (torch, verl, vllm, wandb) are imported inside the commands that
-need them, never here, so ``fipo --help`` stays fast.
+Each command lives in a module of its own (:mod:`fipo_cli.cli`); it parses its options, hands them
+to the package that owns the work and prints the result. Heavy libraries (torch, verl, vllm, wandb)
+are imported inside the commands that need them, never here, so ``fipo --help`` stays fast.
 """
 
 from __future__ import annotations

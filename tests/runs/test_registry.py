@@ -9,23 +9,12 @@ import pytest
 
 from fipo_cli.core.errors import UsageError
 from fipo_cli.runs import registry
-from fipo_cli.runs.status import RunStatus, write_status
 
 from fipo_run import run_fipo
 
 
-def make_run(root: Path, experiment: str, name: str, *, steps: int = 0, sweep: str | None = None, **status) -> Path:
-    run_dir = root / experiment / "runs" / name
-    run_dir.mkdir(parents=True)
-    write_status(run_dir, RunStatus(**{"state": "succeeded", "launcher": "slurm", "sweep": sweep, **status}))
-    with open(run_dir / "metrics.jsonl", "w") as metrics:
-        for step in range(1, steps + 1):
-            metrics.write(json.dumps({"step": step, "data": {"response_length/mean": 10.0 * step}}) + "\n")
-    return run_dir
-
-
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+def root(tmp_path: Path, make_run) -> Path:
     root = tmp_path / "experiments"
     make_run(root, "a", "r1", steps=3, job_id="11", started_at="2026-11-22T01:00:00+00:00",
              finished_at="2026-11-22T02:30:05+00:00", wandb_url="https://wandb.ai/me/fipo/runs/a-r1")
