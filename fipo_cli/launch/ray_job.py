@@ -306,22 +306,28 @@ def stop(address: str, job_ids: Collection[str]) -> None:
 
 
 def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = None) -> int:
-    """Write the job's output to ``out`` (stdout); with ``follow``, until the job ends. 0, or 130 on Ctrl-C."""
+    """Write the job's output to ``out`` (stdout); with ``follow``, until the job ends. 0, or 130 on Ctrl-C.
+
+    The metrics records a job carries for ``fipo watch`` (:class:`MetricsEcho`) are left out: the log is
+    what the trainer printed.
+    """
     import asyncio
 
     out = out or sys.stdout.buffer
     client = connect(address)
+    printed = _TrainerLines()
     with _quiet_ray():
         try:
             if not follow:
-                out.write(client.get_job_logs(job_id).encode())
+                out.write(printed.of(client.get_job_logs(job_id)) + printed.of("", end=True))
                 out.flush()
                 return 0
 
             async def tail() -> None:
                 async for chunk in client.tail_job_logs(job_id):
-                    out.write(chunk.encode())
+                    out.write(printed.of(chunk))
                     out.flush()
+                out.write(printed.of("", end=True))
 
             asyncio.run(tail())
         except KeyboardInterrupt:
@@ -329,6 +335,20 @@ def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = 
         except _RAY_ERRORS as error:
             raise FipoError(f"cannot read the log of Ray job {job_id} at {address}: {error}") from None
     return 0
+
+
+class _TrainerLines:
+    """A job's log, pieces at a time, without the lines of :data:`METRICS_MARKER`."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def of(self, text: str, *, end: bool = False) -> bytes:
+        *lines, self._partial = (self._partial + text).split("\n")
+        if end and self._partial:
+            lines.append(self._partial)
+            self._partial = ""
+        return "".join(line + "\n" for line in lines if not line.startswith(METRICS_MARKER)).encode()
 
 
 class MetricsEcho:
