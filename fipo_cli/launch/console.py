@@ -103,7 +103,7 @@ PHASES = (
     (re.compile(r"Connected to Ray cluster"), "Ray connected: loading the data"),
     (re.compile(r"create worker group"), "starting the training workers"),
     (re.compile(r"Loading weights|contains [\d.]+[KMB]? parameters"), "loading the model"),
-    (re.compile(r"actor and ref model engine initialized"), "model loaded: starting vLLM"),
+    (re.compile(r"actor and ref model engine initialized"), "model loaded: starting the rollout"),
     (re.compile(r"Initializing a V1 LLM engine|vLLMHttpServer"), "starting vLLM"),
     (re.compile(r"all initialize finished, ready to fit"), "ready: the first step runs (its generation warms up)"),
 )

@@ -13,13 +13,14 @@ run directory is shared, the Ray job's log where it is not).
 
 from __future__ import annotations
 
+import codecs
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from fipo_cli.launch.console import Notice, TrainerConsole
+from fipo_cli.launch.console import Notice, Shown, TrainerConsole
 from fipo_cli.launch.process import run_local
 from fipo_cli.runs.layout import EARLIER_METRICS_FILE, LOG_FILE, METRICS_FILE
 from fipo_cli.runs.metrics import MetricsTail
@@ -98,6 +99,8 @@ class RunWatch:
                  elapsed: Callable[[], float | None]) -> None:
         self.screen = screen
         self.console = TrainerConsole()
+        # A read can end inside a character: the decoder keeps its first bytes for the next one.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._total = total
         self._elapsed = elapsed
         self._steps: dict[int, StepNumbers] = {}
@@ -111,7 +114,7 @@ class RunWatch:
 
     def output(self, chunk: bytes) -> None:
         """The trainer's output, as it arrives."""
-        self._show(self.console.feed(chunk.decode("utf-8", errors="replace")))
+        self._show(self.console.feed(self._decoder.decode(chunk, final=not chunk)))
 
     def phase(self, text: str) -> None:
         """A start-up phase (fipo's own: the run's Ray head, a queue; or read from the trainer's output),
@@ -150,7 +153,7 @@ class RunWatch:
         self._show(self.console.close())
         self.screen.close([line for line in (self.console.summary(),) if line])
 
-    def _show(self, shown) -> None:
+    def _show(self, shown: Shown) -> None:
         if shown.total_steps is not None and self._total is None:
             self._total = shown.total_steps
         if shown.phase is not None:

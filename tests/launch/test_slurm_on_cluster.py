@@ -223,6 +223,13 @@ def test_a_real_job_trains_the_tiny_recipe_with_verls_trainer(tmp_path):
     assert wandb_records.run_id(wandb_file) == json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
     job_log = run_fipo(root, "logs", f"tiny/{run_dir.name}", "--job").stdout
     assert "1 node(s) × 1 GPUs" in job_log  # logical GPUs: trainer.device is cpu
+    # The job's log gets the run's view, a line per step, and no traceback; train.log everything verl printed.
+    assert [line.split(" · ")[0] for line in job_log.splitlines() if line.startswith("fipo: step ")] == [
+        "fipo: step 1/2", "fipo: step 2/2"]
+    assert "Traceback" not in job_log and "target_num_threads" not in job_log
+    assert "target_num_threads" in (run_dir / "train.log").read_text()
+    watched = run_fipo(root, "watch", f"tiny/{run_dir.name}")  # from the shared filesystem, once it has ended
+    assert watched.returncode == 0 and "fipo: step 2/2 · " in watched.stdout and "succeeded" in watched.stderr
     assert "#SBATCH --gpus-per-node" not in (run_dir / "job.sbatch").read_text()
     wait_for(lambda: slurm_state(job_id) == "COMPLETED", what="SLURM to see the job complete")
     leftovers = subprocess.run(["pgrep", "-f", f"ray-fipo-{job_id}"], capture_output=True, text=True).stdout
