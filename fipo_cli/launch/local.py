@@ -72,11 +72,15 @@ class LocalLauncher(Launcher):
         watch = watch_of(job, screen)
         if watch is not None:
             watch.phase("starting the run's Ray head")
-        with private_ray_head(gpus=job.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
-                              log_path=job.run_dir / RAY_LOG_FILE) as ray_env:
-            if watch is not None:
-                watch.phase("starting verl's trainer")
-            return run_watched(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE, watch=watch)
+        try:
+            with private_ray_head(gpus=job.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
+                                  log_path=job.run_dir / RAY_LOG_FILE) as ray_env:
+                if watch is not None:
+                    watch.phase("starting verl's trainer")
+                return run_watched(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE, watch=watch)
+        finally:
+            if watch is not None:  # also when the Ray head did not start: the view ends before the error is told
+                watch.close()
 
     def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
         """Nothing to ask: a local run's record is written by the fipo process that runs it."""

@@ -106,6 +106,7 @@ class RunWatch:
         self._steps: dict[int, StepNumbers] = {}
         self._shown_through: int | None = None
         self._phase: str | None = None
+        self._closed = False
         screen.begin(run, wandb, log)
 
     @property
@@ -149,7 +150,10 @@ class RunWatch:
         self.screen.tick(self.state)
 
     def close(self) -> None:
-        """The output has ended: what is still gathered is shown, then what was counted."""
+        """The output has ended: what is still gathered is shown, then what was counted (once)."""
+        if self._closed:
+            return
+        self._closed = True
         self._show(self.console.close())
         self.screen.close([line for line in (self.console.summary(),) if line])
 
