@@ -3,9 +3,9 @@
 A chart is a grid of panels, at most four side by side, with the legend under the grid.
 Every run has its colour from :func:`fipo_cli.report.figures.colours` in every chart. The
 figure size is fixed by the number of panels and legend entries (:func:`figure_inches`), so
-a PNG is ``DPI`` × that size in pixels. A training-step axis has whole-number ticks; a panel's
-``y_range`` (accuracies, fractions) fixes its y axis; its ``note`` is written inside it; a series
-of one point is a marker with its value beside it.
+a PNG is ``DPI`` × that size in pixels. A training-step axis has whole-number ticks, as has an
+axis of whole numbers (token counts); a panel's ``y_range`` (accuracies, fractions) fixes its y
+axis; its ``note`` is written inside it; a series of one point is a marker with its value beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ LEGEND_ROW_INCHES = 0.3
 #: Figure width, in panels, per legend column (a legend label with its parameters and fit is long).
 PANELS_PER_LEGEND_COLUMN = 2
 REFERENCE_COLOUR = "#555555"
+#: Above the axes' frame (2.5), so that a line along a fixed limit (0 %) is seen.
+DATA_ZORDER = 3
 
 
 def grid(chart: Chart) -> tuple[int, int]:
@@ -108,7 +110,8 @@ def figure(chart: Chart, colours: dict[str, str]):
 
 
 def _axes_limits(ax, panel: Panel) -> None:
-    """Whole steps on a step axis (one step: one tick, a step either side); the panel's fixed y range."""
+    """Whole steps on a step axis (one step: one tick, a step either side); whole-number ticks for whole-number
+    data; the panel's fixed y range."""
     from matplotlib.ticker import MaxNLocator
 
     if panel.steps:
@@ -116,6 +119,9 @@ def _axes_limits(ax, panel: Panel) -> None:
         xs = [x for line in panel.lines if line.style != "reference" for x in line.xs]
         if xs and max(xs) - min(xs) < 2:
             ax.set_xlim(min(xs) - 1, max(xs) + 1)
+    ys = [y for line in panel.lines if line.style != "reference" for y in line.ys]
+    if ys and all(float(y).is_integer() for y in ys) and panel.y_range is None:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # token counts (min, max): no 1.5 tokens
     if panel.y_range is not None:
         ax.set_ylim(*panel.y_range)
 
@@ -126,10 +132,11 @@ def _draw(ax, line: Line, colour: str):
         ax.annotate(f"{line.ys[0]:.3g}", (line.xs[0], line.ys[0]), textcoords="offset points", xytext=(6, 4),
                     fontsize=8, color=colour)
         return ax.plot(line.xs, line.ys, color=colour, linestyle="none", marker="o", markersize=6, label=line.label,
-                       clip_on=False)[0]
-    # Not clipped: a fixed y range starts at the data's bound (a fraction's 0), where markers would be cut in half.
+                       clip_on=False, zorder=DATA_ZORDER)[0]
+    # Not clipped, and over the axes' frame: a fixed y range starts at the data's bound (an accuracy's or a
+    # fraction's 0), where the frame would hide a line and cut its markers in half.
     if line.style == "points":
-        return ax.scatter(line.xs, line.ys, color=colour, s=18, label=line.label, clip_on=False)
+        return ax.scatter(line.xs, line.ys, color=colour, s=18, label=line.label, clip_on=False, zorder=DATA_ZORDER)
     if line.style == "fit":
         return ax.plot(line.xs, line.ys, color=colour, linestyle="--", linewidth=1.2)[0]
     if line.style == "reference":
@@ -138,5 +145,5 @@ def _draw(ax, line: Line, colour: str):
         return ax.axhline(line.ys[0], color=colour, linestyle=":", linewidth=1.0)
     marker = "o" if len(line.xs) <= 20 else None  # a few checkpoints show as dots; hundreds of steps as a line
     return ax.plot(line.xs, line.ys, color=colour, linewidth=1.3, marker=marker, markersize=3, label=line.label,
-                   clip_on=False)[0]
+                   clip_on=False, zorder=DATA_ZORDER)[0]
 

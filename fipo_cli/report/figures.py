@@ -322,6 +322,9 @@ def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps
     name = f"eval_{benchmark}"
     panels = []
     n = _samples_label(run.evals.get(benchmark, []) for run in runs)
+    # In a comparison, a run without evaluations would simply be absent: the panels name it.
+    missing = [run.ref for run in runs if not any(point.step in steps for point in run.evals.get(benchmark, []))]
+    unevaluated = f"not evaluated on {benchmark}: {', '.join(missing)}" if missing else None
     for panel_name, title in (("avg", f"avg@{n} (Pass@1)"), ("cons", f"cons@{n} (majority vote)")):
         lines = []
         for run in runs:
@@ -335,8 +338,10 @@ def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps
                       for who, value in AIME24_REFERENCES]
         if lines:
             panels.append(Panel(panel_name, f"{benchmark} {title}", "training step", f"{title.split()[0]} (%)",
-                                tuple(lines), y_range=accuracy_range([y for line in lines for y in line.ys])))
+                                tuple(lines), y_range=accuracy_range([y for line in lines for y in line.ys]),
+                                note=unevaluated))
     if panels:
         figures.charts.append(Chart(name, f"{benchmark} accuracy per checkpoint", tuple(panels)))
+        figures.notes += [f"{name}.png: {ref} has no {benchmark} evaluation in --steps {steps}" for ref in missing]
     else:
         figures.skipped.append(f"skipped {name}.png: no {benchmark} evaluation in --steps {steps}")

@@ -438,3 +438,23 @@ def test_the_charts_of_a_real_tiny_run_have_whole_steps(tmp_path):
     dual_clip = charts.figure(built["stability"], figures.colours([run])).axes[0]
     # The tiny run never dual-clips: its fraction is 0 at every step, on a 0–1 axis that says so.
     assert dual_clip.get_ylim() == (0.0, 1.0) and [text.get_text() for text in dual_clip.texts] == ["0 at every step"]
+
+
+def test_a_comparison_names_the_run_without_evaluations_and_token_counts_have_whole_ticks(tmp_path):
+    import tiny_run
+
+    evaluated = data.load_run(make_run(tmp_path, "tiny", "r1", evals={10: (0.0, 0.0, 7.4), 20: (0.0, 0.0, 2.5)}))
+    trained = data.load_run(tiny_run.run_dir(tmp_path))  # the real run: no evaluation
+    runs = [evaluated, trained]
+    built = figures.build(runs, StepRange())
+    assert "eval_aime24.png: tiny/20261201-222345 has no aime24 evaluation in --steps :" in built.notes
+    (eval_chart,) = [chart for chart in built.charts if chart.name == "eval_aime24"]
+    drawn = charts.figure(eval_chart, figures.colours(runs))
+    for ax in drawn.axes:
+        assert "not evaluated on aime24: tiny/20261201-222345" in [text.get_text() for text in ax.texts]
+        (line,) = ax.lines
+        assert line.get_zorder() > ax.spines["bottom"].get_zorder()  # a line at 0 % is drawn over the frame
+    lengths = charts.figure(next(chart for chart in built.charts if chart.name == "length_percentiles"),
+                            figures.colours([trained]))
+    minimum = lengths.axes[0]  # the real run's shortest responses: 1 or 2 tokens
+    assert visible_ticks(minimum.yaxis) and all(tick == int(tick) for tick in visible_ticks(minimum.yaxis))
