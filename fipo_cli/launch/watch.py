@@ -123,6 +123,7 @@ class RunWatch:
         if not self._steps and text != self._phase:
             self._phase = text
             self.screen.phase(text)
+            self.screen.tick(self.state)
 
     def records(self, records: Records) -> None:
         """Metrics records: a step logged again (a resumed run) takes its later value."""
