@@ -32,6 +32,14 @@ def checkpointed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory)
     return train_checkpoints(tmp_path_factory.mktemp("project"), tiny_model)
 
 
+@pytest.fixture
+def tiny_run_records() -> list[dict]:
+    """The records of a real tiny run's metrics file (:data:`tiny_run.METRICS`): ``{"step": N, "data": {...}}`` each."""
+    import tiny_run
+
+    return tiny_run.records()
+
+
 @pytest.fixture(autouse=True)
 def no_user_cluster_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own ~/.config/fipo/cluster.yaml out of every test."""

@@ -36,8 +36,8 @@ def build_tiny_model(directory: Path) -> Path:
         'What is 1 + 1? Remember to put your answer on its own line after "Answer:". Answer: 2',
         "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 = + - * / ( ) { } $ \\frac",
     ] * 20
-    tokenizer = Qwen2Tokenizer().train_new_from_iterator(
-        corpus, vocab_size=300, new_special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Qwen2Tokenizer().train_new_from_iterator(  # no progress bars: they would cut through a run's view
+        corpus, vocab_size=300, new_special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], show_progress=False
     )
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"

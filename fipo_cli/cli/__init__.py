@@ -5,7 +5,7 @@ prints the result. Importing a command's module registers it; the order below is
 Heavy libraries (torch, verl, vllm, wandb) are imported inside the commands that need them.
 """
 
-from fipo_cli.cli import knobs, init, train, sweep, status, cancel, logs, doctor, data, eval, report  # noqa: F401, I001
+from fipo_cli.cli import knobs, init, train, watch, sweep, status, cancel, logs, doctor, data, eval, report  # noqa: F401, I001
 from fipo_cli.cli.app import main
 
 __all__ = ["main"]

@@ -31,6 +31,9 @@ def sweep(
     yes: bool = typer.Option(False, "--yes", "-y", help="Launch a sweep of more than 100 runs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (and the array script); write nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Runs trained here: everything verl prints, not each run's progress view."
+    ),
 ) -> None:
     """Sweep FIPO's knobs (γ, the influence-weight bounds, …) as one run per point: a SLURM job array.
 
@@ -39,6 +42,7 @@ def sweep(
     fipo sweep fipo-32b lr=interval(1e-6,3e-6) tau=16,32 --strategy random --samples 8
     Running the same sweep again submits only what is missing; --retry-failed adds the failed runs.
     """
+    from fipo_cli.cli import run_view
     from fipo_cli.core.errors import UsageError
     from fipo_cli.training import sweep as sweeps
 
@@ -89,7 +93,8 @@ def sweep(
     if not plan.to_submit:
         console.print("nothing to launch: every run is queued, running or finished")
         return
-    outcome = sweeps.launch(plan, os.environ, lambda line: console.print(line, highlight=False))
+    outcome = sweeps.launch(plan, os.environ, lambda line: console.print(line, highlight=False),
+                            screen=None if verbose else run_view.screen_for())
     if outcome.exit_code is not None:  # the runs trained here, one after another
         raise typer.Exit(outcome.exit_code)
     for line in outcome.lines:

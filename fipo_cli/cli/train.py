@@ -22,9 +22,18 @@ def train(
     resume: str | None = typer.Option(None, "--resume", metavar="RUN", help="Continue RUN from its last checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print everything verl prints, instead of the run's progress view."
+    ),
 ) -> None:
-    """Train an experiment with verl (FIPO's future_kl loss, DAPO's sampling and reward)."""
+    """Train an experiment with verl (FIPO's future_kl loss, DAPO's sampling and reward).
 
+    On a terminal a run trained here shows one live view: step of total, elapsed time, ETA, the last
+    step's reward, length, loss (FIPO: Future-KL, clipped weights), and the trainer's real warnings and
+    errors; without one, a line per step. Everything verl prints is in the run's train.log.
+    """
+
+    from fipo_cli.cli import run_view
     from fipo_cli.core.errors import UsageError
     from fipo_cli.experiment.overrides import parse_assignments
     from fipo_cli.training import train as training
@@ -52,11 +61,12 @@ def train(
         if not checked:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
-    plan, outcome = training.launch(plan)
+    screen = None if verbose else run_view.screen_for()
+    plan, outcome = training.launch(plan, screen=screen)
     if outcome.exit_code is not None:  # the run trained here
         typer.echo("\n".join(training.outcome_report(plan, outcome.exit_code)), err=True)
         raise typer.Exit(outcome.exit_code)
     for line in outcome.lines:
         typer.echo(line)
-    typer.echo(f"  follow it:   fipo logs {plan.reference} -f")
+    typer.echo(f"  follow it:   fipo watch {plan.reference}   (everything it prints: fipo logs {plan.reference} -f)")
     typer.echo(f"  status:      fipo status {plan.experiment_dir.path.name}")

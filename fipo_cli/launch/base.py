@@ -7,7 +7,8 @@ implements the same operations, and nothing outside ``fipo_cli.launch`` asks whi
     check(batch, inherited)                  refuse before anything is written (GPUs here, a cluster that answers)
     plan(batch, inherited) -> Submission     pure: exactly what submit will do (what --dry-run shows)
     submit(submission, hooks) -> Outcome     create the runs, hand them over, record where they went
-    run_trainer(job, inherited) -> int       the trainer on this node (here, or inside the job)
+    run_trainer(job, inherited, screen)      the trainer on this node (here, or inside the job), shown on screen
+    feed(entry) -> RunFeed                   what a run writes, read from wherever it trains (``fipo watch``)
     refresh(statuses) -> [JobState | None]   ask the scheduler where the runs' jobs stand
     cancel(statuses)                         stop their jobs
     logs(entry, job_log, follow, out) -> int print a run's log, following it until the run ends
@@ -34,9 +35,9 @@ from typing import Any, BinaryIO, ClassVar, Literal
 from fipo_cli.core.clock import utc_now
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.experiment.config import ClusterConfig, Experiment, LauncherName
-from fipo_cli.launch.process import run_local
+from fipo_cli.launch.watch import FileFeed, RunFeed, RunWatch, Screen, run_watched
 from fipo_cli.runs.layout import LOG_FILE
-from fipo_cli.runs.registry import RunEntry
+from fipo_cli.runs.registry import RunEntry, elapsed_seconds
 from fipo_cli.runs.status import FINAL_STATES, RunState, RunStatus, read_status, write_status
 
 #: How often a followed log is read again while its run goes on.
@@ -189,12 +190,19 @@ class Launcher(ABC):
     def submit(self, submission: Submission, hooks: Hooks) -> Outcome:
         """Create the runs (``hooks.create``), hand them over and record each one's job."""
 
-    def run_trainer(self, job: RunJob, inherited: Mapping[str, str]) -> int:
+    def run_trainer(self, job: RunJob, inherited: Mapping[str, str], screen: Screen | None = None) -> int:
         """Run the trainer of ``job`` on this node, its output in the run's ``train.log``; its exit code.
 
-        Inside a SLURM or Ray job the job's Ray cluster is up already (``RAY_ADDRESS``).
+        On ``screen``, the run's view (its steps, and the trainer's real warnings and errors); without
+        one, everything the trainer prints. Inside a SLURM or Ray job the job's Ray cluster is up
+        already (``RAY_ADDRESS``).
         """
-        return run_local(job.command, env={**inherited, **job.env}, log_path=job.run_dir / LOG_FILE)
+        return run_watched(job.command, env={**inherited, **job.env}, log_path=job.run_dir / LOG_FILE,
+                           watch=watch_of(job, screen))
+
+    def feed(self, entry: RunEntry) -> RunFeed:
+        """What the run writes, for ``fipo watch``: read from its directory (here, or shared with the cluster)."""
+        return FileFeed(entry.run_dir)
 
     @abstractmethod
     def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
@@ -262,6 +270,15 @@ def removed_on_failure(create: Callable[[], list[Path]]) -> Iterator[list[Path]]
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
         raise
+
+
+def watch_of(job: RunJob, screen: Screen | None) -> RunWatch | None:
+    """The view of a run that starts now on this node (its record says it runs), on ``screen``; None without one."""
+    if screen is None:
+        return None
+    status = read_status(job.run_dir)
+    return RunWatch(screen, run=job.reference, wandb=status.wandb_url, log=job.run_dir / LOG_FILE,
+                    total=job.experiment.trainer.total_training_steps, elapsed=lambda: elapsed_seconds(status))
 
 
 def record_submission(job: RunJob, handed: Submitted) -> RunStatus:

@@ -1,5 +1,5 @@
-"""The launchers by name, and what fipo does to many runs at once whatever launched them:
-refresh their states, cancel them, print their logs.
+"""The launchers by name, and what fipo does to runs whatever launched them: refresh their states,
+cancel them, print their logs, watch one.
 
 Each run's ``status.json`` names its launcher; the runs of one launcher are handed to it together
 (one ``squeue``, one query per Ray cluster).
@@ -7,15 +7,18 @@ Each run's ``status.json`` names its launcher; the runs of one launcher are hand
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, get_args
 
-from fipo_cli.core.errors import UsageError
+from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.experiment.config import LauncherName
-from fipo_cli.launch.base import Launcher
-from fipo_cli.runs.registry import RunEntry, mark_cancelled
+from fipo_cli.launch.base import Launcher, log_file
+from fipo_cli.launch.watch import RunWatch, Screen, follow
+from fipo_cli.runs.registry import RunEntry, elapsed_seconds, mark_cancelled
+from fipo_cli.runs.status import FINAL_STATES, read_status
 
 #: What ``cluster.launcher`` may name.
 NAMES: tuple[str, ...] = get_args(LauncherName)
@@ -89,3 +92,37 @@ def print_log(entry: RunEntry, *, job_log: bool = False, follow: bool = False, o
     out = out or sys.stdout.buffer
     launcher = launcher_for(entry.status.launcher if entry.status is not None else "local")
     return launcher.logs(entry, job_log=job_log, follow=follow, out=out)
+
+
+def watch(entry: RunEntry, screen: Screen, *, poll_s: float = 1.0, refresh_s: float = 10.0) -> RunEntry:
+    """Follow a run on ``screen`` until it ends (``fipo watch``); the entry as it ended.
+
+    What the run writes comes through its launcher's feed (its files, or a Ray job's log); where it
+    stands, from its record, which the launcher refreshes from its scheduler every ``refresh_s``.
+    """
+    import time
+
+    from fipo_cli.experiment import config
+    from fipo_cli.runs.layout import RUN_CONFIG_FILE
+
+    launcher = launcher_for(entry.status.launcher if entry.status is not None else "local")
+    total = config.load(entry.run_dir / RUN_CONFIG_FILE).trainer.total_training_steps
+    run = RunWatch(screen, run=entry.reference, wandb=entry.status.wandb_url if entry.status else None,
+                   log=log_file(entry, job_log=False), total=total,
+                   elapsed=lambda: elapsed_seconds(entry.status) if entry.status else None)
+    refreshed = [float("-inf")]
+
+    def finished() -> bool:
+        if time.monotonic() - refreshed[0] >= refresh_s:
+            launcher.update([entry])
+            refreshed[0] = time.monotonic()
+        with contextlib.suppress(FipoError):
+            entry.status = read_status(entry.run_dir)
+        state = entry.state
+        if state not in ("running", *FINAL_STATES):
+            job = entry.status.job_id if entry.status else None
+            run.phase(f"{state}" + (f" as job {job}" if job else ""))
+        return state in FINAL_STATES
+
+    follow(launcher.feed(entry), run, finished=finished, poll_s=poll_s)
+    return entry

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from fipo_cli.core.errors import UsageError
 from fipo_cli.core.gpus import require_gpus
 from fipo_cli.core.text import plural
-from fipo_cli.launch.base import Batch, Hooks, JobState, Launcher, Outcome, RunJob, Submission
-from fipo_cli.launch.process import INTERRUPTED, run_local
+from fipo_cli.launch.base import Batch, Hooks, JobState, Launcher, Outcome, RunJob, Submission, watch_of
+from fipo_cli.launch.process import INTERRUPTED
+from fipo_cli.launch.watch import Screen, run_watched
 from fipo_cli.runs.layout import LOG_FILE, RAY_LOG_FILE
 from fipo_cli.runs.status import RunStatus, read_status, write_status
 
@@ -63,7 +64,7 @@ class LocalLauncher(Launcher):
                 break
         return Outcome(exit_code=worst)
 
-    def run_trainer(self, job: RunJob, inherited: Mapping[str, str]) -> int:
+    def run_trainer(self, job: RunJob, inherited: Mapping[str, str], screen: Screen | None = None) -> int:
         """The trainer inside a private Ray head of the run's own (its output in ``ray.log``)."""
         from fipo_cli.launch.ray_head import head_cpus, private_ray_head
 
@@ -74,9 +75,19 @@ class LocalLauncher(Launcher):
             status.stop_signal = signum.name
             write_status(job.run_dir, status)
 
-        with private_ray_head(gpus=job.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
-                              log_path=job.run_dir / RAY_LOG_FILE) as ray_env:
-            return run_local(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE, on_signal=heard)
+        watch = watch_of(job, screen)
+        if watch is not None:
+            watch.phase("starting the run's Ray head")
+        try:
+            with private_ray_head(gpus=job.cluster.gpus_per_node, cpus=head_cpus(device), env=env,
+                                  log_path=job.run_dir / RAY_LOG_FILE) as ray_env:
+                if watch is not None:
+                    watch.phase("starting verl's trainer")
+                return run_watched(job.command, env={**env, **ray_env}, log_path=job.run_dir / LOG_FILE, watch=watch,
+                                   on_signal=heard)
+        finally:
+            if watch is not None:  # also when the Ray head did not start: the view ends before the error is told
+                watch.close()
 
     def refresh(self, statuses: Sequence[RunStatus]) -> list[JobState | None]:
         """A local run's record is written by the fipo process that runs it: while it says ``running``,

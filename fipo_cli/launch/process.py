@@ -41,6 +41,8 @@ def run_local(
     log_path: Path,
     cwd: Path | None = None,
     on_signal: Callable[[signal.Signals], None] | None = None,
+    output: Callable[[bytes], None] | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> int:
     """Run ``command`` to completion, streaming its output to the terminal and to ``log_path``.
 
@@ -48,7 +50,10 @@ def run_local(
     additions to inherit; a Python trainer also wants ``PYTHONUNBUFFERED=1``, or its output
     arrives in blocks). Its stdout and stderr are merged into one stream, which is written to
     ``sys.stdout`` as it arrives and appended, byte for byte, to ``log_path`` (created with its
-    parents). Its stdin is ``/dev/null``: a run never waits for a keyboard.
+    parents). Its stdin is ``/dev/null``: a run never waits for a keyboard. ``output`` takes the
+    terminal's place (a view of the run: :mod:`fipo_cli.launch.watch`), called with each piece of
+    output as it arrives and with ``b""`` at the end; ``tick`` is called every ``_POLL_INTERVAL_S``
+    while the trainer runs, however much or little it prints.
 
     The command gets its own session and process group, so the terminal's Ctrl-C reaches
     fipo alone. fipo forwards it:
@@ -84,7 +89,7 @@ def run_local(
         with process:
             forwarder.attach(process.pid)
             try:
-                _stream(process, log, sys.stdout)
+                _stream(process, log, output or _byte_writer(sys.stdout), tick or (lambda: None))
                 returncode = process.wait()
             except BaseException:
                 # fipo cannot go on (the log's disk is full, the terminal is gone): stop the
@@ -155,8 +160,10 @@ class _SignalForwarder:
             print(f"\nfipo: sent {name} to the trainer's process group{then}", file=sys.stderr, flush=True)
 
 
-def _stream(process: subprocess.Popen, log: BinaryIO, terminal: TextIO) -> None:
-    """Copy the trainer's output to ``log`` and ``terminal`` until it is done.
+def _stream(process: subprocess.Popen, log: BinaryIO, write_to_terminal: Callable[[bytes], None],
+            tick: Callable[[], None]) -> None:
+    """Copy the trainer's output to ``log`` and ``write_to_terminal`` until it is done, calling ``tick``
+    every ``_POLL_INTERVAL_S``.
 
     It is done at end of file, or ``_DRAIN_AFTER_EXIT_S`` after the trainer exited if
     something it left behind still holds the pipe open. Output is copied in chunks as it
@@ -164,11 +171,14 @@ def _stream(process: subprocess.Popen, log: BinaryIO, terminal: TextIO) -> None:
     """
     assert process.stdout is not None
     pipe = process.stdout.fileno()
-    write_to_terminal = _byte_writer(terminal)
     drain_deadline: float | None = None
+    next_tick = time.monotonic()
     with selectors.DefaultSelector() as selector:
         selector.register(pipe, selectors.EVENT_READ)
         while True:
+            if time.monotonic() >= next_tick:
+                tick()
+                next_tick = time.monotonic() + _POLL_INTERVAL_S
             if drain_deadline is None and process.poll() is not None:
                 drain_deadline = time.monotonic() + _DRAIN_AFTER_EXIT_S
             if drain_deadline is None:

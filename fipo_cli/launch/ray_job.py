@@ -13,7 +13,9 @@ set by Ray), and Ray merges the job's variables into those of verl's workers.
 Where the run writes (checkpoints, metrics, logs): the run directory's own path by default, for
 clusters that share the filesystem, as SLURM clusters do; ``cluster.ray_run_root`` names another
 root (a volume every node mounts) for clusters that do not. fipo follows the job through the API:
-its state for ``fipo status``, its output for ``fipo logs``, ``stop_job`` for ``fipo cancel``.
+its state for ``fipo status``, its output for ``fipo logs``, ``stop_job`` for ``fipo cancel``, and for
+``fipo watch`` the run's files, or the job's log where the run is written elsewhere (it then carries
+the run's metrics records too).
 
 Ray's job client is imported inside the functions that talk to the cluster: planning a job and
 ``fipo --help`` import no ray.
@@ -22,6 +24,7 @@ Ray's job client is imported inside the functions that talk to the cluster: plan
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import secrets
@@ -38,6 +41,7 @@ from fipo_cli import __version__
 from fipo_cli.core.errors import FipoError, UsageError
 from fipo_cli.core.secrets import is_secret_name, mask_secrets
 from fipo_cli.core.text import byte_size
+from fipo_cli.experiment import config
 from fipo_cli.experiment.config import Experiment
 from fipo_cli.launch.base import (
     Batch,
@@ -51,7 +55,11 @@ from fipo_cli.launch.base import (
     record_submission,
     removed_on_failure,
 )
-from fipo_cli.runs.layout import RUN_RECORD, STATUS_FILE
+from fipo_cli.launch.process import run_local
+from fipo_cli.launch.watch import RunFeed, Screen
+from fipo_cli.runs.layout import LOG_FILE, METRICS_FILE, RUN_CONFIG_FILE, RUN_RECORD, STATUS_FILE
+from fipo_cli.runs.metrics import MetricsTail, parse_records
+from fipo_cli.runs.progress import VIEW_METRICS
 from fipo_cli.runs.registry import RunEntry, run_entry
 from fipo_cli.runs.status import RunStatus, read_status, write_status
 
@@ -73,6 +81,8 @@ RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeede
 #: errors, ConnectionError) when nothing answers, ValueError for an address it cannot use.
 _RAY_ERRORS = (RuntimeError, OSError, ValueError)
 _ADDRESS = re.compile(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$")
+#: Starts the line of a metrics record in the log of a job that writes its run where fipo cannot read it.
+METRICS_MARKER = "fipo-metrics "
 #: How often a sweep held by ``--max-parallel`` asks the cluster whether one of its jobs ended.
 SLOT_POLL_S = 5.0
 _ADDRESS_HINT = ("the head's dashboard address, e.g. http://HEAD:8265 (cluster.ray_address, or RAY_API_SERVER_ADDRESS / "
@@ -296,22 +306,28 @@ def stop(address: str, job_ids: Collection[str]) -> None:
 
 
 def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = None) -> int:
-    """Write the job's output to ``out`` (stdout); with ``follow``, until the job ends. 0, or 130 on Ctrl-C."""
+    """Write the job's output to ``out`` (stdout); with ``follow``, until the job ends. 0, or 130 on Ctrl-C.
+
+    The metrics records a job carries for ``fipo watch`` (:class:`MetricsEcho`) are left out: the log is
+    what the trainer printed.
+    """
     import asyncio
 
     out = out or sys.stdout.buffer
     client = connect(address)
+    printed = _TrainerLines()
     with _quiet_ray():
         try:
             if not follow:
-                out.write(client.get_job_logs(job_id).encode())
+                out.write(printed.of(client.get_job_logs(job_id)) + printed.of("", end=True))
                 out.flush()
                 return 0
 
             async def tail() -> None:
                 async for chunk in client.tail_job_logs(job_id):
-                    out.write(chunk.encode())
+                    out.write(printed.of(chunk))
                     out.flush()
+                out.write(printed.of("", end=True))
 
             asyncio.run(tail())
         except KeyboardInterrupt:
@@ -319,6 +335,102 @@ def copy_log(address: str, job_id: str, *, follow: bool, out: BinaryIO | None = 
         except _RAY_ERRORS as error:
             raise FipoError(f"cannot read the log of Ray job {job_id} at {address}: {error}") from None
     return 0
+
+
+class _TrainerLines:
+    """A job's log, pieces at a time, without the lines of :data:`METRICS_MARKER`."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def of(self, text: str, *, end: bool = False) -> bytes:
+        *lines, self._partial = (self._partial + text).split("\n")
+        if end and self._partial:
+            lines.append(self._partial)
+            self._partial = ""
+        return "".join(line + "\n" for line in lines if not line.startswith(METRICS_MARKER)).encode()
+
+
+class MetricsEcho:
+    """Inside a Ray job whose run directory only the cluster sees: the trainer's output to the job's log,
+    and each metrics record as it is logged, as one :data:`METRICS_MARKER` line between the trainer's
+    lines, so that ``fipo watch`` follows the run through the job API (:class:`JobLogFeed`)."""
+
+    def __init__(self, metrics: Path, out: BinaryIO) -> None:
+        self._tail = MetricsTail(metrics)
+        self._out = out
+        self._at_line_start = True
+
+    def output(self, chunk: bytes) -> None:
+        if not chunk:  # the trainer is done: the last records
+            self.tick()
+            return
+        self._out.write(chunk)
+        self._out.flush()
+        self._at_line_start = chunk.endswith(b"\n")
+
+    def tick(self) -> None:
+        records = self._tail.read()
+        if not records:
+            return
+        lines = [METRICS_MARKER + json.dumps({"step": step, "data": {key: data[key] for key in VIEW_METRICS if key in data}})
+                 for step, data in records]
+        self._out.write(("" if self._at_line_start else "\n").encode() + "\n".join(lines).encode() + b"\n")
+        self._out.flush()
+        self._at_line_start = True
+
+
+class JobLogFeed:
+    """A Ray job's log, read through the job API as it grows: the trainer's output, and the metrics
+    records :class:`MetricsEcho` put into it."""
+
+    def __init__(self, address: str, job_id: str) -> None:
+        import queue
+        import threading
+
+        self._chunks: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._partial = ""
+        self._failed: list[str] = []
+        self._client = connect(address)
+        self._job_id = job_id
+        threading.Thread(target=self._tail, name="fipo-ray-job-log", daemon=True).start()
+
+    def _tail(self) -> None:
+        import asyncio
+
+        async def tail() -> None:
+            async for chunk in self._client.tail_job_logs(self._job_id):
+                self._chunks.put(chunk)
+
+        with _quiet_ray():
+            try:
+                asyncio.run(tail())
+            except _RAY_ERRORS as error:
+                self._failed.append(f"fipo: cannot read the log of Ray job {self._job_id}: {error}\n")
+
+    def poll(self) -> tuple[bytes, list[tuple[int, dict[str, float]]]]:
+        text = self._partial + "".join(self._drain()) + "".join(self._failed)
+        self._failed.clear()
+        *lines, self._partial = text.split("\n")
+        output, records = [], []
+        for line in lines:
+            if line.startswith(METRICS_MARKER):
+                records += parse_records([line.removeprefix(METRICS_MARKER)])
+            else:
+                output.append(line + "\n")
+        return "".join(output).encode(), records
+
+    def _drain(self) -> Iterator[str]:
+        import queue
+
+        while True:
+            try:
+                yield self._chunks.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        """The reading thread ends with the job's log (a daemon: it never holds fipo up)."""
 
 
 def run_inputs(job: RunJob) -> list[str]:
@@ -438,6 +550,26 @@ class RayLauncher(Launcher):
         for address in sorted({status.ray_address for status in statuses if status.ray_address}):
             stop(address, sorted({status.job_id for status in statuses
                                   if status.ray_address == address and status.job_id}))
+
+    def run_trainer(self, job: RunJob, inherited: Mapping[str, str], screen: Screen | None = None) -> int:
+        """Inside the job: everything the trainer prints goes to the job's log, the copy of ``train.log``
+        that fipo reads through the job API (``fipo logs``); where the cluster writes the run elsewhere
+        (``cluster.ray_run_root``) the metrics records go with it (:class:`MetricsEcho`). The view is
+        ``fipo watch``'s, from any machine that reaches the cluster."""
+        env, log_path = {**inherited, **job.env}, job.run_dir / LOG_FILE
+        if job.cluster.ray_run_root is None:
+            return run_local(job.command, env=env, log_path=log_path)
+        echo = MetricsEcho(job.run_dir / METRICS_FILE, sys.stdout.buffer)
+        return run_local(job.command, env=env, log_path=log_path, output=echo.output, tick=echo.tick)
+
+    def feed(self, entry: RunEntry) -> RunFeed:
+        """The run's files where the cluster writes into the run directory; the job's log through the job
+        API where it writes elsewhere (``cluster.ray_run_root``)."""
+        status, record = entry.status, entry.run_dir / RUN_CONFIG_FILE
+        if (status is not None and status.job_id and status.ray_address and record.is_file()
+                and config.load(record).cluster.ray_run_root is not None):
+            return JobLogFeed(status.ray_address, status.job_id)
+        return super().feed(entry)
 
     def logs(self, entry: RunEntry, *, job_log: bool, follow: bool, out: BinaryIO) -> int:
         """The job's output, from the cluster (the run directory may not be shared with it)."""

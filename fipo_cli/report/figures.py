@@ -10,8 +10,9 @@ The charts, by file name:
 
 B is a benchmark that ``fipo eval --run`` evaluated. In (b) the length is the mean length of
 the evaluation's own samples, so that accuracy and length describe the same responses.
-Accuracies are in percent, as in the paper. A chart, or a panel of one, whose metric no
-run has is left out, and :class:`Figures` says which metric was missing.
+Accuracies are in percent, as in the paper, on an axis at least ten points wide. A panel whose
+metric no run has stays in its chart, empty, saying so (a chart none of whose panels has data
+is left out); :class:`Figures` says which metric was missing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ REFERENCE_MODEL_SIZE = re.compile(r"(?<![0-9.])32b\b", re.IGNORECASE)
 #: outlier: left out of the drawing, so that one 1e308 from a broken step does not flatten every
 #: other line, and named. Real spikes (a gradient norm 1,000× its median) stay drawn.
 OUTLIER_FACTOR = 1e6
+#: The narrowest accuracy axis, in percentage points.
+MIN_ACCURACY_SPAN = 10.0
+#: Metrics that are shares (of tokens): their axis starts at 0.
+FRACTIONS = frozenset({"actor/pg_clipfrac_lower"})
 #: matplotlib's tab10: one colour per run, the same in every chart.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -77,6 +82,12 @@ class Panel:
     xlabel: str
     ylabel: str
     lines: tuple[Line, ...]
+    steps: bool = True
+    """The x axis counts training steps: whole numbers only."""
+    y_range: tuple[float | None, float | None] | None = None
+    """Fixed y limits (None at an end: matplotlib's); None: matplotlib's at both ends."""
+    note: str | None = None
+    """Why the panel shows less than it should (nothing logged, no fit): written inside it."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,23 @@ class Figures:
     notes: list[str] = field(default_factory=list)
     """Runs missing from a chart that other runs are in."""
     fits: list[Fit] = field(default_factory=list)
+
+
+def accuracy_range(values: Sequence[float]) -> tuple[float, float]:
+    """The y limits of an accuracy panel (percent): the values with a margin, at least
+    :data:`MIN_ACCURACY_SPAN` points wide, inside 0–100. A flat 0 % is drawn on 0–10 %, not on
+    −0.04–0.04 %; AIME's 50 % against 56 % keeps its gap visible, as a 0–100 % axis would not."""
+    low, high = min(values), max(values)
+    margin = max(1.0, 0.1 * (high - low))
+    low, high = low - margin, high + margin
+    if high - low < MIN_ACCURACY_SPAN:
+        middle = (low + high) / 2
+        low, high = middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2
+    if low < 0:
+        low, high = 0.0, high - low
+    if high > 100:
+        low, high = low - (high - 100), 100.0
+    return max(0.0, low), min(100.0, high)
 
 
 def colours(runs: Sequence[RunData]) -> dict[str, str]:
@@ -204,10 +232,15 @@ def _without_outliers(figures: Figures, chart: Chart) -> Chart:
 
 def _history_chart(figures: Figures, name: str, title: str, definitions: Sequence[tuple[str, str, str]],
                    runs: Sequence[RunData], steps: StepRange) -> None:
+    """A chart of metrics per training step; a panel no run can fill stays, saying why (the chart is left
+    out only when no panel has a line)."""
     panels, missing = [], []
     for panel_name, key, panel_title in definitions:
+        y_range = (0.0, None) if key in FRACTIONS else None
         if all(key not in run.metrics for run in runs):
             missing.append((key, panel_title))
+            panels.append(Panel(panel_name, panel_title, "training step", panel_title, (), y_range=y_range,
+                                note=f"not drawn: no run logged {key}"))
             continue
         lines = []
         for run in runs:
@@ -216,22 +249,27 @@ def _history_chart(figures: Figures, name: str, title: str, definitions: Sequenc
                 lines.append(Line(run.label, tuple(xs), tuple(ys), run=run.ref))
             elif key not in run.metrics:
                 figures.notes.append(f"{name}.png, {panel_title}: {run.ref} has no metric {key}")
-        if lines:
-            panels.append(Panel(panel_name, panel_title, "training step", panel_title, tuple(lines)))
-        else:
+        note = None
+        if not lines:
             figures.skipped.append(f"skipped {name}.png panel {panel_title!r}: no step of {key} in --steps {steps}")
-    if not panels and missing:
+            note = f"not drawn: no step of {key} in --steps {steps}"
+        elif key in FRACTIONS and not any(y for line in lines for y in line.ys):
+            y_range, note = (0.0, 1.0), "0 at every step"
+        panels.append(Panel(panel_name, panel_title, "training step", panel_title, tuple(lines), y_range=y_range,
+                            note=note))
+    if not any(panel.lines for panel in panels):
         keys = ", ".join(key for key, _ in missing)
-        figures.skipped.append(f"skipped {name}.png ({title}): missing metric {keys}")
-    elif panels:
-        figures.skipped += [f"skipped {name}.png panel {panel_title!r}: missing metric {key}"
-                            for key, panel_title in missing]
-        figures.charts.append(Chart(name, title, tuple(panels)))
+        if missing:
+            figures.skipped.append(f"skipped {name}.png ({title}): missing metric {keys}")
+        return
+    figures.skipped += [f"{name}.png panel {panel_title!r} is empty: missing metric {key}" for key, panel_title in missing]
+    figures.charts.append(Chart(name, title, tuple(panels)))
 
 
 def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData], steps: StepRange) -> None:
     name = f"accuracy_vs_length_{benchmark}"
-    lines = []
+    lines: list[Line] = []
+    unfitted: list[str] = []
     for run in runs:
         points = [point for point in run.evals.get(benchmark, []) if point.step in steps]
         measured = [point for point in points if point.mean_length is not None]
@@ -251,15 +289,27 @@ def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData
             lines += [Line(label, xs, ys, run=run.ref, style="points"), fit]
         else:
             figures.notes.append(f"{name}.png: {run.ref} has fewer than two distinct lengths, no fit")
+            unfitted.append(run.ref)
             lines.append(Line(label, xs, ys, run=run.ref, style="points"))
-    if not lines:
-        figures.skipped.append(f"skipped {name}.png: missing metric {benchmark} mean response length "
-                               f"(results.json lengths.mean) in --steps {steps}")
-        return
     n = _samples_label(run.evals.get(benchmark, []) for run in runs)
+    title = f"{benchmark}: accuracy against mean response length"
+    if not lines:
+        missing = f"missing metric {benchmark} mean response length (results.json lengths.mean) in --steps {steps}"
+        if not any(point.step in steps for run in runs for point in run.evals.get(benchmark, [])):
+            figures.skipped.append(f"skipped {name}.png: {missing}")
+            return
+        figures.skipped.append(f"{name}.png is empty: {missing}")
+        figures.charts.append(Chart(name, title, (Panel(
+            "avg", f"avg@{n} per checkpoint", "mean response length (tokens)", f"avg@{n} (%)", (), steps=False,
+            note="not drawn: the evaluations have no response lengths (results.json lengths.mean)"),)))
+        return
+    note = None
+    if unfitted:
+        note = f"no fit for {', '.join(unfitted)}: fewer than two distinct lengths"
     panel = Panel("avg", f"avg@{n} per checkpoint, linear fit per run", "mean response length (tokens)",
-                  f"avg@{n} (%)", tuple(lines))
-    figures.charts.append(Chart(name, f"{benchmark}: accuracy against mean response length", (panel,)))
+                  f"avg@{n} (%)", tuple(lines), steps=False,
+                  y_range=accuracy_range([y for line in lines for y in line.ys]), note=note)
+    figures.charts.append(Chart(name, title, (panel,)))
 
 
 def _samples_label(point_lists) -> str:
@@ -272,6 +322,9 @@ def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps
     name = f"eval_{benchmark}"
     panels = []
     n = _samples_label(run.evals.get(benchmark, []) for run in runs)
+    # In a comparison, a run without evaluations would simply be absent: the panels name it.
+    missing = [run.ref for run in runs if not any(point.step in steps for point in run.evals.get(benchmark, []))]
+    unevaluated = f"not evaluated on {benchmark}: {', '.join(missing)}" if missing else None
     for panel_name, title in (("avg", f"avg@{n} (Pass@1)"), ("cons", f"cons@{n} (majority vote)")):
         lines = []
         for run in runs:
@@ -285,8 +338,10 @@ def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps
                       for who, value in AIME24_REFERENCES]
         if lines:
             panels.append(Panel(panel_name, f"{benchmark} {title}", "training step", f"{title.split()[0]} (%)",
-                                tuple(lines)))
+                                tuple(lines), y_range=accuracy_range([y for line in lines for y in line.ys]),
+                                note=unevaluated))
     if panels:
         figures.charts.append(Chart(name, f"{benchmark} accuracy per checkpoint", tuple(panels)))
+        figures.notes += [f"{name}.png: {ref} has no {benchmark} evaluation in --steps {steps}" for ref in missing]
     else:
         figures.skipped.append(f"skipped {name}.png: no {benchmark} evaluation in --steps {steps}")

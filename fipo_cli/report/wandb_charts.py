@@ -17,14 +17,18 @@ from pathlib import Path
 
 from fipo_cli.experiment.config import TrackingConfig
 from fipo_cli.report.data import RunData, StepRange
-from fipo_cli.report.figures import Chart
+from fipo_cli.report.figures import Chart, Panel
 
 JOB_TYPE = "report"
 
 
 def chart_keys(charts: Sequence[Chart]) -> list[str]:
-    """The history key of every panel, in logging order."""
-    return [f"report/{chart.name}/{panel.name}" for chart in charts for panel in chart.panels]
+    """The history key of every panel with a line, in logging order (an empty panel has nothing to chart)."""
+    return [f"report/{chart.name}/{panel.name}" for chart, panel in _drawn(charts)]
+
+
+def _drawn(charts: Sequence[Chart]) -> list[tuple[Chart, Panel]]:
+    return [(chart, panel) for chart in charts for panel in chart.panels if panel.lines]
 
 
 def log_charts(charts: Sequence[Chart], runs: Sequence[RunData], steps: StepRange, out_dir: Path) -> str | None:
@@ -45,7 +49,7 @@ def log_charts(charts: Sequence[Chart], runs: Sequence[RunData], steps: StepRang
         import wandb  # importable: wandb_run checked it
 
         row = {}
-        for key, (chart, panel) in zip(chart_keys(charts), [(c, p) for c in charts for p in c.panels], strict=True):
+        for key, (chart, panel) in zip(chart_keys(charts), _drawn(charts), strict=True):
             row[key] = wandb.plot.line_series(
                 xs=[list(line.xs) for line in panel.lines], ys=[list(line.ys) for line in panel.lines],
                 keys=[line.label for line in panel.lines], title=f"{chart.title}: {panel.title}", xname=panel.xlabel,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from fipo_cli.core.errors import UsageError
@@ -82,13 +83,68 @@ def _read_metric_lines(path: Path, metrics: Metrics, non_finite: dict[str, list[
         if not (isinstance(record, dict) and isinstance(record.get("step"), int)
                 and isinstance(record.get("data"), dict)):
             raise UsageError(f'{path}:{number}: expected {{"step": N, "data": {{...}}}}, as verl\'s file logger writes')
-        for name, value in record["data"].items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if math.isfinite(value):
-                metrics.setdefault(name, {})[record["step"]] = float(value)
-            else:
-                non_finite.setdefault(name, []).append(record["step"])
+        values, infinite = numbers(record["data"])
+        for name, value in values.items():
+            metrics.setdefault(name, {})[record["step"]] = value
+        for name in infinite:
+            non_finite.setdefault(name, []).append(record["step"])
+
+
+def numbers(data: Mapping[str, object]) -> tuple[dict[str, float], list[str]]:
+    """A record's numeric metrics: the finite ones, and the names of the NaN or infinite ones (verl
+    also logs strings and, as null, NaN: neither is a number here)."""
+    finite, infinite = {}, []
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            finite[name] = float(value)
+        else:
+            infinite.append(name)
+    return finite, infinite
+
+
+class MetricsTail:
+    """The records a metrics file gained since the last :meth:`read`: what a view of a running run reads.
+
+    Only whole lines are read (the trainer may be writing the last one); a file that was replaced or
+    truncated (verl truncates it when a resumed run starts) is read again from its start, and its steps
+    come again: a step's later value wins, as everywhere. A line that is not a record is skipped, not
+    refused: a view must not stop over what ``fipo report`` names.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._inode: int | None = None
+
+    def read(self) -> list[tuple[int, dict[str, float]]]:
+        """The new records as (step, finite numbers)."""
+        try:
+            with open(self.path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                if stat.st_ino != self._inode or stat.st_size < self._offset:
+                    self._inode, self._offset = stat.st_ino, 0
+                file.seek(self._offset)
+                data = file.read()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        return parse_records(complete.decode("utf-8", errors="replace").splitlines())
+
+
+def parse_records(lines: Iterable[str]) -> list[tuple[int, dict[str, float]]]:
+    """The (step, finite numbers) of verl's file-logger lines; lines that are not records are skipped."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and isinstance(record.get("data"), dict):
+            records.append((record["step"], numbers(record["data"])[0]))
+    return records
 
 
 def last_step(run_dir: Path) -> int | None:

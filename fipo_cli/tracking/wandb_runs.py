@@ -17,8 +17,10 @@ from fipo_cli.core.errors import FipoError
 from fipo_cli.tracking.identity import wandb_mode
 
 #: Settings of every run fipo starts. console="off": fipo's own output stays out of the run's
-#: logs; x_disable_stats: no system metrics of the evaluating machine.
-_SETTINGS = {"console": "off", "x_disable_stats": True, "quiet": True}
+#: logs; x_disable_stats: no system metrics of the evaluating machine; silent: none of W&B's own
+#: console lines in fipo's output (wandb 0.31 prints its offline notice and `wandb leet` hint even
+#: when quiet): fipo names the run itself ("W&B: run ID"), and W&B's failures still raise.
+_SETTINGS = {"console": "off", "x_disable_stats": True, "quiet": True, "silent": True}
 
 
 def resolve_mode(setting: str, env: Mapping[str, str] | None = None) -> str:

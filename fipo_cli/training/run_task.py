@@ -2,8 +2,10 @@
 
 ``python -m fipo_cli.run_task RUN_DIR`` loads the run's resolved ``config.yaml``, plans
 its trainer command as ``fipo train`` does, and runs it on this node (the Ray head), with the
-output in the run's ``train.log`` and the job log. A requeued job runs this again: the same
-W&B run id, and verl resumes from the run's last checkpoint (``trainer.resume_mode=auto``).
+output in the run's ``train.log`` and the run's view in the job log (a line per step, the real
+warnings and errors; a Ray job's log gets everything, see ``RayLauncher.run_trainer``). A requeued
+job runs this again: the same W&B run id, and verl resumes from the run's last checkpoint
+(``trainer.resume_mode=auto``).
 
 It is the job's half of ``fipo train``, not a launcher: launchers (``fipo_cli.launch``) start
 processes and talk to schedulers, and do not import :mod:`fipo_cli.training.train`.
@@ -44,6 +46,7 @@ def place_record(record: Path, run_dir: Path) -> None:
 
 def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
     from fipo_cli.experiment import config
+    from fipo_cli.launch.watch import PlainScreen
     from fipo_cli.runs.experiments import ExperimentDir
     from fipo_cli.runs.status import read_status
     from fipo_cli.training import train
@@ -56,7 +59,8 @@ def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
     status = read_status(run_dir)
     status.job_id = slurm_job_id(env) or status.job_id
     status.restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
-    return train.execute_run(plan, status, env)
+    # The job's log gets the run's view, a line per step; train.log everything the trainer prints.
+    return train.execute_run(plan, status, env, PlainScreen())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from fipo_cli.experiment.config import SAFE_NAME
 from fipo_cli.launch import launchers
 from fipo_cli.launch.base import Batch, Hooks, Outcome, RunJob, Submission, Submitted
 from fipo_cli.launch.launchers import launcher_for
+from fipo_cli.launch.watch import Screen
 from fipo_cli.runs import experiments, registry
 from fipo_cli.runs.experiments import ExperimentDir
 from fipo_cli.runs.layout import (
@@ -272,7 +273,8 @@ def _write_manifest(plan: SweepPlan, record: dict[str, Any] | None) -> None:
     })
 
 
-def launch(plan: SweepPlan, inherited: Mapping[str, str], say: Callable[[str], None] = print) -> Outcome:
+def launch(plan: SweepPlan, inherited: Mapping[str, str], say: Callable[[str], None] = print,
+           screen: Screen | None = None) -> Outcome:
     """Create the runs to submit and hand them to their launcher, recording the sweep in ``sweep.json``.
 
     The launcher checks first (local GPUs, a Ray cluster that answers): a refusal leaves nothing
@@ -304,7 +306,7 @@ def launch(plan: SweepPlan, inherited: Mapping[str, str], say: Callable[[str], N
         return made
 
     def execute(job: RunJob) -> int:
-        return train.execute_run(plans[job.run_dir], read_status(job.run_dir), inherited)
+        return train.execute_run(plans[job.run_dir], read_status(job.run_dir), inherited, screen)
 
     hooks = Hooks(create, execute, submitted=lambda job, handed: submitted.append((job, handed)), say=say)
     try:

@@ -31,6 +31,7 @@ from fipo_cli.launch import launchers
 from fipo_cli.launch.base import Batch, Hooks, Launcher, Outcome, RunJob, Submission
 from fipo_cli.launch.launchers import launcher_for
 from fipo_cli.launch.process import INTERRUPTED
+from fipo_cli.launch.watch import Screen
 from fipo_cli.loss import knobs
 from fipo_cli.runs import experiments
 from fipo_cli.runs.experiments import ExperimentDir
@@ -195,7 +196,7 @@ def submission(plan: TrainPlan, inherited: Mapping[str, str]) -> Submission:
 
 
 def launch(plan: TrainPlan, inherited: Mapping[str, str] | None = None,
-           say: Callable[[str], None] = print) -> tuple[TrainPlan, Outcome]:
+           say: Callable[[str], None] = print, screen: Screen | None = None) -> tuple[TrainPlan, Outcome]:
     """Carry out ``fipo train``: claim the run's directory, record it and hand it to its launcher.
 
     Before anything is written, the launcher checks it can take the run (local GPUs, a Ray cluster
@@ -217,7 +218,7 @@ def launch(plan: TrainPlan, inherited: Mapping[str, str] | None = None,
         return [] if plan.resume else [plan.run_dir]
 
     def execute(_: RunJob) -> int:
-        return execute_run(plan, read_status(plan.run_dir), inherited)
+        return execute_run(plan, read_status(plan.run_dir), inherited, screen)
 
     outcome = launcher.submit(launcher.plan(batch(plan), inherited), Hooks(create, execute, say=say))
     return plan, outcome
@@ -243,7 +244,7 @@ def prepare_run(plan: TrainPlan, inherited: Mapping[str, str]) -> TrainPlan:
     return plan
 
 
-def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]) -> int:
+def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str], screen: Screen | None = None) -> int:
     """Run the trainer of a created run on this machine, recording its state before and after.
 
     Used by the local launcher and, inside a SLURM or Ray job, by ``fipo_cli.training.run_task``.
@@ -264,7 +265,7 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     keep_earlier_metrics(plan.run_dir)
     try:
         local_assets.ensure(plan.experiment.asset_paths(), env=inherited)
-        exit_code = launcher.run_trainer(job(plan), inherited)
+        exit_code = launcher.run_trainer(job(plan), inherited, screen)
     except BaseException as error:
         _record_end(plan.run_dir, "cancelled" if isinstance(error, KeyboardInterrupt) else "failed", None)
         raise
@@ -305,14 +306,23 @@ def error_excerpt(log_path: Path, count: int = 12) -> list[str]:
 
 
 def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
-    """What fipo says after a local run, after the trainer's own output: how it ended and where
-    everything is; for a failure, the end of the error from the trainer's log."""
+    """What fipo says after a local run, after the trainer's own output (or its view): how it ended
+    and where everything is; for a failure, the end of the error from the trainer's log."""
+    state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
+    return closing_summary(plan.run_dir, plan.reference, state, exit_code, wandb_link(plan.experiment.tracking, plan.env))
+
+
+def closing_summary(run_dir: Path, reference: str, state: str, exit_code: int | None,
+                    wandb: str | None) -> list[str]:
+    """How a run ended and where everything is (``fipo train``'s last words, ``fipo watch``'s too);
+    for a failure, the end of the error from the trainer's log. ``wandb``: the run's W&B link."""
     from fipo_cli.runs.metrics import last_step
     from fipo_cli.verl_adapter.checkpoints import checkpoint_steps
 
-    run_dir, reference = plan.run_dir.absolute(), plan.reference
+    run_dir = Path(run_dir).absolute()
+    experiment, run = reference.rpartition("/")[0], run_dir.name
     log = run_dir / LOG_FILE
-    if exit_code == 0:
+    if state == "succeeded":
         steps = checkpoint_steps(run_dir)
         lines = [
             f"fipo: run {reference} succeeded (last step {last_step(run_dir)})",
@@ -325,17 +335,19 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
         sync = wandb_sync_command(run_dir)
         if sync:
             lines.append(f"  W&B:         offline; to upload the run: {sync}")
-        elif plan.env.get("WANDB_RUN_ID"):
-            lines.append(f"  W&B:         {wandb_link(plan.experiment.tracking, plan.env)}")
-        lines.append(f"  next:        fipo eval aime24 --run {reference}   ·   fipo report {plan.experiment_dir.path.name}")
+        elif wandb:
+            lines.append(f"  W&B:         {wandb}")
+        lines.append(f"  next:        fipo eval aime24 --run {reference}   ·   fipo report {experiment}")
         return lines
-    if exit_code in INTERRUPTED:
+    code = "" if exit_code is None else f" (exit code {exit_code})"
+    if state in ("cancelled", "timeout"):
         return [
-            f"fipo: run {reference} was stopped (exit code {exit_code}) and is recorded as cancelled",
-            f"  continue it: fipo train {plan.experiment_dir.path.name} --resume {plan.run_name}",
+            f"fipo: run {reference} was stopped{code} and is recorded as {state}",
+            f"  continue it: fipo train {experiment} --resume {run}",
         ]
     return [
-        f"fipo: training failed: run {reference} exited with code {exit_code} and is recorded as failed",
+        f"fipo: training failed: run {reference} exited with code {exit_code} and is recorded as {state}"
+        if exit_code is not None else f"fipo: training failed: run {reference} is recorded as {state}",
         f"  directory: {run_dir}",
         f"  log:       {log}",
         "  the error, as the log ends:",

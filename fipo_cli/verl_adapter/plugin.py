@@ -15,13 +15,15 @@ When it loads, it first sets the run's variables a Ray worker received from ``fi
 (:func:`fipo_cli.verl_adapter.overrides.apply_worker_env`) and, with ``VERL_PLATFORM=cpu``, installs fipo's
 CPU mode (:mod:`fipo_cli.verl_adapter.cpu`), both before any verl module reads them.
 
-Two more additions, both installed when this module loads (see their functions for why there):
+Three more additions, all installed when this module loads (see their functions for why there):
 
 * :func:`with_length_metrics`: verl's per-step data metrics gain the whole-batch
   response-length percentiles and the length-weighted mean advantage
   (:mod:`fipo_cli.loss.length_metrics`).
 * :func:`with_run_config`: the tracking config (W&B's run config) gains the resolved fipo
   config and the verl overrides of the run, read from the file ``FIPO_TRACKING_CONFIG`` names.
+* :func:`with_wandb_teardown`: W&B is torn down when verl finishes its tracking, inside the Ray
+  actor that trains, so that no traceback follows a run that succeeded.
 """
 
 from __future__ import annotations
@@ -225,5 +227,43 @@ def install_run_config() -> None:
         Tracking.__init__ = with_run_config(Tracking.__init__)
 
 
+def with_wandb_teardown(finish: Callable[..., None]) -> Callable[..., None]:
+    """verl's ``Tracking.finish`` followed, when W&B was one of its backends, by ``wandb.teardown``.
+
+    Why: verl 0.9.1 runs the trainer inside a Ray actor (``TaskRunnerV1`` of
+    ``verl/trainer/main_ppo.py``, whose ``run`` calls ``tracking.finish`` in its ``finally``, line 161),
+    and ``wandb.init`` there starts W&B's service process as a child of the actor and registers an
+    ``atexit`` hook that tells the service to shut down (``teardown_atexit`` of
+    ``wandb/sdk/lib/service/service_connection.py``, wandb 0.31, line 79). When the run ends, Ray's
+    worker kills its direct children as it exits (``RAY_kill_child_processes_on_worker_exit``, on by
+    default), before Python's ``atexit`` hooks run: the hook finds the service gone and prints a
+    20-line ``ConnectionResetError: Connection lost`` traceback after a run that succeeded. Tearing
+    W&B down while the actor still runs shuts the service down cleanly (the run's files are complete)
+    and unregisters the hook. A teardown that fails is logged, never raised: the run is done.
+    """
+
+    @functools.wraps(finish)
+    def finish_and_teardown(self: Any, exit_code: int = 0) -> None:
+        tracked = "wandb" in getattr(self, "logger", {}) and not getattr(self, "_finished", False)
+        finish(self, exit_code=exit_code)
+        if tracked:
+            import wandb
+
+            try:
+                wandb.teardown(exit_code=exit_code)
+            except Exception as error:  # the run is finished: a teardown problem must not fail it
+                _LOGGER.warning("fipo: W&B's teardown after the run failed: %s", error)
+
+    finish_and_teardown.fipo_wandb_teardown = True
+    return finish_and_teardown
+
+
+def install_wandb_teardown() -> None:
+    """Wrap ``Tracking.finish`` by :func:`with_wandb_teardown` (once per process)."""
+    if not getattr(Tracking.finish, "fipo_wandb_teardown", False):
+        Tracking.finish = with_wandb_teardown(Tracking.finish)
+
+
 install_length_metrics()
 install_run_config()
+install_wandb_teardown()

@@ -153,13 +153,17 @@ def test_a_run_that_may_still_log_steps_gets_a_linked_eval_run(tmp_path, monkeyp
     assert [wandb_records.history(path)[0]["eval/step"] for path in linked] == [2, 4]
 
 
-def test_model_eval_is_a_separate_eval_run(tmp_path, graded):
+def test_model_eval_is_a_separate_eval_run(tmp_path, graded, capfd):
     scores, samples = graded
     settings = {"benchmark": "aime24", "model": "/models/Qwen/Qwen2.5-0.5B", "samples": 2, "temperature": 1.0}
     out_dir = tmp_path / "evals" / "aime24"
 
     run_id = tracking.log_model_eval("aime24", settings, scores, samples, project=PROJECT, entity=None,
                                      mode="offline", out_dir=out_dir)
+    # W&B's own console lines ("wandb: W&B syncing is set to `offline`", "wandb leet") stay out of
+    # fipo eval's output: fipo names the run itself.
+    printed = capfd.readouterr()
+    assert "wandb" not in printed.out + printed.err
 
     (path,) = written(out_dir / "wandb")
     record = wandb_records.run_record(path)

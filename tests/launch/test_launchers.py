@@ -1,11 +1,12 @@
 """One suite every launcher must pass: local, SLURM and Ray, each for real.
 
-The launcher interface (fipo_cli/launch/base.py) promises the same five things whatever runs the
+The launcher interface (fipo_cli/launch/base.py) promises the same six things whatever runs the
 trainer, and a user sees them through the same commands: ``--dry-run`` plans a submission and
 writes nothing; ``fipo train`` / ``fipo sweep`` submit; ``fipo status`` refreshes each run's state
-from whoever runs it; ``fipo logs`` prints and follows a run's output; ``fipo cancel`` stops a run
-or says why it cannot. The local launcher runs here (a private Ray head per run), the SLURM one on
-the running cluster (.ci/slurm-up.sh), the Ray one on a Ray head the tests start
+from whoever runs it; ``fipo logs`` prints and follows a run's output; ``fipo watch`` shows its
+progress view; ``fipo cancel`` stops a run or says why it cannot. The local launcher runs here (a
+private Ray head per run), the SLURM one on the running cluster (.ci/slurm-up.sh), the Ray one on a
+Ray head the tests start
 (tests/launch/conftest.py). The trainer is a stand-in that joins the run's Ray cluster, counts its
 GPUs, logs a step and exits as its seed says: 2 fails (exit 3), 3 waits to be stopped, else 0.
 """
@@ -117,6 +118,13 @@ def test_runs_are_submitted_refreshed_and_their_logs_printed(project, launcher):
     assert "stand-in joined Ray with 1 GPUs" in log.stdout  # the run's own Ray cluster, with its GPU
     followed = run_fipo(project, "logs", "smoke/pair-001-seed2", "-f", **ONE_GPU)  # a finished run: printed, then done
     assert followed.returncode == 0 and "stand-in joined Ray" in followed.stdout
+    # `fipo watch`: the run's view from its metrics file, then how it ended (exit code 1 for the failed one).
+    for run, code, ended in (("pair-000-seed1", 0, "succeeded (last step 7)"), ("pair-001-seed2", 1, "exited with code 3")):
+        watched = run_fipo(project, "watch", f"smoke/{run}", **ONE_GPU)
+        assert watched.returncode == code, watched.stdout + watched.stderr
+        (step,) = [line for line in watched.stdout.splitlines() if line.startswith("fipo: step")]
+        assert step.startswith("fipo: step 7/20 · ") and "length 100 (p90 -)" in step
+        assert ended in watched.stderr
     again = run_fipo(project, "cancel", "pair", **ONE_GPU)
     assert again.returncode == 0 and "nothing to cancel" in again.stdout
 

@@ -195,6 +195,23 @@ def test_a_cancelled_job_is_recorded_as_cancelled_and_the_record_travels(project
     assert not (run_dir / "metrics.jsonl").exists()  # the run wrote under the root, not here
 
 
+def test_a_run_written_elsewhere_is_watched_through_the_job_log(project, cluster, tmp_path):
+    """With cluster.ray_run_root nothing of the run reaches this machine's run directory: `fipo watch` follows
+    it through the job API, its metrics records carried in the job's log (and left out of `fipo logs`)."""
+    storage = tmp_path / "cluster-storage"
+    submitted_job(run_fipo(project, "train", "smoke", "seed=1", f"cluster.ray_run_root={storage}"))
+    (run_dir,) = runs(project)
+    watched = run_fipo(project, "watch", f"smoke/{run_dir.name}", timeout=300)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    (step,) = [line for line in watched.stdout.splitlines() if line.startswith("fipo: step")]
+    assert step.startswith("fipo: step 7/20 · elapsed ") and "length 100 (p90 -)" in step
+    assert f"fipo: run smoke/{run_dir.name} succeeded" in watched.stderr
+    assert not (run_dir / "metrics.jsonl").exists()
+    log = run_fipo(project, "logs", f"smoke/{run_dir.name}")
+    assert "stand-in joined Ray with 1 GPUs" in log.stdout and "fipo-metrics" not in log.stdout
+    assert '{"step": 7' in (storage / "smoke" / "runs" / run_dir.name / "metrics.jsonl").read_text()
+
+
 def test_a_sweep_runs_one_job_per_run_at_most_max_parallel_at_once(project, cluster):
     result = run_fipo(project, "sweep", "smoke", "seed=1,2,4", "--max-parallel", "1", "--name", "sw", timeout=300)
     assert result.returncode == 0, result.stderr

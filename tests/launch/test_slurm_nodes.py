@@ -244,6 +244,12 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
     job_log = fipo(root, "logs", f"tiny/{run_dir.name}", "--job").stdout
     assert "restart 1" in job_log and "left the job's Ray cluster" in job_log
     assert job_log.count("2 nodes × 1 GPU each") == 2  # the Ray cluster of each attempt
+    # The job's log gets the run's view, a line per step; train.log keeps everything verl printed.
+    assert f"fipo: step {steps}/{steps} · " in job_log and "target_num_threads" not in job_log
+    assert "target_num_threads" in (run_dir / "train.log").read_text()
+    watched = fipo(root, "watch", f"tiny/{run_dir.name}")  # from the shared filesystem, once it has ended
+    assert watched.returncode == 0 and f"fipo: step {steps}/{steps} · " in watched.stdout
+    assert "succeeded" in watched.stderr
     shown = fipo(root, "status", "tiny").stdout
     assert re.search(rf"tiny/{run_dir.name}\s+{job_id}\s+succeeded\s", shown)
     assert f"tiny/{run_dir.name} succeeded (restarted 1×): 1 node left the job's Ray cluster" in shown

@@ -196,4 +196,3 @@ def test_sbatch_refusals_reach_the_user_verbatim_and_leave_nothing_behind(projec
     assert "invalid partition" in result.stderr.lower() and "sinfo" in result.stderr
     assert not (project / "experiments" / "smoke" / "runs").exists() or not any(
         (project / "experiments" / "smoke" / "runs").iterdir())
-

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fipo_cli.experiment import config
-from fipo_cli.report import figures, runner
+from fipo_cli.report import charts, data, figures, runner
 from fipo_cli.report.data import StepRange, read_metrics
 
 from fipo_run import run_fipo
@@ -146,26 +146,33 @@ def test_the_fit_of_accuracy_against_length_is_ordinary_least_squares(project):
     assert figures.linear_fit([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == (0.0, 5.0, None)
 
 
-def test_missing_metrics_skip_their_chart_and_say_which(tmp_path):
+def test_missing_metrics_leave_their_panel_empty_saying_why_and_the_console_says_which(tmp_path):
     make_run(tmp_path, "old", "r1", keys=VERL_ONLY, evals={})
     make_run(tmp_path, "new", "r2", evals={5: (0.2, 0.3, None), 10: (0.3, 0.4, None)})
 
     result = run_fipo(tmp_path, "report", "old/r1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "skipped length_percentiles.png panel '25th percentile': missing metric response_length/p25" in lines
-    assert "skipped length_percentiles.png panel '90th percentile': missing metric response_length/p90" in lines
-    assert ("skipped advantage_reward.png panel 'length-weighted mean advantage': "
+    assert "length_percentiles.png panel '25th percentile' is empty: missing metric response_length/p25" in lines
+    assert "length_percentiles.png panel '90th percentile' is empty: missing metric response_length/p90" in lines
+    assert ("advantage_reward.png panel 'length-weighted mean advantage' is empty: "
             "missing metric critic/advantages/length_weighted_mean") in lines
     assert any(line.startswith("skipped accuracy_vs_length and eval charts: no `fipo eval` results") for line in lines)
     assert "wrote 3 charts" in result.stdout
+    # The figure says it too, inside the empty panel.
+    run = data.load_run(tmp_path / "experiments" / "old" / "runs" / "r1")
+    (chart,) = [chart for chart in figures.build([run], StepRange()).charts if chart.name == "length_percentiles"]
+    assert [panel.name for panel in chart.panels] == ["min", "p25", "median", "mean", "p75", "p90", "max"]
+    drawn = charts.figure(chart, figures.colours([run]))
+    p25 = drawn.axes[1]
+    assert not p25.lines and [text.get_text() for text in p25.texts] == ["not drawn: no run logged response_length/p25"]
 
     both = json.loads(run_fipo(tmp_path, "report", "old", "new", "--json").stdout)
     assert "length_percentiles.png, 25th percentile: old/r1 has no metric response_length/p25" in both["notes"]
-    assert ("skipped accuracy_vs_length_aime24.png: missing metric aime24 mean response length "
+    assert ("accuracy_vs_length_aime24.png is empty: missing metric aime24 mean response length "
             "(results.json lengths.mean) in --steps :") in both["skipped"]
-    assert [chart["name"] for chart in both["charts"]] == ["length_percentiles", "eval_aime24", "stability",
-                                                           "advantage_reward"]
+    assert [chart["name"] for chart in both["charts"]] == ["length_percentiles", "accuracy_vs_length_aime24",
+                                                           "eval_aime24", "stability", "advantage_reward"]
 
 
 def test_steps_crop_every_chart(project, monkeypatch):
@@ -363,3 +370,91 @@ def test_from_wandb_without_credentials_says_so(project):
     assert result.returncode == 1
     assert "W&B: cannot read the history of fipo/fipo-a-20261122-010000" in result.stderr
     assert "wandb login" in result.stderr
+
+
+def visible_ticks(axis) -> list[float]:
+    low, high = sorted(axis.get_view_interval())
+    return [tick for tick in axis.get_majorticklocs() if low - 1e-9 <= tick <= high + 1e-9]
+
+
+def test_step_axes_have_whole_number_ticks_and_accuracy_axes_at_least_ten_points(project):
+    runs = [data.load_run(path) for path, _ in data.resolve(["fipo-a", "dapo-b"], project / "experiments")]
+    built = figures.build(runs, StepRange())
+    colours = figures.colours(runs)
+    checked = 0
+    for chart in built.charts:
+        drawn = charts.figure(chart, colours)
+        for panel, ax in zip(chart.panels, drawn.axes, strict=False):
+            if panel.xlabel == "training step":
+                ticks = visible_ticks(ax.xaxis)
+                assert ticks and all(tick == int(tick) for tick in ticks), (chart.name, panel.name, ticks)
+                checked += 1
+            if panel.ylabel.startswith(("avg@", "cons@")):
+                low, high = ax.get_ylim()
+                values = [y for line in panel.lines for y in line.ys]
+                assert 0 <= low <= min(values) and max(values) <= high <= 100 and high - low >= 10
+    assert checked == 7 + 2 + 4 + 2  # every panel of length_percentiles, eval, stability, advantage_reward
+
+
+def test_one_checkpoint_at_zero_is_a_labelled_marker_on_a_readable_axis(tmp_path):
+    """What the README's first command gives: one checkpoint (step 19), evaluated at 0 %, one length."""
+    run_dir = make_run(tmp_path, "tiny", "r1", evals={19: (0.0, 0.0, 7.0)})
+    run = data.load_run(run_dir)
+    built = figures.build([run], StepRange())
+    by_name = {chart.name: chart for chart in built.charts}
+    eval_chart = charts.figure(by_name["eval_aime24"], figures.colours([run]))
+    avg = eval_chart.axes[0]
+    assert avg.get_ylim() == (0.0, 10.0)  # not −0.04 to 0.04
+    assert visible_ticks(avg.xaxis) == [18.0, 19.0, 20.0]  # not 19.00, 19.25, …
+    (line,) = avg.lines
+    assert line.get_marker() == "o" and line.get_linestyle() == "None"
+    assert [text.get_text() for text in avg.texts] == ["0"]  # the point's value beside it
+    # Accuracy against length: the point is drawn, and the panel says why there is no line through it.
+    (panel,) = by_name["accuracy_vs_length_aime24"].panels
+    fit_chart = charts.figure(by_name["accuracy_vs_length_aime24"], figures.colours([run]))
+    assert "no fit for tiny/r1: fewer than two distinct lengths" in [text.get_text() for text in fit_chart.axes[0].texts]
+    assert fit_chart.axes[0].get_ylim() == (0.0, 10.0) and panel.lines[0].xs == (7.0,)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([0.0], (0.0, 10.0)), ([100.0], (90.0, 100.0)), ([50.0, 56.0], (48.0, 58.0)),
+    ([47.0, 50.0, 56.0, 58.5], (45.85, 59.65)), ([10.0, 90.0], (2.0, 98.0)),
+])
+def test_the_accuracy_range_is_ten_points_at_least_with_a_margin_inside_0_to_100(values, expected):
+    assert figures.accuracy_range(values) == pytest.approx(expected)
+
+
+def test_the_charts_of_a_real_tiny_run_have_whole_steps(tmp_path):
+    import tiny_run
+
+    run = data.load_run(tiny_run.run_dir(tmp_path))
+    built = {chart.name: chart for chart in figures.build([run], StepRange()).charts}
+    assert sorted(built) == ["advantage_reward", "length_percentiles", "stability"]
+    for chart in built.values():
+        drawn = charts.figure(chart, figures.colours([run]))
+        for panel, ax in zip(chart.panels, drawn.axes, strict=False):
+            ticks = visible_ticks(ax.xaxis)
+            assert ticks and all(tick == int(tick) for tick in ticks), (chart.name, panel.name, ticks)
+    dual_clip = charts.figure(built["stability"], figures.colours([run])).axes[0]
+    # The tiny run never dual-clips: its fraction is 0 at every step, on a 0–1 axis that says so.
+    assert dual_clip.get_ylim() == (0.0, 1.0) and [text.get_text() for text in dual_clip.texts] == ["0 at every step"]
+
+
+def test_a_comparison_names_the_run_without_evaluations_and_token_counts_have_whole_ticks(tmp_path):
+    import tiny_run
+
+    evaluated = data.load_run(make_run(tmp_path, "tiny", "r1", evals={10: (0.0, 0.0, 7.4), 20: (0.0, 0.0, 2.5)}))
+    trained = data.load_run(tiny_run.run_dir(tmp_path))  # the real run: no evaluation
+    runs = [evaluated, trained]
+    built = figures.build(runs, StepRange())
+    assert "eval_aime24.png: tiny/20261201-222345 has no aime24 evaluation in --steps :" in built.notes
+    (eval_chart,) = [chart for chart in built.charts if chart.name == "eval_aime24"]
+    drawn = charts.figure(eval_chart, figures.colours(runs))
+    for ax in drawn.axes:
+        assert "not evaluated on aime24: tiny/20261201-222345" in [text.get_text() for text in ax.texts]
+        (line,) = ax.lines
+        assert line.get_zorder() > ax.spines["bottom"].get_zorder()  # a line at 0 % is drawn over the frame
+    lengths = charts.figure(next(chart for chart in built.charts if chart.name == "length_percentiles"),
+                            figures.colours([trained]))
+    minimum = lengths.axes[0]  # the real run's shortest responses: 1 or 2 tokens
+    assert visible_ticks(minimum.yaxis) and all(tick == int(tick) for tick in visible_ticks(minimum.yaxis))

@@ -128,7 +128,10 @@ def test_too_few_gpus_stops_before_anything_is_created(project):
 def test_local_run_records_everything_and_exits_with_the_trainers_code(project):
     result = run_fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 3
-    assert "stand-in trainer started with" in result.stdout
+    # Without a terminal: the run's view, a line per step; what the trainer printed is in train.log.
+    assert "stand-in trainer started with" not in result.stdout
+    steps = [line for line in result.stdout.splitlines() if line.startswith("fipo: step")]
+    assert len(steps) == 1 and re.match(r"fipo: step 1/20 · elapsed \S+ · reward - · length 100 \(p90 -\)", steps[0])
     (run_dir,) = runs(project)
     log = (run_dir / "train.log").read_text()
     assert "stand-in trainer started with" in log
@@ -146,9 +149,17 @@ def test_local_run_records_everything_and_exits_with_the_trainers_code(project):
     assert str(run_dir / "train.log") in result.stderr
 
 
+def test_verbose_prints_everything_the_trainer_prints(project):
+    result = run_fipo(project, "train", "smoke", "--verbose", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="ok")
+    assert result.returncode == 0, result.stderr
+    assert "stand-in trainer started with" in result.stdout and "fipo: step" not in result.stdout
+
+
 def test_a_failed_run_ends_with_the_error_from_the_log(project):
     result = run_fipo(project, "train", "smoke", CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="crash")
     assert result.returncode == 1
+    # The view shows the trainer's error as it comes, whole; fipo's report repeats its end.
+    assert "Traceback (most recent call last):\nValueError: the stand-in broke\n" in result.stdout
     report = result.stderr[result.stderr.index("fipo: training failed"):]
     # The excerpt ends at the error, not at whatever the trainer printed while it shut down.
     assert report.rstrip().endswith("ValueError: the stand-in broke")
@@ -160,7 +171,7 @@ def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
     assert first.returncode == 0, first.stderr
     (run_dir,) = runs(project)
     first_id = json.loads((run_dir / "status.json").read_text())["wandb_run_id"]
-    assert f"WANDB_RUN_ID={first_id}" in first.stdout
+    assert f"WANDB_RUN_ID={first_id}" in (run_dir / "train.log").read_text()
     # No credentials in this HOME: W&B ran offline, and fipo says how to upload it.
     assert f"wandb sync {run_dir.absolute() / 'wandb'}/offline-run-*" in first.stderr
     env = json.loads((run_dir / "env.json").read_text())
@@ -172,7 +183,7 @@ def test_resume_continues_the_same_run_with_the_same_wandb_id(project):
     again = run_fipo(project, "train", "smoke", "--resume", run_dir.name, CUDA_VISIBLE_DEVICES="0", STAND_IN_MODE="ok")
     assert again.returncode == 0, again.stderr
     assert runs(project) == [run_dir]
-    assert f"WANDB_RUN_ID={first_id}" in again.stdout
+    assert (run_dir / "train.log").read_text().count(f"WANDB_RUN_ID={first_id}") == 2  # appended to
     # verl's logger truncates metrics.jsonl when it starts: the first attempt's steps were kept aside.
     assert (run_dir / "metrics.earlier.jsonl").read_text().count('"step": 1') == 1
     assert (run_dir / "metrics.jsonl").read_text().count('"step": 1') == 1
@@ -193,8 +204,9 @@ def test_ctrl_c_reaches_the_trainer_and_the_run_is_marked_cancelled(project):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "got SIGINT" in out
     (run_dir,) = runs(project)
+    out = (run_dir / "train.log").read_text()
+    assert "got SIGINT" in out
     assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
     assert f"continue it: fipo train smoke --resume {run_dir.name}" in err
     # The run's private Ray head was up, and nothing of it is left.

@@ -102,12 +102,24 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     run = only_run(project, "fipo")
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "succeeded" and status["exit_code"] == 0
-    # fipo says where everything is, after verl's output
+    # fipo says where everything is, after the run's view
     assert f"fipo: run fipo/{run.name} succeeded (last step {STEPS})" in result.stderr
     assert f"{run / 'checkpoints'} (steps 10, 20)" in result.stderr
     assert "wandb sync" in result.stderr
+    # The view without a terminal: a line per step, from verl's metrics file; no traceback anywhere (not
+    # even in train.log: W&B is torn down in the trainer's Ray actor, see verl_plugin.with_wandb_teardown).
+    console = result.stdout + result.stderr
+    assert "Traceback" not in console and "Traceback" not in (run / "train.log").read_text()
+    step_lines = [line for line in result.stdout.splitlines() if line.startswith("fipo: step ")]
+    assert [line.split(" · ")[0] for line in step_lines] == [f"fipo: step {k}/{STEPS}" for k in range(1, STEPS + 1)]
+    assert "fipo: counted, not shown: " in result.stdout and "TransferQueue thread cap" in result.stdout
+    assert len(result.stdout.splitlines()) < 60  # verl prints ~1,460 lines: they are in train.log
 
     by_step = metrics(run / "metrics.jsonl")
+    for k in (1, STEPS):
+        assert f"reward {by_step[k]['critic/rewards/mean']:.3g} · " in step_lines[k - 1]
+        assert f"Future-KL {by_step[k]['actor/fipo_future_kl_mean']:.3g} · " in step_lines[k - 1]
+    assert step_lines[-1].endswith("checkpoint 20")
     assert sorted(by_step) == list(range(1, STEPS + 1))
     # Two mini-batches per step: the second is off-policy, so Future-KL and the weights move.
     assert any(abs(row["actor/fipo_future_kl_mean"]) > 1e-5 for row in by_step.values())
@@ -128,6 +140,9 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     # Resume: verl continues from the step-20 checkpoint into the same W&B run.
     result = run_fipo(project, "train", "fipo", "--resume", run.name, f"trainer.total_training_steps={STEPS + 2}", timeout=900)
     assert result.returncode == 0, tail(result)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert [line.split(" · ")[0] for line in result.stdout.splitlines() if line.startswith("fipo: step ")] == [
+        f"fipo: step {STEPS + 1}/{STEPS + 2}", f"fipo: step {STEPS + 2}/{STEPS + 2}"]
     assert sorted(metrics(run / "metrics.jsonl")) == [STEPS + 1, STEPS + 2]
     assert sorted(metrics(run / "metrics.earlier.jsonl")) == list(range(1, STEPS + 1))
     assert (run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS + 2)
@@ -139,6 +154,8 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     result = run_fipo(project, "eval", "aime24", "--run", f"fipo/{run.name}", "--step", "latest", "--samples", "2",
                   "--limit", "2", "--max-tokens", "8", "--json", timeout=900)
     assert result.returncode == 0, tail(result)
+    assert "wandb:" not in result.stdout + result.stderr  # W&B's own console lines; fipo names the W&B run itself
+    assert f"W&B: run {status['wandb_run_id']}" in result.stderr
     results = json.loads((run / "eval" / "aime24" / f"step_{STEPS + 2}" / "results.json").read_text())
     assert results["settings"]["model"].endswith(f"global_step_{STEPS + 2}/actor/huggingface_merged")
     assert (results["graders"]["dapo"]["problems"], results["graders"]["dapo"]["n"]) == (2, 2)
@@ -171,3 +188,5 @@ def test_a_failing_run_says_why_in_fipos_own_words(project: Path, no_ray_left):
     report = result.stderr[result.stderr.index("fipo: training failed"):]
     assert f"run fipo/{failed.name} exited with code 1 and is recorded as failed" in report
     assert str(failed / "train.log") in report and "/no/such/model" in report
+    # The view showed the trainer's error as it came, whole: its traceback and the exception naming the path.
+    assert "Traceback (most recent call last):" in result.stdout and "/no/such/model" in result.stdout

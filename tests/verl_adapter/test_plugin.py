@@ -427,3 +427,51 @@ def test_every_logger_gets_the_metrics(tmp_path, offline_wandb, monkeypatch):
     assert row["_step"] == 3
     assert {name: row[name] for name in [*expected, *VERL_KEYS]} == pytest.approx({**expected, **{
         name: metrics[name] for name in VERL_KEYS}})
+
+
+@pytest.mark.ray
+def test_a_ray_actor_tracking_with_wandb_exits_without_a_traceback(tmp_path):
+    """verl's trainer tracks from a Ray actor; Ray kills the actor's children (W&B's service) as the actor
+    exits, before W&B's atexit hook runs. Without the plugin's teardown the hook prints a ConnectionResetError
+    traceback into the actor's log after a run that succeeded (verl_plugin.with_wandb_teardown)."""
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="/tmp/fipo-wb-")  # Ray's socket paths must stay under 108 bytes
+    try:
+        result = run_python(
+            f"""
+            import glob, os, time
+            import ray
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir={temp!r},
+                     runtime_env={{"env_vars": {{"WANDB_MODE": "offline", "WANDB_DIR": {str(tmp_path)!r}}}}})
+
+            @ray.remote
+            class Trainer:
+                def run(self):
+                    from verl.utils.tracking import Tracking
+                    tracking = Tracking("fipo-test", "exp-run", default_backend=["wandb"], config={{"trainer": {{}}}})
+                    tracking.log(data={{"actor/pg_loss": 0.5}}, step=1)
+                    tracking.finish(exit_code=0)
+                    return os.getpid()
+
+            trainer = Trainer.remote()
+            pid = ray.get(trainer.run.remote())
+            del trainer  # the actor exits as it does when verl's driver is done
+            deadline = time.monotonic() + 60
+            while os.path.exists(f"/proc/{{pid}}") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            logs = glob.glob(f"{temp}/session_latest/logs/worker-*-{{pid}}.*")
+            print(len(logs), "LOG>" + "".join(open(path).read() for path in logs))
+            ray.shutdown()
+            """,
+            tmp_path,
+        )
+    finally:
+        subprocess.run(["rm", "-rf", temp], check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, _, logged = result.stdout.partition("LOG>")
+    assert int(count.split()[-1]) == 2  # the actor's .out and .err
+    assert "wandb sync" in logged  # W&B finished the run in the actor
+    assert "Traceback" not in logged and "Exception ignored" not in logged, logged[-3000:]
+    (path,) = wandb_records.run_files(tmp_path / "wandb")
+    assert [row["_step"] for row in wandb_records.history(path)] == [1]
