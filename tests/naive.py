@@ -48,3 +48,33 @@ def naive_fipo_loss(old, new, adv, mask, *, gamma, low, high, clipped, safety, e
     keep = mask & ((dual_fired.sum(-1) <= 1)[:, None])  # sequence filter
     loss = (per_token * keep).sum() / keep.sum().clamp(min=1)
     return loss, per_token, keep, f
+
+
+def naive_mini_batch_token_mean(micro_batches, batch_valid_tokens):
+    """fipo's token-mean of a mini-batch that verl splits into micro-batches (on any number of ranks):
+    Σ_m (V_m / V) · (S_m / K_m), float64.
+
+    micro_batches: (per-token loss, response mask, kept-token mask) of each micro-batch, (B_m, L) each.
+    S_m: the per-token loss summed over the kept tokens, K_m: their count, V_m: the micro-batch's valid
+    tokens, V = batch_valid_tokens: the mini-batch's. A micro-batch with no kept token adds 0.
+    """
+    total = 0.0
+    for per_token, mask, keep in micro_batches:
+        kept = keep.double().sum()
+        if kept > 0:
+            total = total + mask.double().sum() / batch_valid_tokens * (per_token.double() * keep).sum() / kept
+    return total
+
+
+def naive_safety_shares(old, new, adv, mask, *, gamma, low, high, clipped, safety, c):
+    """The safety rule's reach over the valid tokens, from FIPO.md §1 in float64: (the share of valid
+    tokens it clamps into [0.8, 1.0] (Â < 0 and r > safety), the share whose bounded weight it raises
+    to 0.8 (those of them below 0.8))."""
+    mask = mask.bool()
+    delta = (new.double() - old.double()).clamp(-20.0, 20.0)
+    r = torch.exp(delta)
+    f = torch.exp(naive_future_kl(delta, mask & (r <= c), gamma))
+    bounded = f.clamp(min=low, max=high) if clipped else f.clamp(max=10.0)
+    risky = mask & (adv.double() < 0) & (r > safety)
+    valid = mask.sum().double()
+    return (risky.sum() / valid).item(), ((risky & (bounded < 0.8)).sum() / valid).item()

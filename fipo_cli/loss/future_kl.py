@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ SAFETY_LOW, SAFETY_HIGH = 0.8, 1.0
 #: exp() of a Future-KL above this saturates; only the raw-weight metrics can see it,
 #: since every clipped weight is ≤ 10.
 MAX_LOG_WEIGHT = 20.0
+
+#: The largest float32: influence-weight and ratio bounds above it are capped to it (:func:`float32_bound`).
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def _powers(gamma: float, exponents: torch.Tensor) -> torch.Tensor:
@@ -146,12 +150,39 @@ def future_kl(delta_logp: torch.Tensor, participates: torch.Tensor, settings: Fu
     return torch.where(weight > empty_below, summed / weight.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
 
 
+class InfluenceWeights(NamedTuple):
+    """The influence weights of a (B, L) batch and where the safety rule acted; all float32, no gradient.
+
+    raw: exp(FutureKL), saturating at e^20.
+    clipped: the weights the loss uses: clip(raw, lower, upper), then the safety clamp.
+    safety_clamped: 1.0 on the tokens the safety rule applies to (Â < 0 and r > safety_thresh), whose
+        weight it clamps into [SAFETY_LOW, SAFETY_HIGH] (whether or not the weight was already inside), else 0.0.
+    safety_raised: 1.0 where that clamp raised the weight to SAFETY_LOW (its bounded weight was below it),
+        else 0.0; None when the lower bound is at least SAFETY_LOW, so that no weight can be raised.
+    The masks may hold −0.0 for 0.0 (see :func:`indicator_positive_`): test them with ``> 0``.
+    """
+
+    raw: torch.Tensor
+    clipped: torch.Tensor
+    safety_clamped: torch.Tensor
+    safety_raised: torch.Tensor | None
+
+
+def float32_bound(bound: float) -> float:
+    """A bound for float32 tensors: one beyond float32's range is capped to float32's largest value.
+
+    fipo accepts every finite bound, but torch refuses a Python scalar beyond float32's range in ``clamp``
+    and ``where`` on float32 tensors. Every ratio and weight here is at most e^20, so the cap changes no result.
+    """
+    return min(bound, FLOAT32_MAX)
+
+
 def influence_weights(
     future_kl_values: torch.Tensor,
     advantages: torch.Tensor,
     ratio: torch.Tensor,
     settings: FutureKLSettings,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> InfluenceWeights:
     """Influence weights f_t, raw and clipped, with the safety clamp.
 
     Args:
@@ -161,18 +192,24 @@ def influence_weights(
         settings: resolved knobs (bounds, clipping mode, safety threshold).
 
     Returns:
-        ``(raw, clipped)``, both (B, L) float32 without gradient: raw = exp(FutureKL)
-        (saturating at e^20); clipped = clip(raw, lower, upper), then, where Â < 0 and
-        r > safety_thresh, clamped into [SAFETY_LOW, SAFETY_HIGH] as the official loss does.
+        :class:`InfluenceWeights`, each (B, L) float32: raw = exp(FutureKL) (saturating at e^20);
+        clipped = clip(raw, lower, upper), then, where Â < 0 and r > safety_thresh, clamped into
+        [SAFETY_LOW, SAFETY_HIGH] as the official loss does. Exact for every bound: each token's
+        upper bound is one of the two bounds, never computed from both.
     """
     raw = future_kl_values.clamp(max=MAX_LOG_WEIGHT).exp_()
-    unsafe = indicator_positive_(ratio - settings.safety_thresh).mul_(indicator_positive_(-advantages))
+    risky = indicator_positive_(ratio - settings.safety_thresh).mul_(indicator_positive_(-advantages))
     # clamp(clamp(x, lo, hi), a, b) = clamp(x, clamp(lo, a, b), clamp(hi, a, b)): on risky tokens the
     # bounds become max(lo, 0.8) (lo ≤ 1 always) and 1.0 (hi ≥ 1 always).
-    safe_low = min(max(settings.clip_low, SAFETY_LOW), SAFETY_HIGH)
-    safe_high = min(max(settings.clip_high, SAFETY_LOW), SAFETY_HIGH)
-    weight = raw.clamp(min=settings.clip_low)
-    if safe_low > settings.clip_low:  # not for the paper's recipes (lo = 1.0 or 0.8): only then pay for it
-        torch.maximum(weight, unsafe * safe_low, out=weight)
-    upper = unsafe.mul_(safe_high - settings.clip_high).add_(settings.clip_high)
-    return raw, weight.clamp_(max=upper)
+    low, high = settings.clip_low, float32_bound(settings.clip_high)
+    safe_low = min(max(low, SAFETY_LOW), SAFETY_HIGH)
+    safe_high = min(max(high, SAFETY_LOW), SAFETY_HIGH)
+    weight = raw.clamp(min=low)
+    raised = None
+    if safe_low > low:  # not for the paper's recipes (lo = 1.0 or 0.8): only then pay for it
+        raised = indicator_positive_(torch.rsub(weight, safe_low)).mul_(risky)
+        torch.maximum(weight, risky * safe_low, out=weight)
+    # Chosen, not computed: the sum risky·(safe_high − hi) + hi cancels in float32 once hi reaches 2^24
+    # and gave risky tokens a weight of 0.
+    upper = torch.where(risky > 0, safe_high, high)
+    return InfluenceWeights(raw, weight.clamp_(max=upper), risky, raised)

@@ -55,11 +55,13 @@ from verl.utils.tracking import Tracking  # noqa: E402
 from verl.workers.config import PolicyLossConfig  # noqa: E402
 
 from fipo_cli.loss import knobs  # noqa: E402
-from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms  # noqa: E402
+from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms, kept_token_denominator, token_mean  # noqa: E402
 from fipo_cli.loss.length_metrics import length_metrics  # noqa: E402
 from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV  # noqa: E402
 
 LOSS_NAME = "future_kl"
+#: Each micro-batch's mean over its kept tokens (see :func:`compute_policy_loss_future_kl`).
+KEPT_MEAN_METRIC = "actor/fipo_pg_loss_kept_mean"
 CONFIG_TARGET = f"{__name__}.FutureKLPolicyLossConfig"
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,9 +120,33 @@ def compute_policy_loss_future_kl(
         rollout_is_weights: optional (B, L) rollout-correction weights.
 
     Returns:
-        The scalar loss aggregated by verl's ``agg_loss`` over the FIPO loss mask (0, with a
-        zero gradient, when that mask keeps no token), and the metrics as Python floats (one
-        device sync for all of them).
+        The scalar loss (0, with a zero gradient, when the FIPO loss mask keeps no token), and the
+        metrics as Python floats (one device sync for all of them).
+
+    Aggregation. verl calls the loss once per micro-batch m, on every data-parallel rank, with
+    ``global_batch_info`` counting the whole mini-batch's valid tokens V (``batch_num_tokens``,
+    filled before any forward pass, dropped responses included) and the ranks (``dp_size``). With
+    ``token-mean`` the loss is
+
+        loss_m = S_m / (V · K_m / V_m) · dp_size
+
+    S_m: the per-token loss summed over the micro-batch's kept tokens (valid tokens of the responses
+    the sequence filter keeps), K_m: their count, V_m: the micro-batch's valid tokens. verl sums the
+    micro-batches' losses and FSDP averages the ranks' gradients, so the mini-batch's loss is
+
+        L = Σ_m (V_m / V) · (S_m / K_m)
+
+    the mean over each micro-batch's kept tokens weighted by the micro-batch's share of the mini-batch's
+    valid tokens (:func:`fipo_cli.loss.fipo.kept_token_denominator`). Without dropped responses it is
+    verl's own global token-mean, so FIPO and DAPO runs aggregate alike; with one micro-batch per
+    mini-batch on one rank, or outside verl (``global_batch_info`` empty: the call is the batch), it is
+    the mean over the kept tokens. The official loss (qwenpilot/FIPO, on verl 0.5) computes the same
+    per-micro-batch kept-token mean and weighs it by the micro-batch's share of the responses n_m / n.
+    Other ``loss_agg_mode`` values are verl's ``agg_loss`` over the FIPO loss mask, unchanged.
+
+    Besides the loss's metrics, ``actor/fipo_pg_loss_kept_mean`` is S_m / K_m, which verl averages over
+    the micro-batches: the official loss's value for micro-batches of equal size, and ``actor/pg_loss``
+    itself when a mini-batch is one micro-batch on one rank.
     """
     if config is None:
         raise ValueError(f"the {LOSS_NAME!r} policy loss needs the actor config")
@@ -129,9 +155,12 @@ def compute_policy_loss_future_kl(
     if clip.dual <= 1.0:
         raise ValueError(f"clip_ratio_c={clip.dual!r}: the dual-clip ratio must be > 1")
     terms = fipo_loss_terms(old_log_prob, log_prob, advantages, response_mask, settings, clip, rollout_is_weights)
-    names = list(terms.metrics)
-    # The kept-token count rides along with the metrics: one device sync for all of them.
-    *values, kept_tokens = torch.stack([*(terms.metrics[name] for name in names), terms.loss_mask.sum()]).tolist()
+    kept_mean = token_mean(terms.per_token_loss.detach(), terms.loss_mask)
+    names = [*terms.metrics, KEPT_MEAN_METRIC]
+    # The token counts ride along with the metrics: one device sync for all of them.
+    *values, valid_tokens, kept_tokens = torch.stack(
+        [*terms.metrics.values(), kept_mean, terms.valid_tokens, terms.kept_tokens]
+    ).tolist()
     if kept_tokens == 0:
         # Every token masked, or every response dropped by the sequence filter: verl's agg_loss would
         # divide 0 by a token (or sequence) count of 0 and return NaN, and backward would spread NaN
@@ -139,11 +168,13 @@ def compute_policy_loss_future_kl(
         # so backward runs as usual and gives a zero gradient.
         loss = (terms.per_token_loss * terms.loss_mask).sum()
     else:
+        batch_info = dict(config.get("global_batch_info") or {})
+        if loss_agg_mode == "token-mean" and batch_info.get("batch_num_tokens") is not None:
+            batch_info["batch_num_tokens"] = kept_token_denominator(
+                batch_info["batch_num_tokens"], valid_tokens, kept_tokens
+            )
         loss = agg_loss(
-            loss_mat=terms.per_token_loss,
-            loss_mask=terms.loss_mask,
-            loss_agg_mode=loss_agg_mode,
-            **(config.get("global_batch_info") or {}),
+            loss_mat=terms.per_token_loss, loss_mask=terms.loss_mask, loss_agg_mode=loss_agg_mode, **batch_info
         )
     return loss, dict(zip(names, values, strict=True))
 

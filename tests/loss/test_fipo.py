@@ -9,10 +9,10 @@ import torch
 
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms, fipo_policy_loss, token_mean
 from fipo_cli.loss.future_kl import influence_weights
-from fipo_cli.loss.knobs import FutureKLSettings
+from fipo_cli.loss.knobs import FutureKLSettings, resolve
 from fipo_cli.loss.masked_stats import MaskedStats, ratio_distribution
 
-from naive import naive_fipo_loss, naive_future_kl
+from naive import naive_fipo_loss, naive_future_kl, naive_safety_shares
 
 CLIP = PPOClip(low=0.2, high=0.28, dual=10.0)
 
@@ -67,7 +67,8 @@ METRIC_NAMES = {
     "actor/fipo_influence_weight_mean", "actor/fipo_influence_weight_min", "actor/fipo_influence_weight_max",
     "actor/fipo_influence_weight_raw_mean", "actor/fipo_influence_weight_raw_min",
     "actor/fipo_influence_weight_raw_max", "actor/fipo_clipfrac_upper", "actor/fipo_clipfrac_lower",
-    "actor/fipo_future_kl_mean", "actor/fipo_dropped_seq_frac",
+    "actor/fipo_future_kl_mean", "actor/fipo_dropped_seq_frac", "actor/fipo_dropped_token_frac",
+    "actor/fipo_safety_clamped_frac", "actor/fipo_safety_raised_frac",
     "actor/fipo_neg_is_max", "actor/fipo_neg_is_p75", "actor/fipo_neg_is_p995", "actor/fipo_neg_is_p999",
     "actor/fipo_pos_is_min", "actor/fipo_pos_is_p25", "actor/fipo_pos_is_median", "actor/fipo_pos_is_p75",
     "actor/fipo_pos_is_p995", "actor/fipo_pos_is_p999", "actor/fipo_pos_is_max",
@@ -205,6 +206,8 @@ def test_sequence_with_two_dual_clipped_tokens_is_dropped():
     terms = fipo_loss_terms(old, new, adv, torch.ones(3, 4), FutureKLSettings(), CLIP)
     assert terms.loss_mask.bool().tolist() == [[False] * 4, [True] * 4, [True] * 4]
     assert terms.metrics["actor/fipo_dropped_seq_frac"].item() == pytest.approx(1 / 3)
+    assert terms.metrics["actor/fipo_dropped_token_frac"].item() == pytest.approx(4 / 12)
+    assert (terms.valid_tokens.item(), terms.kept_tokens.item()) == (12.0, 8.0)
     assert terms.metrics["actor/pg_clipfrac_lower"].item() == pytest.approx(3 / 12)
     _, _, keep, _ = naive(old, new, adv, torch.ones(3, 4), FutureKLSettings())
     assert torch.equal(keep, terms.loss_mask.bool())
@@ -255,7 +258,8 @@ def test_safety_clamps_risky_weights_into_0_8_to_1_after_the_bounds(settings, ri
     old, new, adv, mask = risky_batch()
     ratio = torch.exp(new - old)
     fkl = torch.tensor([[-16.125, -18.125, -9.125], [4.0, 2.0, 1.0]])
-    raw, weight = influence_weights(fkl, adv, ratio, settings)
+    raw, weight, clamped, raised = influence_weights(fkl, adv, ratio, settings)
+    assert (clamped > 0).tolist() == [[True, False, False], [True, False, False]]
     assert raw[0, 0].item() == pytest.approx(math.exp(-16.125), rel=1e-6)  # ≈ 1e-7: far below 0.8
     assert weight[0, 0].item() == pytest.approx(risky_low_weight, rel=1e-7)
     assert weight[1, 0].item() == 1.0  # a weight above 1 (54.6, or the bound 1.2) is lowered to 1
@@ -268,6 +272,9 @@ def test_safety_clamps_risky_weights_into_0_8_to_1_after_the_bounds(settings, ri
     terms = fipo_loss_terms(old, learner, adv, mask, settings, CLIP)
     expected, expected_per_token, _, expected_weight = naive(old, reference_learner, adv, mask, settings)
     assert expected_weight[0, 0].item() == pytest.approx(risky_low_weight)
+    assert terms.metrics["actor/fipo_safety_clamped_frac"].item() == pytest.approx(2 / 6)
+    raised = 1 / 6 if risky_low_weight == 0.8 else 0.0  # response 0's first token, in the no-clip mode
+    assert terms.metrics["actor/fipo_safety_raised_frac"].item() == pytest.approx(raised)
     # Â = −1, r = e^2 inside [1 − ε_low, c]: loss_0 = −Â·f·r.
     assert terms.per_token_loss[0, 0].item() == pytest.approx(risky_low_weight * math.exp(2.0), rel=1e-6)
     torch.testing.assert_close(terms.per_token_loss.double(), expected_per_token, rtol=1e-6, atol=1e-9)
@@ -276,6 +283,66 @@ def test_safety_clamps_risky_weights_into_0_8_to_1_after_the_bounds(settings, ri
     loss.backward()
     expected.backward()
     torch.testing.assert_close(learner.grad.double(), reference_learner.grad, rtol=1e-6, atol=1e-9)
+
+
+#: Safety-rule settings under which it both lowers and raises weights (lower bounds below 0.8).
+SAFETY_SETTINGS = [
+    FutureKLSettings(gamma=0.9, clip_low=0.0, clip_high=10.0, clipped=False, safety_thresh=1.2),
+    FutureKLSettings(gamma=0.95, clip_low=0.5, clip_high=1.5, safety_thresh=1.1),
+    FutureKLSettings(clip_low=0.8, clip_high=1.2, safety_thresh=1.1),  # paper 7B bounds: nothing below 0.8
+]
+
+
+@pytest.mark.parametrize("settings", SAFETY_SETTINGS)
+@pytest.mark.parametrize("seed", range(3))
+def test_safety_metrics_match_their_definitions(settings, seed):
+    old, new, adv, mask = random_batch(seed, batch=6, spread=1.5)
+    metrics = fipo_loss_terms(old, new, adv, mask, settings, CLIP).metrics
+    clamped, raised = naive_safety_shares(
+        old, new, adv, mask, gamma=settings.gamma, low=settings.clip_low, high=settings.clip_high,
+        clipped=settings.clipped, safety=settings.safety_thresh, c=CLIP.dual,
+    )
+    assert 0.0 < clamped < 1.0
+    assert metrics["actor/fipo_safety_clamped_frac"].item() == pytest.approx(clamped, rel=1e-6)
+    assert metrics["actor/fipo_safety_raised_frac"].item() == pytest.approx(raised, rel=1e-6, abs=1e-9)
+    assert (raised > 0) == (settings.clip_low < 0.8)
+
+
+def large_weights_batch(dtype):
+    """Three responses of 10 tokens, γ = 1, so FutureKL_t = Δ·(10 − t) and raw weights reach e^20 ≈ 2^28.9.
+
+    0: Â = −1, Δ = 2.25 (r ≈ 9.5: above safety_thresh 3, below c = 10): risky, every weight is clamped to 1.
+    1: Â = +1, Δ = 2: weights min(e^(2·(10 − t)), upper bound), up to e^20.
+    2: Â = −1, Δ = 0.5 (r ≈ 1.65 < 3): not risky, weights e^(0.5·(10 − t)).
+    Every value is exact in float16 and bfloat16.
+    """
+    old = torch.full((3, 10), -3.0)
+    new = old + torch.tensor([[2.25], [2.0], [0.5]])
+    adv = torch.tensor([[-1.0], [1.0], [-1.0]]).expand(3, 10)
+    return old.to(dtype), new.to(dtype), adv.to(dtype), torch.ones(3, 10, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("eps_high", [2.0**24 - 1, 2.0**24, 2.0**25, 2.0**30, 1e30, 1e300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("clip", [CLIP, PPOClip(low=0.2, high=2.0**25, dual=10.0)], ids=["ppo", "eps_high_2^25"])
+def test_weights_and_ratio_bounds_are_exact_for_bounds_from_2_to_the_24_up(eps_high, dtype, clip):
+    # A float32 sum risky·(1 − upper) + upper is 0 from upper = 1 + 2^24 on, and NaN beyond float32's range.
+    settings = resolve({"gamma": 1.0, "future_kl_clip_high": eps_high, "safety_thresh": 3.0})
+    assert settings.clip_high == 1.0 + eps_high
+    old, new, adv, mask = large_weights_batch(dtype)
+    terms = fipo_loss_terms(old, new, adv, mask, settings, clip)
+    expected, expected_per_token, _, expected_weight = naive(old, new, adv, mask, settings, clip)
+
+    assert torch.equal(expected_weight[0], torch.ones(10, dtype=torch.float64))
+    # Â = −1, f = 1, r = e^2.25 inside [1 − ε_low, c]: loss_t = r. (c = 10, not ε_high's 1 + 2^25.)
+    torch.testing.assert_close(terms.per_token_loss[0], torch.full((10,), math.exp(2.25)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(terms.per_token_loss.double(), expected_per_token, rtol=2e-6, atol=0)
+    expected_first = -min(math.exp(20.0), 1 + eps_high) * min(math.exp(2.0), 1 + clip.high)  # Â = 1: −f·min(r, 1 + ε)
+    assert terms.per_token_loss[1, 0].item() == pytest.approx(expected_first, rel=1e-6)
+    assert token_mean(terms.per_token_loss, terms.loss_mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms.metrics["actor/fipo_safety_clamped_frac"].item() == pytest.approx(1 / 3)
+    assert terms.metrics["actor/fipo_influence_weight_min"].item() == 1.0
+    assert all(math.isfinite(value.item()) for value in terms.metrics.values())
 
 
 def test_weight_extremes_are_exact_from_1e_minus_12_to_1e3():

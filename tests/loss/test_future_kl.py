@@ -113,17 +113,20 @@ def test_influence_weights_bounds_safety_and_no_clip():
     fkl = torch.tensor([[-1.0, 0.0, 0.1, 1.0, 1.0, 30.0]])
     adv = torch.tensor([[1.0, 1.0, 1.0, 1.0, -1.0, 1.0]])
     ratio = torch.tensor([[1.0, 1.0, 1.0, 1.0, 12.0, 1.0]])
-    raw, clipped = influence_weights(fkl, adv, ratio, settings(clip_low=1.0, clip_high=1.2, safety_thresh=10.0))
+    weights = influence_weights(fkl, adv, ratio, settings(clip_low=1.0, clip_high=1.2, safety_thresh=10.0))
     # exp(−1) → 1 (lower bound), exp(0) = 1, exp(0.1) = 1.105, exp(1) → 1.2,
     # Â < 0 with r = 12 > 10 → clamped into [0.8, 1]: 1, exp(30) → 1.2 (raw saturates at e^20).
-    torch.testing.assert_close(clipped, torch.tensor([[1.0, 1.0, math.exp(0.1), 1.2, 1.0, 1.2]]))
-    assert raw[0, 5] == pytest.approx(math.exp(20.0), rel=1e-6)
+    torch.testing.assert_close(weights.clipped, torch.tensor([[1.0, 1.0, math.exp(0.1), 1.2, 1.0, 1.2]]))
+    assert weights.raw[0, 5] == pytest.approx(math.exp(20.0), rel=1e-6)
+    assert (weights.safety_clamped > 0).tolist() == [[False, False, False, False, True, False]]
+    assert weights.safety_raised is None  # a lower bound of 1: no weight can be below 0.8
     # Bounds [0.8, 1.2]: exp(−1) = 0.368 → 0.8.
-    _, clipped = influence_weights(fkl, adv, ratio, settings(clip_low=0.8, clip_high=1.2))
-    assert clipped[0, 0] == pytest.approx(0.8)
+    weights = influence_weights(fkl, adv, ratio, settings(clip_low=0.8, clip_high=1.2))
+    assert weights.clipped[0, 0] == pytest.approx(0.8)
     # No clip: f = min(exp(F), 10); the safety clamp still applies (e^1 → 1).
-    _, clipped = influence_weights(fkl, adv, ratio, settings(clip_low=0.0, clip_high=10.0, clipped=False))
-    torch.testing.assert_close(clipped, torch.tensor([[math.exp(-1.0), 1.0, math.exp(0.1), math.e, 1.0, 10.0]]))
+    weights = influence_weights(fkl, adv, ratio, settings(clip_low=0.0, clip_high=10.0, clipped=False))
+    torch.testing.assert_close(weights.clipped, torch.tensor([[math.exp(-1.0), 1.0, math.exp(0.1), math.e, 1.0, 10.0]]))
+    assert not (weights.safety_raised > 0).any()  # the risky weight was e, lowered to 1, not raised
 
 
 def test_non_contiguous_input():

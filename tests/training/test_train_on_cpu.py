@@ -168,6 +168,43 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     assert run.name in html.read_text() and (html.parent / "length_percentiles.png").is_file()
 
 
+#: Knob values that make a short run of the tiny recipe drop responses and apply the safety rule (a
+#: user's settings, not stand-ins). Its ratios stay below 1.4 (``actor/fipo_neg_is_max``), so with the
+#: paper's c = 10 nothing is ever dropped: a dual-clip ratio of 1.05 drops each response with Â < 0 in
+#: which two tokens' ratios passed 1.05 (26-35 % of them in the steps measured), and a safety threshold
+#: of 1.05 clamps such tokens' weights. 2048 tokens per micro-batch hold a whole mini-batch (32
+#: responses of at most 56 tokens): see the test for why.
+DROPPING_RUN = ("trainer.total_training_steps=2", "trainer.save_freq=-1", "trainer.test_freq=-1",
+                "algorithm.clip_ratio_c=1.05", "algorithm.safety_thresh=1.05", "trainer.max_tokens_per_gpu=2048")
+
+
+def test_with_dropped_responses_the_logged_loss_is_the_mean_over_kept_tokens(project: Path, no_ray_left):
+    """The documented token-mean, Σ_m (V_m/V)·(S_m/K_m) over micro-batches m, is S/K when a mini-batch is one
+    micro-batch on one rank: the mean over its kept tokens. verl logs the loss (``actor/pg_loss``, the sum of
+    the micro-batches' losses) and the loss's own S_m/K_m (``actor/fipo_pg_loss_kept_mean``), each averaged over
+    the step's two mini-batches: they must agree. With verl's count of every valid token as the denominator,
+    the loss of a mini-batch with drops would be S/V, smaller by the dropped tokens' share (logged too).
+    Why one micro-batch: verl averages a loss's metrics over micro-batches and mini-batches, and a kept-token
+    mean over several micro-batches is a ratio of sums that no average of per-micro-batch values gives back.
+    """
+    result = fipo(project, "init", "drops", "--model", "tiny", "--algo", "fipo")
+    assert result.returncode == 0, result.stderr
+    result = fipo(project, "train", "drops", *DROPPING_RUN)
+    assert result.returncode == 0, tail(result)
+    by_step = metrics(only_run(project, "drops") / "metrics.jsonl")
+    assert sorted(by_step) == [1, 2]
+    with_drops = {step: row for step, row in by_step.items() if row["actor/fipo_dropped_seq_frac"] > 0}
+    assert with_drops, {step: row["actor/fipo_neg_is_max"] for step, row in by_step.items()}
+    for step, row in by_step.items():
+        assert row["actor/pg_loss"] == pytest.approx(row["actor/fipo_pg_loss_kept_mean"], rel=1e-5, abs=1e-7), step
+        assert 0.0 <= row["actor/fipo_dropped_token_frac"] < 1.0
+    # verl's own count (every valid token) would have shrunk such a step's loss by up to the dropped tokens' share.
+    assert all(row["actor/fipo_dropped_token_frac"] > 0.01 for row in with_drops.values())
+    # The safety rule acted (Â < 0 and r > 1.05), and with bounds [1, 1.2] it can lower weights but never raise one.
+    assert any(row["actor/fipo_safety_clamped_frac"] > 0 for row in by_step.values())
+    assert all(row["actor/fipo_safety_raised_frac"] == 0.0 for row in by_step.values())
+
+
 def test_dapo_trains_the_same_way_and_learns(project: Path, no_ray_left):
     result = run_fipo(project, "train", "dapo", timeout=900)
     assert result.returncode == 0, tail(result)

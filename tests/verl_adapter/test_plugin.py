@@ -37,6 +37,7 @@ from fipo_cli.verl_adapter import compose as verl_compose
 from fipo_cli.verl_adapter import plugin as verl_plugin
 
 import wandb_records
+from naive import naive_fipo_loss, naive_mini_batch_token_mean
 
 PROMPT, RESPONSE = 6, 16
 
@@ -209,6 +210,29 @@ def test_dict_config_with_official_names_and_global_batch_info():
     assert all(isinstance(value, float) for value in metrics.values())
 
 
+def test_global_batch_info_of_a_mini_batch_with_dropped_responses_gives_their_kept_token_mean():
+    # One micro-batch that is the whole mini-batch, as verl's engine describes it: its valid tokens, dropped
+    # ones included.
+    old, new, adv, mask = batch(3)
+    adv[:3] = -adv[:3].abs() - 0.1
+    new[:2, 4] = old[:2, 4] + 3.0  # with token 3: rows 0 and 1 have two dual-clip firings and are dropped
+    config = dict_config()
+    config.global_batch_info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": 6}
+    loss, metrics = get_policy_loss_fn("future_kl")(old, new, adv, mask, "token-mean", config, None)
+
+    per_token_kept_mean, _ = fipo_policy_loss(old, new, adv, mask, knobs.resolve({}), PPOClip(0.2, 0.28, 10.0))
+    _, per_token, keep, _ = naive_fipo_loss(old, new, adv, mask, gamma=knobs.gamma_from_decay_rate(32.0), low=1.0,
+                                            high=1.2, clipped=True, safety=10.0, eps_low=0.2, eps_high=0.28, c=10.0)
+    assert metrics["actor/fipo_dropped_seq_frac"] == pytest.approx(2 / 6)
+    assert metrics["actor/fipo_dropped_token_frac"] == pytest.approx(1 - keep.sum().item() / mask.sum().item())
+    kept_mean = (per_token * keep).sum().item() / keep.sum().item()
+    assert loss.item() == pytest.approx(kept_mean, rel=1e-6)
+    assert loss.item() == pytest.approx(per_token_kept_mean.item(), rel=1e-6)
+    assert metrics[verl_plugin.KEPT_MEAN_METRIC] == pytest.approx(kept_mean, rel=1e-6)
+    # verl's own denominator, every valid token: the loss would shrink by the dropped tokens' share.
+    assert abs(kept_mean * keep.sum().item() / mask.sum().item() - kept_mean) > 0.1 * abs(kept_mean)
+
+
 def test_through_verls_ppo_loss_with_its_hydra_actor_config():
     cfg = verl_compose.compose(
         [f"{ACTOR}.policy_loss.loss_mode=future_kl", f"{ACTOR}.policy_loss.decay_rate=16",
@@ -285,9 +309,6 @@ def test_every_response_dropped_gives_zero_loss_and_zero_gradient_through_verl(l
     assert loss.item() == 0.0  # verl's agg_loss alone gives 0/0 = NaN here
     loss.backward()
     assert torch.equal(learner.grad, torch.zeros_like(learner))
-
-
-
 
 
 
@@ -475,3 +496,87 @@ def test_a_ray_actor_tracking_with_wandb_exits_without_a_traceback(tmp_path):
     assert "Traceback" not in logged and "Exception ignored" not in logged, logged[-3000:]
     (path,) = wandb_records.run_files(tmp_path / "wandb")
     assert [row["_step"] for row in wandb_records.history(path)] == [1]
+
+
+# --------------------------------------------------------------------------- inside verl's engine loop
+
+ENGINE_RANKS = 2
+ENGINE_KNOBS = dict(decay_rate=16.0, future_kl_clip_ratio=0.2, future_kl_clip_high_only=False, safety_thresh=3.0)
+DROPPED_ROWS = (1, 4, 10, 15)  # Â < 0 and two tokens with r = e^3 ≈ 20 > c: the sequence filter drops them
+
+
+def engine_inputs(rows=18, length=12, features=3):
+    generator = torch.Generator().manual_seed(19)
+    adv = torch.randn(rows, 1, generator=generator).expand(rows, length).clone()
+    shift = 0.5 * torch.randn(rows, length, generator=generator)
+    for row in DROPPED_ROWS:
+        adv[row] = -adv[row].abs() - 0.1
+        shift[row, :2] = 3.0
+    shift[2, 0] = 3.0  # one dual-clip firing: kept
+    adv[2] = -adv[2].abs() - 0.1
+    return {
+        "prompt_lens": torch.randint(2, 6, (rows,), generator=generator),
+        "response_lens": torch.randint(3, length + 1, (rows,), generator=generator),
+        "old_log_probs": -2 * torch.rand(rows, length, generator=generator),
+        "shift": shift,
+        "features": torch.randn(rows, length, features, generator=generator),
+        "advantages": adv,
+        "ranks": ENGINE_RANKS,
+        "max_token_len": 36,  # 2-3 sequences of 5-17 tokens per micro-batch
+        "overrides": [f"{ACTOR}.policy_loss.loss_mode=future_kl", f"{ACTOR}.clip_ratio_c=10.0",
+                      f"{ACTOR}.clip_ratio_low=0.2", f"{ACTOR}.clip_ratio_high=0.28",
+                      f"{ACTOR}.ppo_micro_batch_size_per_gpu=2", f"{ACTOR}.loss_agg_mode=token-mean",
+                      *(f"{ACTOR}.policy_loss.{key}={value}" for key, value in ENGINE_KNOBS.items())],
+    }
+
+
+def test_loss_of_a_mini_batch_in_verls_engine_loop_is_the_documented_kept_token_mean(tmp_path):
+    inputs = engine_inputs()
+    torch.save(inputs, tmp_path / "inputs.pt")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "verl_engine_run.py"), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=clean_env(VERL_PLATFORM="cpu"), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = torch.load(tmp_path / "out.pt")
+
+    length = inputs["old_log_probs"].shape[1]
+    valid = torch.arange(length)[None, :] < inputs["response_lens"][:, None]
+    total_valid = int(valid.sum())
+    theta = torch.zeros(inputs["features"].shape[-1], dtype=torch.float64, requires_grad=True)
+    settings = knobs.resolve(ENGINE_KNOBS)
+    micro_batches, kept_and_dropped = [], 0
+    for rank in ranks:
+        assert len(rank["micro_batches"]) >= 2  # verl split the rank's rows into several micro-batches
+        for micro in rank["micro_batches"]:
+            # What verl's engine put in global_batch_info before the loss ran: the whole mini-batch, both ranks.
+            info = micro["global_batch_info"]
+            assert (info["batch_num_tokens"], info["dp_size"], info["global_batch_size"]) == (total_valid, 2, 18)
+            rows = torch.tensor(micro["rows"])
+            old = inputs["old_log_probs"][rows].double()
+            new = old + inputs["shift"][rows].double() + inputs["features"][rows].double() @ theta
+            _, per_token, keep, _ = naive_fipo_loss(
+                old, new, inputs["advantages"][rows], valid[rows], gamma=settings.gamma, low=settings.clip_low,
+                high=settings.clip_high, clipped=settings.clipped, safety=settings.safety_thresh,
+                eps_low=0.2, eps_high=0.28, c=10.0,
+            )
+            micro_batches.append((per_token, valid[rows], keep))
+            dropped = {int(row) for row in rows} & set(DROPPED_ROWS)
+            kept_and_dropped += bool(dropped) and len(dropped) < len(rows)
+    assert sorted(row for rank in ranks for micro in rank["micro_batches"] for row in micro["rows"]) == list(range(18))
+    assert kept_and_dropped >= 1  # a micro-batch whose kept tokens stand in for a dropped response's
+
+    expected = naive_mini_batch_token_mean(micro_batches, total_valid)
+    (expected_gradient,) = torch.autograd.grad(expected, theta)
+    # verl logs a mini-batch's actor/pg_loss as the sum over its micro-batches, averaged over the ranks;
+    # FSDP averages the ranks' gradients.
+    logged = sum(sum(rank["losses"]) for rank in ranks) / ENGINE_RANKS
+    assert logged == pytest.approx(expected.item(), rel=1e-6)
+    for rank in ranks:
+        assert [micro["metrics"]["actor/pg_loss"] for micro in rank["micro_batches"]] == [[x] for x in rank["losses"]]
+    gradient = sum(rank["gradient"] for rank in ranks) / ENGINE_RANKS
+    torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-8)
+    # verl's own denominator (every valid token, dropped ones included) would be off by more than 1 %.
+    verls_denominator = sum((per_token * keep).sum() for per_token, _, keep in micro_batches) / total_valid
+    assert abs(verls_denominator.item() - expected.item()) > 0.01 * abs(expected.item())
