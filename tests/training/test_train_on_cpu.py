@@ -187,9 +187,9 @@ def test_with_dropped_responses_the_logged_loss_is_the_mean_over_kept_tokens(pro
     Why one micro-batch: verl averages a loss's metrics over micro-batches and mini-batches, and a kept-token
     mean over several micro-batches is a ratio of sums that no average of per-micro-batch values gives back.
     """
-    result = fipo(project, "init", "drops", "--model", "tiny", "--algo", "fipo")
+    result = run_fipo(project, "init", "drops", "--model", "tiny", "--algo", "fipo")
     assert result.returncode == 0, result.stderr
-    result = fipo(project, "train", "drops", *DROPPING_RUN)
+    result = run_fipo(project, "train", "drops", *DROPPING_RUN, timeout=900)
     assert result.returncode == 0, tail(result)
     by_step = metrics(only_run(project, "drops") / "metrics.jsonl")
     assert sorted(by_step) == [1, 2]
