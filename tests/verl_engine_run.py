@@ -108,7 +108,7 @@ def rank_main(rank: int, ranks: int, port: int, inputs: dict, output: str) -> No
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.utils.losses import ppo_loss
 
-    from fipo_cli import verl_compose
+    from fipo_cli.verl_adapter import compose as verl_compose
 
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=ranks)
     config = omega_conf_to_dataclass(verl_compose.compose(inputs["overrides"]).actor_rollout_ref.actor)

@@ -106,7 +106,7 @@ def test_fresh_import_of_verl_registers_future_kl(tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "fipo_cli.verl_plugin"
+    assert result.stdout.strip() == "fipo_cli.verl_adapter.plugin"  # the entry point fipo_cli.verl_plugin re-exports it
 
 
 def test_ray_workers_resolve_future_kl(tmp_path):
