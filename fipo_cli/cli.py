@@ -89,7 +89,7 @@ def knobs(
     resolved = knob_rules.summary(knob_rules.resolve(values))
     overrides = policy_loss_overrides(values)
     # On stderr also with --json: stdout stays one JSON object, and the user still sees them.
-    warnings = knob_rules.extension_warnings(values)
+    warnings = knob_rules.extension_warnings(values) + knob_rules.inert_warnings(values)
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -166,12 +166,15 @@ def train(
     plan = training.plan_training(experiment, model, algo, values, resume)
     launcher = plan.experiment.cluster.launcher
     _warn(plan.warnings)
+    # Composed before any launch, not only for --dry-run: a verl key verl lacks stops here, not in a queued job.
+    composed = training.check_with_verl(plan)
+    _warn(composed or [])
     if dry_run:
-        checked = training.check_with_verl(plan)
         script = training.slurm_script(plan) if launcher == "slurm" else None
         ray_job = training.ray_submission(plan, os.environ) if launcher == "ray" else None
         if as_json:
-            typer.echo(json.dumps({**plan.to_json(os.environ), "sbatch": script,
+            planned = plan.to_json(os.environ)
+            typer.echo(json.dumps({**planned, "warnings": planned["warnings"] + (composed or []), "sbatch": script,
                                    "ray_job": ray_job.to_json() if ray_job else None}))
         else:
             typer.echo(training.describe(plan, os.environ))
@@ -179,7 +182,7 @@ def train(
                 typer.echo(f"batch script ({plan.run_dir / training.SCRIPT_FILE}):\n{script}")
             if ray_job:
                 typer.echo(ray_job.describe())
-        if not checked:
+        if composed is None:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
     if launcher in ("slurm", "ray"):
@@ -237,12 +240,15 @@ def sweep(
     # A sweep too large to launch without --yes is refused below without composing its points in verl
     # (0.3 s each): the refusal comes at once, and the run with --yes composes them.
     needs_yes = len(plan.runs) > sweeps.CONFIRM_ABOVE and not yes and not dry_run
-    if not needs_yes and not sweeps.check_with_verl(plan) and dry_run:
+    composed = None if needs_yes else sweeps.check_with_verl(plan)
+    _warn(composed or [])
+    if not needs_yes and composed is None and dry_run:
         typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
-        typer.echo(json.dumps(sweeps.to_json(plan, os.environ)))
+        planned = sweeps.to_json(plan, os.environ)
+        typer.echo(json.dumps({**planned, "warnings": planned["warnings"] + (composed or [])}))
         return
     from rich.console import Console
     from rich.table import Table

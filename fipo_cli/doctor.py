@@ -72,6 +72,7 @@ def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     checks = list(_verl_checks(experiment, env))
     checks.append(_gpu_check(experiment, env))
+    checks.append(_attention_check(experiment))
     if experiment is not None:
         checks.extend(_batch_checks(experiment))
         checks.extend(_data_checks(experiment))
@@ -168,6 +169,32 @@ def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check
     other = next(((VLLM_BUILDS[build], version) for build, version in builds.items() if version), None)
     found = f"{other[0]} {other[1]} is installed, not {VLLM_BUILDS[device]}" if other else "vLLM is not installed"
     return Check("rollout engine", missing_outcome, f"{found} (trainer.device: {device}); install: {install}")
+
+
+def _attention_check(experiment: Experiment | None) -> Check:
+    """The attention the run builds its model with, and whether flash_attn imports here. A SLURM or Ray
+    job decides ``auto`` on its own node, so there a missing flash_attn here is a warning."""
+    from fipo_cli.verl_adapter import attention
+
+    if experiment is None:
+        here = attention.flash_attn_here()
+        choice = attention.decide_auto(1, here.error)
+        return Check("attention", "pass" if here.imports else "warn",
+                     f"{here.describe()}: model.attn_implementation auto builds with {choice} here"
+                     + ("" if here.imports else f" ({attention.SDPA_SLOWDOWN} than {attention.FLASH}; "
+                                                f"{attention.INSTALL_FLASH})"))
+    planned = attention.plan(experiment)
+    remote = experiment.cluster.launcher in ("slurm", "ray")
+    if planned.device == "cpu":
+        return Check("attention", "pass", planned.describe())
+    cannot = planned.here_choice is None or (planned.choice == attention.FLASH and not planned.here.imports)
+    if cannot:
+        where = "the job's nodes must have it" if remote else "this machine trains the run"
+        return Check("attention", "warn" if remote else "fail",
+                     f"{planned.describe()}; {where}: {attention.INSTALL_FLASH}")
+    if planned.here_choice != attention.FLASH:
+        return Check("attention", "warn", f"{planned.describe()} ({attention.SDPA_SLOWDOWN} than {attention.FLASH})")
+    return Check("attention", "pass", planned.describe())
 
 
 def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:

@@ -55,7 +55,14 @@ def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
     status = read_status(run_dir)
     status.job_id = slurm_job_id(env) or status.job_id
     status.restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
-    return train.execute_run(plan, status, env)
+    exit_code = train.execute_run(plan, status, env)
+    if exit_code == 0:  # the job's log says it too when verl's count of the data ended the run early
+        from fipo_cli.registry import last_step
+
+        early = train.ended_early(plan, last_step(run_dir))
+        if early:
+            print(f"fipo: run {run_dir.name} {early}", file=sys.stderr, flush=True)
+    return exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fipo_cli import config, experiments, registry, sweep_space, train
-from fipo_cli.config import SAFE_NAME, TIME_LIMIT
+from fipo_cli.config import SAFE_NAME
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.files import first_missing
 from fipo_cli.launch import ray_job, slurm
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
+from fipo_cli.training.horizon import time_limit_hours
 
 MANIFEST = "sweep.json"
 LOGS_DIR = "logs"
@@ -83,17 +84,6 @@ class SweepPlan:
         cluster = self.runs[0].plan.experiment.cluster
         hours = time_limit_hours(cluster.time_limit)
         return None if hours is None else len(self.to_submit) * cluster.total_gpus * hours
-
-
-def time_limit_hours(limit: str | None) -> float | None:
-    """SLURM's ``[D-]HH:MM:SS`` or plain minutes, in hours."""
-    if not limit or not TIME_LIMIT.match(limit):
-        return None
-    if ":" not in limit:
-        return int(limit) / 60
-    days, _, clock = limit.rpartition("-")
-    hours, minutes, seconds = (int(part) for part in clock.split(":"))
-    return int(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def default_name(experiment: str, tokens: Sequence[str], strategy: str, samples: int | None, seed: int) -> str:
@@ -168,23 +158,39 @@ def plan_sweep(
     if problems:
         raise ConfigError(problems, hint=f"the sweep's values must be valid for {where.config_file}")
     _check_one_shape(runs)
+    _refuse_inert_axes(runs, varying)
     return dataclasses.replace(
         SweepPlan(name, where, list(tokens), strategy, samples, seed, max_parallel, runs),
         runs=_decide(runs, retry_failed),
     )
 
 
-def check_with_verl(plan: SweepPlan) -> bool:
+def check_with_verl(plan: SweepPlan) -> list[str] | None:
     """Compose every run's overrides in the installed verl's config, before any is shown or launched;
-    False when verl is not installed. The runs verl rejects are named with their point."""
+    the warnings about their ``verl:`` keys, or None when verl is not installed. The runs verl rejects
+    are named with their point."""
     from fipo_cli import verl_compose
+    from fipo_cli.verl_adapter import verl_keys
 
-    points = {
-        f"run #{run.index} {run.name} ({', '.join(f'{key}={value}' for key, value in run.params.items())})":
-            run.plan.overrides
-        for run in plan.runs
-    }
-    return verl_compose.compose_all(points) is not None
+    labels = {run.index: f"run #{run.index} {run.name} ({', '.join(f'{key}={value}' for key, value in run.params.items())})"
+              for run in plan.runs}
+    return verl_compose.check_points(
+        {labels[run.index]: run.plan.overrides for run in plan.runs},
+        {labels[run.index]: verl_keys.section_keys(run.plan.experiment.verl) for run in plan.runs},
+    )
+
+
+def _refuse_inert_axes(runs: Sequence[SweepRun], varying: Sequence[str]) -> None:
+    """A swept key that verl ignores under the experiment's settings would give identical runs."""
+    from fipo_cli.verl_adapter.inert import inert_keys
+
+    for key in varying:
+        dotted = config.canonical_key(key)
+        for run in runs:
+            found = next((item for item in inert_keys(run.plan.experiment) if item.key == dotted), None)
+            if found is not None:
+                raise UsageError(f"sweeping {key} gives identical runs: {found.why}",
+                                 hint="sweep a key that changes the run, or change the setting that makes it inert")
 
 
 def _check_one_shape(runs: Sequence[SweepRun]) -> None:
@@ -257,7 +263,8 @@ def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
         "launcher": plan.launcher,
         "gpu_hours": plan.gpu_hours(),
         "runs": [
-            {"name": run.name, "params": run.params, "overrides": run.plan.overrides, "action": run.action,
+            {"name": run.name, "params": run.params, "overrides": run.plan.overrides,
+             "horizon": run.plan.horizon.to_json() if run.plan.horizon else None, "action": run.action,
              "reason": run.reason}
             for run in plan.runs
         ],

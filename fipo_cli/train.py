@@ -50,6 +50,11 @@ from fipo_cli.runs import (
     write_status,
 )
 from fipo_cli.text import plural
+from fipo_cli.training import horizon
+from fipo_cli.training.horizon import Horizon
+from fipo_cli.verl_adapter import attention as attention_plan
+from fipo_cli.verl_adapter import inert
+from fipo_cli.verl_adapter.attention import AttentionPlan
 from fipo_cli.wandb_identity import (
     TRACKING_CONFIG_ENV,
     TRACKING_CONFIG_FILE,
@@ -90,6 +95,10 @@ class TrainPlan:
     overrides: list[str]
     env: dict[str, str] = field(default_factory=dict)
     """The variables fipo sets for the trainer, on top of its own environment."""
+    horizon: Horizon | None = None
+    """How long it trains (:mod:`fipo_cli.training.horizon`)."""
+    attention: AttentionPlan | None = None
+    """Which attention it builds the model with, as far as this machine can tell."""
 
     @property
     def run_dir(self) -> Path:
@@ -97,9 +106,16 @@ class TrainPlan:
 
     @property
     def warnings(self) -> list[str]:
-        """What the user should know before training: FIPO knobs the official loss would ignore."""
+        """What the user should know before training: keys verl ignores here, FIPO knobs the official
+        loss would ignore, a horizon the data cuts short, an attention this machine cannot check."""
         algorithm = self.experiment.algorithm
-        return knobs.extension_warnings(algorithm.fipo_knobs()) if algorithm.name == "fipo" else []
+        found = [item.warning() for item in inert.inert_keys(self.experiment)]
+        found += knobs.extension_warnings(algorithm.fipo_knobs()) if algorithm.name == "fipo" else []
+        found += self.horizon.warnings() if self.horizon else []
+        if self.attention is not None and self.attention.here_choice is None:
+            found.append(f"{self.attention.describe()}: the training nodes must have flash_attn "
+                         f"({attention_plan.INSTALL_FLASH})")
+        return found
 
     def recorded_env(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """fipo's variables plus the relevant inherited ones, with secrets masked."""
@@ -113,6 +129,9 @@ class TrainPlan:
             "env": self.recorded_env(inherited),
             "run_dir": str(self.run_dir.absolute()),
             "warnings": self.warnings,
+            "horizon": self.horizon.to_json() if self.horizon else None,
+            "attention": self.attention.to_json() if self.attention else None,
+            "verl_keys": dict(self.experiment.verl),
         }
 
 
@@ -132,7 +151,7 @@ def plan_run(
         "VERL_FILE_LOGGER_PATH": str(run_dir / METRICS_FILE),
         "PYTHONUNBUFFERED": "1",  # the trainer's output reaches the log as it is printed
         "HYDRA_FULL_ERROR": "1",
-        **verl_overrides.device_env(experiment.trainer.device),
+        **verl_overrides.device_env(experiment.trainer.device, inherited, fsdp2=verl_overrides.uses_fsdp2(experiment)),
         **tracking,
     }
     overrides = verl_overrides.experiment_overrides(
@@ -151,6 +170,8 @@ def plan_run(
         command=verl_overrides.trainer_command(experiment.trainer.entrypoint, overrides),
         overrides=overrides,
         env=env,
+        horizon=horizon.plan(experiment),
+        attention=attention_plan.plan(experiment),
     )
 
 
@@ -201,6 +222,13 @@ def require_local_resources(experiment: Experiment) -> None:
     if experiment.trainer.device == "cuda":
         layout = f"{plural(cluster.nodes, 'node')} × {plural(cluster.gpus_per_node, 'GPU')} per node"
         require_gpus(cluster.total_gpus, layout=layout)
+        attention = attention_plan.plan(experiment)
+        if attention.here_choice is None or (attention.choice == attention_plan.FLASH and not attention.here.imports):
+            raise UsageError(
+                f"{attention.describe()}: this machine trains the run, and flash_attn does not import here",
+                hint=f"{attention_plan.INSTALL_FLASH}; or set model.attn_implementation: sdpa "
+                     "with trainer.sequence_parallel_size: 1",
+            )
 
 
 def run_locally(plan: TrainPlan, inherited: Mapping[str, str] | None = None) -> tuple[int, TrainPlan]:
@@ -315,8 +343,12 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
     log = run_dir / LOG_FILE
     if exit_code == 0:
         steps = checkpoint_steps(run_dir)
+        last = last_step(run_dir)
+        planned = plan.horizon.steps if plan.horizon else None
+        early = ended_early(plan, last)
         lines = [
-            f"fipo: run {reference} succeeded (last step {last_step(run_dir)})",
+            f"fipo: run {reference} succeeded (last step {last}" + (f" of {planned} planned)" if planned else ")"),
+            *([f"  {early}"] if early else []),
             f"  directory:   {run_dir}",
             f"  log:         {log}",
             f"  metrics:     {run_dir / METRICS_FILE}",
@@ -342,6 +374,14 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
         "  the error, as the log ends:",
         *(f"    {line}" for line in error_excerpt(log)),
     ]
+
+
+def ended_early(plan: TrainPlan, last_step: int | None) -> str | None:
+    """Why a run that succeeded after ``last_step`` stopped short of its planned steps; None if it did not.
+    The horizon is planned again here, so that the rows counted are those the run trained on."""
+    if plan.horizon is None or plan.horizon.steps_setting is None:
+        return None
+    return horizon.plan(plan.experiment).ended_early(last_step)
 
 
 def keep_earlier_metrics(run_dir: Path) -> None:
@@ -511,7 +551,13 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
     import shlex
 
     head = [shlex.quote(part) for part in plan.command[: len(plan.command) - len(plan.overrides)]]
-    lines = [f"run directory: {plan.run_dir}{' (resumed)' if plan.resume else ''}", "environment (secrets masked):"]
+    lines = [f"run directory: {plan.run_dir}{' (resumed)' if plan.resume else ''}"]
+    lines += [plan.horizon.describe()] if plan.horizon else []
+    lines += [f"attention: {plan.attention.describe()}"] if plan.attention else []
+    if plan.experiment.verl:
+        lines.append("verl keys (applied after fipo's mapping, the last overrides below):")
+        lines += [f"  {config.VERL_PREFIX}{key}={value!r}" for key, value in plan.experiment.verl.items()]
+    lines.append("environment (secrets masked):")
     lines += [f"  {key}={value}" for key, value in sorted(plan.recorded_env(inherited).items())]
     lines.append("command:")
     lines.append("  " + " ".join(head) + " \\")
@@ -520,9 +566,11 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def check_with_verl(plan: TrainPlan) -> bool:
-    """Compose the plan's overrides in the installed verl's config; False when verl is not installed."""
+def check_with_verl(plan: TrainPlan) -> list[str] | None:
+    """Compose the plan's overrides in the installed verl's config, its ``verl:`` keys checked first;
+    the warnings about those keys, or None when verl is not installed here."""
     from fipo_cli import verl_compose
+    from fipo_cli.verl_adapter import verl_keys
 
-    return verl_compose.compose(plan.overrides) is not None
+    return verl_compose.check_points({"": plan.overrides}, {"": verl_keys.section_keys(plan.experiment.verl)})
 

@@ -22,6 +22,9 @@ Two more additions, both installed when this module loads (see their functions f
   (:mod:`fipo_cli.length_metrics`).
 * :func:`with_run_config`: the tracking config (W&B's run config) gains the resolved fipo
   config and the verl overrides of the run, read from the file ``FIPO_TRACKING_CONFIG`` names.
+
+And it registers the OmegaConf resolver of ``model.attn_implementation: auto``
+(:mod:`fipo_cli.verl_adapter.attention`), so verl decides the attention where it builds the model.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from verl.utils.tracking import Tracking  # noqa: E402
 from verl.workers.config import PolicyLossConfig  # noqa: E402
 
 from fipo_cli.length_metrics import length_metrics  # noqa: E402
+from fipo_cli.verl_adapter.attention import register_resolver as register_auto_attention  # noqa: E402
 from fipo_cli.loss import knobs  # noqa: E402
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms  # noqa: E402
 from fipo_cli.wandb_identity import TRACKING_CONFIG_ENV  # noqa: E402
@@ -227,3 +231,5 @@ def install_run_config() -> None:
 
 install_length_metrics()
 install_run_config()
+# ``model.attn_implementation: auto`` reaches verl as ${fipo_auto_attention:SP}, resolved here.
+register_auto_attention()

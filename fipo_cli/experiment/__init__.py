@@ -1,0 +1,1 @@
+"""Experiments: their schema, loading, KEY=VALUE parsing, recipes and imported launcher scripts."""

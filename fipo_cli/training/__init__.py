@@ -1,0 +1,1 @@
+"""Training runs: their plan, horizon and outcome."""
