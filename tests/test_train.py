@@ -112,7 +112,9 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     result = fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "ray_job", "warnings"}
+    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "ray_job", "warnings", "horizon",
+                         "attention", "verl_keys"}
+    assert plan["horizon"]["steps"] == 20 and plan["horizon"]["prompts"] == 20 * 32
     assert plan["warnings"] == []
     assert plan["sbatch"] is None and plan["ray_job"] is None  # the local launcher has no batch script, no Ray job
     assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]
@@ -349,8 +351,9 @@ def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
     import pyarrow.parquet as pq
 
     (project / "data").mkdir()
-    for name in ("dapo-math-17k", "aime24"):
-        pq.write_table(pa.table({"prompt": ["q"], "data_source": ["math_dapo"]}), project / "data" / f"{name}.parquet")
+    for name, rows in (("dapo-math-17k", 64), ("aime24", 1)):  # a step takes 32 prompts
+        pq.write_table(pa.table({"prompt": ["q"] * rows, "data_source": ["math_dapo"] * rows}),
+                       project / "data" / f"{name}.parquet")
     device, vllm = installed_training_set()
     config_file = project / "experiments" / "smoke" / "fipo.yaml"
     config_file.write_text(config_file.read_text().replace("  mini_batch_size:", f"  device: {device}\n  mini_batch_size:"))
