@@ -142,7 +142,7 @@ def test_dry_run_shows_the_attention_and_the_local_launcher_refuses_what_it_cann
     if importlib.util.find_spec("flash_attn") is None:
         assert planned["here"] is None and "flash_attn is not installed" in planned["flash_attn_here"]
         assert "the training nodes must have flash_attn" in shown.stderr  # a warning, the job decides on its node
-        local = run_fipo(tmp_path, "train", "big", "cluster.launcher=local", "nodes=1", "sequence_parallel_size=8",
+        local = run_fipo(tmp_path, "train", "big", "cluster.launcher=local", "nodes=1",
                          CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7")
         assert local.returncode == 2 and "flash_attn does not import here" in local.stderr
         assert not (tmp_path / "experiments" / "big" / "runs").exists()

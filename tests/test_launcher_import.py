@@ -53,6 +53,9 @@ FIPO_32B_STYLE = textwrap.dedent(
     loss_mode=future_kl
     decay_rate=32.0
     chunk_size=128
+    future_kl_start=include_current
+    future_kl_window=-1
+    future_kl_average=False
     future_kl_clip_ratio=0.2
     future_kl_clip_high_only=True
     safety_thresh=10.0
@@ -121,6 +124,9 @@ FIPO_32B_STYLE = textwrap.dedent(
         actor_rollout_ref.actor.policy_loss.loss_mode=${loss_mode} \
         +actor_rollout_ref.actor.policy_loss.decay_rate=${decay_rate} \
         +actor_rollout_ref.actor.policy_loss.chunk_size=${chunk_size} \
+        +actor_rollout_ref.actor.policy_loss.future_kl_start=${future_kl_start} \
+        +actor_rollout_ref.actor.policy_loss.future_kl_window=${future_kl_window} \
+        +actor_rollout_ref.actor.policy_loss.future_kl_average=${future_kl_average} \
         +actor_rollout_ref.actor.policy_loss.future_kl_clip_ratio=${future_kl_clip_ratio} \
         +actor_rollout_ref.actor.policy_loss.future_kl_clip_high_only=${future_kl_clip_high_only} \
         +actor_rollout_ref.actor.policy_loss.safety_thresh=${safety_thresh} \
@@ -173,7 +179,8 @@ NOT_COMPARED = {
     "algorithm.filter_groups.max_num_gen_batches", "trainer.total_epochs", "actor_rollout_ref.rollout.val_kwargs.n",
     # the FIPO knobs: compared resolved, below
     *(f"actor_rollout_ref.actor.policy_loss.{knob}" for knob in
-      ("decay_rate", "chunk_size", "future_kl_clip_ratio", "future_kl_clip_high_only", "safety_thresh")),
+      ("decay_rate", "chunk_size", "future_kl_clip_ratio", "future_kl_clip_high_only", "safety_thresh",
+       "future_kl_start", "future_kl_window", "future_kl_average")),
 }
 
 needs_verl = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
@@ -204,7 +211,7 @@ def test_the_parser_expands_variables_arithmetic_quotes_and_continuations(launch
     assert by_key["trainer.nnodes"].text == "16" and by_key["trainer.nnodes"].env == ("NNODES",)
     assert by_key["actor_rollout_ref.model.path"].text == "${HOME}/verl/models/Qwen2.5-32B"
     assert by_key["actor_rollout_ref.model.path"].env == ("MODEL_PATH", "RAY_DATA_HOME", "HOME")
-    assert (1, "set -xeuo pipefail") in script.ignored
+    assert (2, "set -xeuo pipefail") in script.ignored
 
 
 @pytest.mark.parametrize("body, message", [
@@ -266,7 +273,9 @@ def test_an_imported_official_launcher_composes_to_the_official_training_values(
     assert compared == 62
     loss = composed.actor_rollout_ref.actor.policy_loss
     assert knobs.resolve(loss) == knobs.resolve({"decay_rate": 32.0, "future_kl_clip_ratio": 0.2,
-                                                "future_kl_clip_high_only": True, "safety_thresh": 10.0})
+                                                "future_kl_clip_high_only": True, "safety_thresh": 10.0,
+                                                "future_kl_start": "include_current", "future_kl_window": -1,
+                                                "future_kl_average": False})
     assert composed.trainer.total_training_steps == 874
     # The official file repeats each AIME problem 32 times with n=1; fipo's holds each once: 32 samples each.
     assert composed.actor_rollout_ref.rollout.val_kwargs.n == 32

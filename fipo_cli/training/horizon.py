@@ -150,7 +150,7 @@ class Horizon:
         else:
             why = ("its data ran out: verl's epoch count ended it (verl drops prompts longer than "
                    "data.max_prompt_length, so an epoch can be shorter than the rows fipo counted)")
-        return f"ended after step {last_step} of the {self.steps_setting} planned: {why}"
+        return f"ended after step {last_step}, short of trainer.total_training_steps ({self.steps_setting}): {why}"
 
 
 def plan(experiment: Experiment, rows: int | None = None) -> Horizon:
