@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fipo_cli import config, experiments, registry, sweep_space, train
-from fipo_cli.config import SAFE_NAME
+from fipo_cli.config import SAFE_NAME, TIME_LIMIT
 from fipo_cli.errors import ConfigError, UsageError
 from fipo_cli.experiments import ExperimentDir
 from fipo_cli.files import first_missing
 from fipo_cli.launch import ray_job, slurm
 from fipo_cli.runs import FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, read_status, utc_now, write_status
-from fipo_cli.training.horizon import time_limit_hours
 
 MANIFEST = "sweep.json"
 LOGS_DIR = "logs"
@@ -84,6 +83,17 @@ class SweepPlan:
         cluster = self.runs[0].plan.experiment.cluster
         hours = time_limit_hours(cluster.time_limit)
         return None if hours is None else len(self.to_submit) * cluster.total_gpus * hours
+
+
+def time_limit_hours(limit: str | None) -> float | None:
+    """SLURM's ``[D-]HH:MM:SS`` or plain minutes, in hours."""
+    if not limit or not TIME_LIMIT.match(limit):
+        return None
+    if ":" not in limit:
+        return int(limit) / 60
+    days, _, clock = limit.rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return int(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def default_name(experiment: str, tokens: Sequence[str], strategy: str, samples: int | None, seed: int) -> str:

@@ -18,19 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fipo_cli import local_assets, verl_overrides
-from fipo_cli.config import TIME_LIMIT, Experiment
+from fipo_cli.config import Experiment
 from fipo_cli.text import plural
-
-
-def time_limit_hours(limit: str | None) -> float | None:
-    """SLURM's ``[D-]HH:MM:SS`` or plain minutes, in hours."""
-    if not limit or not TIME_LIMIT.match(limit):
-        return None
-    if ":" not in limit:
-        return int(limit) / 60
-    days, _, clock = limit.rpartition("-")
-    hours, minutes, seconds = (int(part) for part in clock.split(":"))
-    return int(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def training_rows(paths: Iterable[str]) -> int | None:
@@ -90,6 +79,8 @@ class Horizon:
     @property
     def gpu_hours(self) -> float | None:
         """What one submission reserves at most: every GPU for the job's time limit."""
+        from fipo_cli.sweep import time_limit_hours  # not at the top: sweep imports train, which imports this
+
         hours = time_limit_hours(self.time_limit)
         return None if hours is None else self.gpus * hours
 

@@ -163,8 +163,7 @@ class AttentionPlan:
         if self.choice == FLASH:
             return f"model.attn_implementation {FLASH} (here: {here})"
         if not self.decided_by_trainer:
-            return f"model.attn_implementation {self.choice} (flash-attention 2 is {SDPA_SLOWDOWN.replace('slower', 'faster')})" \
-                if self.choice == SDPA else f"model.attn_implementation {self.choice}"
+            return f"model.attn_implementation {self.choice}"
         fallback = f"else {SDPA}" if self.sequence_parallel_size == 1 else \
             f"else the run stops (sequence parallel {self.sequence_parallel_size} needs flash-attention 2)"
         outcome = self.here_choice or "could not train"
