@@ -36,7 +36,7 @@ def _scalar(value: Any) -> str:
 
 
 def _line(leaf: str, value: Any, comment: str) -> str:
-    return f"  {leaf}: {_scalar(value)}".ljust(COMMENT_COLUMN) + f"# {comment}"
+    return f"  {leaf}: {_scalar(value)}".ljust(COMMENT_COLUMN - 1) + f" # {comment}"
 
 
 def render(imported: Imported, name: str, recipe_text: str) -> str:
@@ -145,7 +145,7 @@ def import_experiment(name: str, script: Path, model: str | None, algorithm: str
 def report_lines(imported: Imported) -> list[str]:
     """The import report: what was mapped, kept verbatim, not taken (with why)."""
     counts = ", ".join(f"{imported.count(outcome)} {outcome}" for outcome in ("mapped", "verbatim", "dropped", "environment"))
-    lines = [f"{len(imported.rows)} overrides of {imported.script.path}:{imported.script.line} "
+    lines = [f"{len(imported.script.overrides)} overrides of {imported.script.path}:{imported.script.line} "
              f"({imported.script.module}): {counts}"]
     width = max((len(row.written.strip()) for row in imported.rows), default=0)
     for outcome in ("mapped", "verbatim", "environment", "dropped"):

@@ -125,10 +125,9 @@ class _Importer:
             self.one(override)
         self.horizon()
         self.validation()
-        if self.script.submitted_to_ray:
-            self.result.fipo["cluster.launcher"] = ("ray", "launcher: ray job submit ... -- (its Ray cluster: set "
-                                                           "cluster.ray_address, or RAY_ADDRESS)")
-            self.result.rows.append(Row("mapped", "ray job submit ... --", "cluster.launcher: ray"))
+        if self.script.submitted_to_ray:  # its Ray cluster's address comes from its environment (RAY_ADDRESS)
+            self.result.commented["cluster.launcher"] = ("launcher: ray job submit ... -- to its RAY_ADDRESS: "
+                                                         "`--launcher ray` with cluster.ray_address does the same")
         return self.result
 
     def one(self, override: Override) -> None:

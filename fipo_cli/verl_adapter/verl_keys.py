@@ -235,6 +235,7 @@ def against_config(config: DictConfig, keys: Iterable[VerlKey]) -> tuple[list[st
                 warnings.append(f"{key.option} adds a key verl's {parent} does not define (its dataclass would "
                                 f"refuse or ignore it){closest}")
             continue
-        hint = f"; to add it, write {VERL_PREFIX}+{key.path}" if parent in known and known[parent] else ""
-        problems.append(f"{key.option}: the installed verl's config has no key {key.path}{closest or hint}")
+        free_form = parent in known and known[parent] and f"{parent}._target_" not in known
+        hint = f"; to add it, write {VERL_PREFIX}+{key.path}" if free_form else ""
+        problems.append(f"{key.option}: the installed verl's config has no key {key.path}{closest}{hint}")
     return problems, warnings
