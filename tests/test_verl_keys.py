@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fipo_run import run_fipo
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
+needs_verl = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
 
 LOSS = "actor_rollout_ref.actor.policy_loss"
 STAND_IN = "import sys; print('stand-in trainer', len(sys.argv) - 1, 'overrides'); sys.exit(0)\n"
@@ -46,6 +46,7 @@ def composed(project: Path, *args: str, name: str = "smoke"):
     return verl_compose.compose(plan["overrides"]), plan, result.stderr
 
 
+@needs_verl
 def test_any_verl_key_is_set_added_or_deleted_from_the_command_line_after_fipos_mapping(project):
     config, plan, _ = composed(
         project, "verl.actor_rollout_ref.rollout.enforce_eager=true", "verl.actor_rollout_ref.rollout.max_num_seqs=128",
@@ -67,6 +68,7 @@ def test_any_verl_key_is_set_added_or_deleted_from_the_command_line_after_fipos_
     assert "verl keys (applied after fipo's mapping" in text and "verl.actor_rollout_ref.rollout.max_num_seqs=128" in text
 
 
+@needs_verl
 def test_the_verl_section_of_the_experiment_composes_and_is_recorded_in_the_run(project):
     path = config_file(project)
     path.write_text(path.read_text().replace("  seed: 42", f"  seed: 42\n  entrypoint: [{sys.executable}, stand_in.py]")
@@ -96,6 +98,7 @@ def test_the_verl_section_of_the_experiment_composes_and_is_recorded_in_the_run(
     assert json.loads((run / "tracking_config.json").read_text())["fipo"]["verl"] == recorded["verl"]
 
 
+@needs_verl
 def test_the_official_launchers_overrides_are_taken_as_written(project):
     official = [
         f"verl.+{LOSS}.decay_rate=32.0", f"verl.+{LOSS}.chunk_size=128", f"verl.+{LOSS}.future_kl_start=include_current",
@@ -113,6 +116,7 @@ def test_the_official_launchers_overrides_are_taken_as_written(project):
     assert loss.chunk_size == 128 and "chunk_size=128 does nothing" in stderr
 
 
+@needs_verl
 @pytest.mark.parametrize("args, message", [
     (["verl.actor_rollout_ref.rollout.enforce_eagr=true"],
      "verl.actor_rollout_ref.rollout.enforce_eagr: the installed verl's config has no key actor_rollout_ref.rollout."
@@ -136,6 +140,7 @@ def test_bad_verl_keys_are_named_with_what_to_do_and_nothing_is_written(project,
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@needs_verl
 def test_a_bad_key_in_the_verl_section_is_named(project):
     path = config_file(project)
     path.write_text(path.read_text() + "verl:\n  actor_rollout_ref.rollout.max_num_seq: 8\n  'a b': 1\n")
@@ -147,6 +152,7 @@ def test_a_bad_key_in_the_verl_section_is_named(project):
     assert "verl's closest key is actor_rollout_ref.rollout.max_num_seqs" in result.stderr
 
 
+@needs_verl
 def test_sweeps_take_verl_keys_as_axes_and_refuse_keys_verl_ignores(project):
     result = fipo(project, "sweep", "smoke", "verl.actor_rollout_ref.rollout.max_num_seqs=128,256", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
@@ -164,6 +170,7 @@ def test_sweeps_take_verl_keys_as_axes_and_refuse_keys_verl_ignores(project):
     assert retired.returncode == 2 and "verl 0.9.1 has no generation batch to size" in retired.stderr
 
 
+@needs_verl
 def test_keys_verl_ignores_under_the_settings_are_warned_about_in_the_plan(project):
     tiny = config_file(project, "tiny")
     # An experiment written by an earlier fipo: the retired keys still load, with a warning each.
@@ -184,3 +191,23 @@ def test_keys_verl_ignores_under_the_settings_are_warned_about_in_the_plan(proje
     assert knobs.returncode == 0 and json.loads(knobs.stdout)["warnings"] == [
         "chunk_size=64 does nothing: fipo sums Future-KL with a recurrence, so the block size of the paper's chunked "
         "sum changes nothing (in the official loss it only changes the order of summation)"]
+
+
+def test_every_verl_key_fipo_sets_names_the_fipo_key_that_sets_it():
+    """The table a refused verl. key is answered from, held to what fipo's mapping emits."""
+    from fipo_cli import config, recipes, verl_overrides
+    from fipo_cli.verl_adapter.verl_keys import FIPO_KEY_OF
+
+    for model in recipes.MODELS:
+        for algo in recipes.ALGORITHMS:
+            for device in ("cuda", "cpu"):
+                experiment = config.build(config.read_experiment(recipes.recipe_path(model, algo)), {
+                    "trainer.device": device, "trainer.sequence_parallel_size": 1,
+                    "algorithm.reward_function": "fipo_cli.toy_task:compute_score", "model.max_position_embeddings": 64})
+                lines = verl_overrides.experiment_overrides(experiment, experiment_name="e", checkpoint_dir=Path("/c"),
+                                                            hydra_dir=Path("/h"), wandb=True, worker_env={})
+                fixed = verl_overrides._cpu_settings(experiment) if device == "cpu" else {}
+                paths = {line.split("=", 1)[0].lstrip("+") for line in lines} - {key.lstrip("+") for key in fixed}
+                assert paths <= FIPO_KEY_OF.keys(), paths - FIPO_KEY_OF.keys()
+                schema = set(config.known_keys())
+                assert all(owner.split(" ", 1)[0] in schema or " " in owner for owner in FIPO_KEY_OF.values())

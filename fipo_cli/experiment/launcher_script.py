@@ -335,13 +335,12 @@ def _parse(text: str, path: Path) -> LauncherScript:
     for line, words in _statements(text):
         position = _trainer_position(words, expander, line)
         if position is None:
-            assignments = [word for word in words if _ASSIGNMENT.match(word)]
-            leading = words[1:] if words[0] in ("export", "readonly", "local", "declare") else words
-            if leading and all(_ASSIGNMENT.match(word) for word in leading):
-                for word in leading:
+            assigned = words[1:] if words[0] in ("export", "readonly", "local", "declare") else words
+            if assigned and all(_ASSIGNMENT.match(word) for word in assigned):
+                for word in assigned:
                     name, raw = word.split("=", 1)
                     expander.variables[name] = expander.expand(raw, line)
-            elif not assignments or leading[0] not in ("export",):
+            else:  # any other command: not run, listed
                 ignored.append((line, " ".join(words)))
             continue
         if found is not None:
