@@ -200,7 +200,9 @@ def experiment_overrides(
         f"{ACTOR}.optim.lr_warmup_steps": trainer.lr_warmup_steps,
         f"{ACTOR}.optim.lr_scheduler_type": trainer.lr_scheduler,
         f"{ACTOR}.optim.weight_decay": trainer.weight_decay,
-        f"{ACTOR}.grad_clip": trainer.grad_clip,
+        # verl 0.9.1's FSDP engine clips with the optimizer's clip_grad (workers/engine/fsdp/transformer_impl.py,
+        # optimizer_step); the actor's grad_clip, which the official launcher sets, is read by nothing there.
+        f"{ACTOR}.optim.clip_grad": trainer.grad_clip,
         f"{ACTOR}.ppo_mini_batch_size": trainer.mini_batch_size,
         f"{ACTOR}.use_dynamic_bsz": trainer.dynamic_batch_size,
         f"{ACTOR}.ppo_max_token_len_per_gpu": trainer.max_tokens_per_gpu or experiment.max_tokens,

@@ -25,7 +25,7 @@ TABLE_2_FIPO_32B = {
     f"{ACTOR}.optim.lr_scheduler_type": "constant",
     f"{ACTOR}.optim.lr_warmup_steps": "10",
     f"{ACTOR}.optim.weight_decay": "0.1",
-    f"{ACTOR}.grad_clip": "1.0",
+    f"{ACTOR}.optim.clip_grad": "1.0",  # what verl 0.9.1's FSDP engine clips with (not actor.grad_clip)
     "data.max_prompt_length": "2048",
     "data.max_response_length": "20480",
     f"{OVERLONG}.enable": "true",

@@ -69,6 +69,16 @@ def test_any_verl_key_is_set_added_or_deleted_from_the_command_line_after_fipos_
 
 
 @needs_verl
+def test_grad_clip_reaches_what_verls_fsdp_engine_clips_with(project):
+    # verl 0.9.1's engine clips with optimizer_config.clip_grad (workers/engine/fsdp/transformer_impl.py);
+    # the actor's grad_clip, the official launcher's spelling, is a field nothing reads.
+    config, _, _ = composed(project, "trainer.grad_clip=0.5")
+    assert config.actor_rollout_ref.actor.optim.clip_grad == 0.5
+    refused = fipo(project, "train", "smoke", "verl.actor_rollout_ref.actor.grad_clip=0.5", "--dry-run")
+    assert refused.returncode == 2 and "fipo sets this from trainer.grad_clip" in refused.stderr
+
+
+@needs_verl
 def test_the_verl_section_of_the_experiment_composes_and_is_recorded_in_the_run(project):
     path = config_file(project)
     path.write_text(path.read_text().replace("  seed: 42", f"  seed: 42\n  entrypoint: [{sys.executable}, stand_in.py]")

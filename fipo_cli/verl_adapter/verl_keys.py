@@ -58,7 +58,8 @@ FIPO_KEY_OF: dict[str, str] = {
     f"{ACTOR}.optim.lr_scheduler_type": "trainer.lr_scheduler",
     f"{ACTOR}.optim.warmup_style": "trainer.lr_scheduler",  # verl 0.9.1's deprecated name of lr_scheduler_type
     f"{ACTOR}.optim.weight_decay": "trainer.weight_decay",
-    f"{ACTOR}.grad_clip": "trainer.grad_clip",
+    f"{ACTOR}.optim.clip_grad": "trainer.grad_clip",
+    f"{ACTOR}.grad_clip": "trainer.grad_clip",  # verl 0.9.1 reads optim.clip_grad; this one is the official spelling
     f"{ACTOR}.ppo_mini_batch_size": "trainer.mini_batch_size",
     f"{ACTOR}.use_dynamic_bsz": "trainer.dynamic_batch_size",
     f"{ACTOR}.ppo_max_token_len_per_gpu": "trainer.max_tokens_per_gpu",
@@ -115,6 +116,10 @@ FIPO_KEY_OF: dict[str, str] = {
     "ray_kwargs.ray_init.runtime_env.env_vars.FIPO_WORKER_ENV": f"{RUN_LAYOUT}: the run's variables for every worker",
 }
 
+#: Keys fipo does not pass but maps all the same: the official spellings of keys fipo sets under verl
+#: 0.9.1's names (a verl key here would be read by nothing, or fight fipo's value).
+OTHER_SPELLINGS = (f"{ACTOR}.grad_clip", f"{ACTOR}.optim.warmup_style")
+
 Operation = Literal["set", "add", "delete"]
 
 
@@ -163,7 +168,7 @@ def collisions(keys: Iterable[VerlKey], fipo_paths: Iterable[str], fixed_paths: 
 
     schema = set(known_keys())
     fixed = set(fixed_paths)
-    mapped = [path for path in fipo_paths if path not in fixed]
+    mapped = [path for path in fipo_paths if path not in fixed] + list(OTHER_SPELLINGS)
     problems = []
     for key in keys:
         owners = sorted({FIPO_KEY_OF.get(path, "fipo's own settings") for path in mapped if _related(key.path, path)})
