@@ -645,8 +645,19 @@ def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], pro
     return updated
 
 
+#: What verl 0.9.1's engine workers assert is set when batches are not dynamic (workers/engine_workers.py, init_model).
+MICRO_BATCH_KEYS = ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+                    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu")
+
+
 def _verl_section_checks(experiment: Experiment, problems: _Problems) -> None:
-    """Every key of the ``verl:`` section is written as Hydra writes an override's key, each path once."""
+    """Every key of the ``verl:`` section is written as Hydra writes an override's key, each path once; without
+    dynamic batches verl needs micro-batch sizes, which only the section can give."""
+    given = {_verl_path(written) for written in experiment.verl}
+    missing = [key for key in MICRO_BATCH_KEYS if key not in given]
+    if problems.clean("trainer.dynamic_batch_size") and not experiment.trainer.dynamic_batch_size and missing:
+        problems.add("trainer.dynamic_batch_size", "trainer.dynamic_batch_size=False: verl 0.9.1 then needs fixed "
+                     "micro-batch sizes; set " + " and ".join(f"{VERL_PREFIX}{key}=N" for key in missing))
     paths: dict[str, str] = {}
     for written in experiment.verl:
         match = VERL_KEY.match(written)

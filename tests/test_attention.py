@@ -125,6 +125,9 @@ def test_auto_is_decided_by_the_trainer_on_gpus_and_is_sdpa_on_cpu():
      "flash-attention 2 runs on CUDA GPUs only"),
     ({"model.remove_padding": False}, "model.remove_padding=False: trainer.sequence_parallel_size=8 needs it"),
     ({"model.attn_implementation": "flash"}, "expected one of auto, flash_attention_2, sdpa, eager"),
+    ({"trainer.dynamic_batch_size": False, "verl.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 2},
+     "trainer.dynamic_batch_size=False: verl 0.9.1 then needs fixed micro-batch sizes; set "
+     "verl.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=N"),
 ])
 def test_settings_verl_cannot_train_are_refused_when_loaded(assignments, message):
     with pytest.raises(ConfigError) as caught:
