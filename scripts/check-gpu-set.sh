@@ -81,9 +81,9 @@ for model, assignments in (("qwen2.5-0.5b", {}), ("qwen2.5-32b", {"trainer.seque
     try:
         outcome = build(model, **assignments)
     except Exception as error:
-        outcome = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
-    print(f"  {model} {assignments or ''}: {outcome}")
-    outcomes.append(outcome)
+        outcome = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    print(f"  {model} {assignments or ''}: {outcome[:300]}")
+    outcomes.append(outcome)  # judged whole below: the reason comes late in the message
 ok = (outcomes[0] == outcomes[1] == "sdpa" and "needs flash-attention 2" in outcomes[2]
       and "ImportError" in outcomes[3]) if importlib.util.find_spec("flash_attn") is None else True
 sys.exit(0 if ok else 1)
