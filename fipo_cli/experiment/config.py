@@ -501,7 +501,8 @@ def _parallelism_checks(experiment: Experiment, problems: _Problems) -> None:
     """What verl 0.9.1's FSDP engine needs of the attention and padding for the chosen parallelism."""
     model, trainer = experiment.model, experiment.trainer
     attention, parallel = model.attn_implementation, trainer.sequence_parallel_size
-    if problems.clean("model.attn_implementation", "trainer.device") and trainer.device == "cpu" and attention == "flash_attention_2":
+    if problems.clean("model.attn_implementation", "trainer.device") and trainer.device == "cpu" \
+            and attention == "flash_attention_2":
         problems.add("model.attn_implementation", "model.attn_implementation='flash_attention_2': flash-attention 2 "
                      "runs on CUDA GPUs only; with trainer.device cpu use auto or sdpa")
     if problems.clean("model.attn_implementation", "trainer.sequence_parallel_size") and parallel > 1 \

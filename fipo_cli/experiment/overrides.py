@@ -9,7 +9,6 @@ import yaml
 
 from fipo_cli.core.errors import UsageError
 
-
 #: ``verl.~KEY``: delete a verl key (Hydra's ``~KEY``), the one assignment without ``=``.
 DELETE_PREFIX = "verl.~"
 

@@ -144,7 +144,6 @@ def _verl_config_check(experiment: Experiment) -> Check:
     from fipo_cli.core.errors import ConfigError
     from fipo_cli.verl_adapter import compose as verl_compose
     from fipo_cli.verl_adapter import overrides as verl_overrides
-
     from fipo_cli.verl_adapter import verl_keys
 
     try:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fipo_cli.assets import builtin as local_assets
-from fipo_cli.verl_adapter import overrides as verl_overrides
-from fipo_cli.experiment.config import Experiment
 from fipo_cli.core.text import plural
+from fipo_cli.experiment.config import Experiment
+from fipo_cli.verl_adapter import overrides as verl_overrides
 
 
 def training_rows(paths: Iterable[str]) -> int | None:

@@ -17,10 +17,9 @@ from typing import Any
 import yaml
 
 from fipo_cli import __version__
-from fipo_cli.experiment import config, recipes
 from fipo_cli.core.errors import UsageError
-from fipo_cli.experiment import launcher_script
 from fipo_cli.core.files import atomic_write_text
+from fipo_cli.experiment import config, launcher_script, recipes
 from fipo_cli.runs import experiments
 from fipo_cli.verl_adapter import official
 from fipo_cli.verl_adapter.official import Imported, Row
@@ -121,7 +120,7 @@ def _check_verbatim(imported: Imported) -> None:
             del imported.verl[key.written]
             rows = [row for row in imported.rows if not (row.outcome == "verbatim" and row.detail == f"verl: {key.written}")]
             written = next(row.written for row in imported.rows if row.detail == f"verl: {key.written}")
-            imported.rows[:] = rows + [Row("dropped", written, problems[0].split(": ", 1)[1])]
+            imported.rows[:] = [*rows, Row("dropped", written, problems[0].split(": ", 1)[1])]
 
 
 def import_experiment(name: str, script: Path, model: str | None, algorithm: str | None, *, force: bool = False,

@@ -55,7 +55,7 @@ def verl_value(choice: str, device: str, sequence_parallel_size: int) -> str:
         return choice
     if device == "cpu":
         return SDPA  # flash-attention 2 is a CUDA library
-    return "${%s:%d}" % (RESOLVER, sequence_parallel_size)
+    return f"${{{RESOLVER}:{sequence_parallel_size:d}}}"
 
 
 def flash_attn_import_error() -> str | None:

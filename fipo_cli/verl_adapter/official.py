@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from fipo_cli.experiment import config, recipes
 from fipo_cli.core.errors import UsageError
+from fipo_cli.experiment import config, recipes
 from fipo_cli.experiment.launcher_script import LauncherScript, Override
-from fipo_cli.loss import knobs
 from fipo_cli.experiment.overrides import parse_value
+from fipo_cli.loss import knobs
 from fipo_cli.verl_adapter.verl_keys import ACTOR, FIPO_KEY_OF, OVERLONG, ROLLOUT
 
 Outcome = Literal["mapped", "verbatim", "dropped", "environment"]

@@ -131,7 +131,7 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
     text = str(value)
-    if text and all(ch.isalnum() or ch in "_-./~" for ch in text) or _RESOLVER_CALL.match(text):
+    if (text and all(ch.isalnum() or ch in "_-./~" for ch in text)) or _RESOLVER_CALL.match(text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -184,7 +184,7 @@ def _flat_keys(config: Any, prefix: str = "") -> dict[str, bool]:
 
     keys: dict[str, bool] = {}
     if isinstance(config, DictConfig):
-        for name in config.keys():
+        for name in config:
             dotted = f"{prefix}{name}"
             child = config._get_node(name)
             keys[dotted] = isinstance(child, DictConfig)

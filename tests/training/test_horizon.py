@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from fipo_cli.experiment import config, recipes
-from fipo_cli.verl_adapter import overrides as verl_overrides
 from fipo_cli.training import horizon
+from fipo_cli.verl_adapter import overrides as verl_overrides
 
 PUBLISHED_ROWS = 1_791_700  # DAPO-Math-17k as published: 17,917 prompts × 100
 DISTINCT_PROMPTS = 17_917

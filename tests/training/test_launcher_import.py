@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fipo_run import run_fipo
 
 from fipo_cli.core.errors import UsageError
 from fipo_cli.experiment import launcher_script
-from fipo_cli.loss import knobs
 from fipo_cli.experiment.overrides import parse_value
+from fipo_cli.loss import knobs
+
+from fipo_run import run_fipo
 
 FIPO_32B_STYLE = textwrap.dedent(
     r"""

@@ -19,12 +19,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fipo_run import run_fipo
 
-from fipo_cli.experiment import config, recipes
-from fipo_cli.verl_adapter import overrides as verl_overrides
 from fipo_cli.core.errors import ConfigError
+from fipo_cli.experiment import config, recipes
 from fipo_cli.verl_adapter import attention
+from fipo_cli.verl_adapter import overrides as verl_overrides
+
+from fipo_run import run_fipo
 
 GPU_MODELS = [model for model in recipes.MODELS if model != "tiny"]
 needs_verl = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
@@ -87,7 +88,8 @@ def test_without_flash_attn_every_gpu_recipe_builds_its_model_or_says_what_to_do
     built = build_as_verl_does(cases, hide_flash_attn=True)
     assert built.pop("verl's default").startswith("error: ImportError"), "verl's own default must fail here"
     for case, outcome in built.items():
-        parallel = 1 if case.endswith("@sp1") else config.load(recipes.recipe_path(*case.rsplit("-", 1))).trainer.sequence_parallel_size
+        recipe = None if case.endswith("@sp1") else config.load(recipes.recipe_path(*case.rsplit("-", 1)))
+        parallel = 1 if recipe is None else recipe.trainer.sequence_parallel_size
         if parallel == 1:
             assert outcome == "sdpa", (case, outcome)
         else:  # refused with the fix, before a model is built, never transformers' FlashAttention2 ImportError

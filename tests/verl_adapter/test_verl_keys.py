@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from fipo_run import run_fipo
 
 needs_verl = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
@@ -114,7 +115,7 @@ def test_the_official_launchers_overrides_are_taken_as_written(project):
         f"verl.+{LOSS}.safety_thresh=10.0", "verl.reward_model.overlong_buffer.enable=True",
         "verl.reward_model.overlong_buffer.len=128", "verl.reward_model.overlong_buffer.penalty_factor=0.5",
     ]
-    config, plan, stderr = composed(project, *official)
+    config, _, stderr = composed(project, *official)
     loss = config.actor_rollout_ref.actor.policy_loss
     # The ratio spelling replaces the file's low/high pair: [1, 1.2] as the official launcher means.
     assert (loss.future_kl_clip_ratio, loss.future_kl_clip_high_only, loss.future_kl_clip_low) == (0.2, True, None)
@@ -203,7 +204,7 @@ def test_keys_verl_ignores_under_the_settings_are_warned_about_in_the_plan(proje
 def test_every_verl_key_fipo_sets_names_the_fipo_key_that_sets_it():
     """The table a refused verl. key is answered from, held to what fipo's mapping emits."""
     from fipo_cli.experiment import config, recipes
-from fipo_cli.verl_adapter import overrides as verl_overrides
+    from fipo_cli.verl_adapter import overrides as verl_overrides
     from fipo_cli.verl_adapter.verl_keys import FIPO_KEY_OF
 
     for model in recipes.MODELS:
