@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the GPU training set (`pip install ".[train]"`) as far as a machine without a GPU can:
 # the resolver and `pip check`, the import of every module of verl's default trainer path (the list of
-# tests/test_training_install.py: fipo_cli.doctor.TRAINER_PATH_MODULES) and of fipo's verl plugin, the
+# tests/training/test_doctor.py: fipo_cli.training.doctor.TRAINER_PATH_MODULES) and of fipo's verl plugin, the
 # attention a run without flash_attn builds its model with (and verl's own default failing there), and
 # `fipo doctor`'s report on the 32B recipe. Not part of CI: it downloads about 10 GB.
 #
@@ -38,7 +38,7 @@ step "pip check"
 step "the modules of verl's default trainer path, and fipo's verl plugin"
 (cd "$work" && "$py" - <<'EOF'
 import importlib, sys, time
-from fipo_cli.doctor import PLUGIN_MODULE, TRAINER_PATH_MODULES
+from fipo_cli.training.doctor import PLUGIN_MODULE, TRAINER_PATH_MODULES
 failed = {}
 for name in (*TRAINER_PATH_MODULES, PLUGIN_MODULE):
     began = time.monotonic()
@@ -60,8 +60,10 @@ import torch
 import verl  # fipo's plugin registers the resolver of model.attn_implementation: auto
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.model import get_hf_auto_model_class
-from fipo_cli import config, recipes, verl_compose, verl_overrides
-from fipo_cli.tiny_model import build_tiny_model
+from fipo_cli.assets.tiny_model import build_tiny_model
+from fipo_cli.experiment import config, recipes
+from fipo_cli.verl_adapter import compose as verl_compose
+from fipo_cli.verl_adapter import overrides as verl_overrides
 from fipo_cli.verl_adapter import attention
 
 print(f"  flash_attn installed: {importlib.util.find_spec('flash_attn') is not None}")

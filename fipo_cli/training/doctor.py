@@ -197,7 +197,7 @@ def _attention_check(experiment: Experiment | None) -> Check:
                      + ("" if here.imports else f" ({attention.SDPA_SLOWDOWN} than {attention.FLASH}; "
                                                 f"{attention.INSTALL_FLASH})"))
     planned = attention.plan(experiment)
-    remote = experiment.cluster.launcher in ("slurm", "ray")
+    remote = launcher_for(experiment.cluster.launcher).remote
     if planned.device == "cpu":
         return Check("attention", "pass", planned.describe())
     cannot = planned.here_choice is None or (planned.choice == attention.FLASH and not planned.here.imports)

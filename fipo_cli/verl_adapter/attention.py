@@ -37,7 +37,7 @@ SDPA = "sdpa"
 EAGER = "eager"
 CHOICES = (AUTO, FLASH, SDPA, EAGER)
 #: verl's key; ``+`` because verl's ``override_config`` is an empty mapping.
-VERL_KEY = "+actor_rollout_ref.model.override_config.attn_implementation"
+OVERRIDE = "+actor_rollout_ref.model.override_config.attn_implementation"
 RESOLVER = "fipo_auto_attention"
 #: Published cost of sdpa against flash-attention 2 in verl (verl-project/verl#7131: GRPO on
 #: gemma-4-26B-A4B, FSDP2, remove-padding; throughput 1150 vs 2131 tokens/s, actor update 406 vs 216 s).

@@ -24,7 +24,6 @@ FIPO_LOSS_MODE = "future_kl"
 TRAINER_MODULE = "verl.trainer.main_ppo"
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
-OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
 #: Environment variables for the job's every Ray worker: verl passes this runtime env to ``ray.init``.
 RUNTIME_ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"
 #: The run's variables, as one value (see :func:`encode_worker_env`); fipo's verl plugin sets them.
@@ -194,7 +193,7 @@ def experiment_overrides(
         "actor_rollout_ref.model.enable_gradient_checkpointing": model.gradient_checkpointing,
         "actor_rollout_ref.model.use_remove_padding": model.remove_padding,
         # verl's own default is flash-attention 2, which crashes at model load without flash_attn.
-        attention.VERL_KEY: attention.verl_value(model.attn_implementation, trainer.device,
+        attention.OVERRIDE: attention.verl_value(model.attn_implementation, trainer.device,
                                                  trainer.sequence_parallel_size),
         f"{ACTOR}.optim.lr": trainer.lr,
         f"{ACTOR}.optim.lr_warmup_steps": trainer.lr_warmup_steps,
@@ -234,10 +233,10 @@ def experiment_overrides(
         # The DAPO reward manager: the "Answer:" rule verifier plus the overlong penalty.
         "reward.reward_manager.name": "dapo",
         "+reward.reward_kwargs.max_resp_len": data.max_response_length,
-        f"{OVERLONG}.enable": algorithm.overlong_buffer,
-        f"{OVERLONG}.len": algorithm.overlong_buffer_len,
-        f"{OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
-        f"{OVERLONG}.log": True,
+        f"+{verl_keys.OVERLONG}.enable": algorithm.overlong_buffer,
+        f"+{verl_keys.OVERLONG}.len": algorithm.overlong_buffer_len,
+        f"+{verl_keys.OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
+        f"+{verl_keys.OVERLONG}.log": True,
         "trainer.logger": ["console", "file", *(["wandb"] if wandb else [])],
         "trainer.project_name": experiment.tracking.project,
         "trainer.experiment_name": experiment_name,

@@ -84,7 +84,7 @@ def test_without_flash_attn_every_gpu_recipe_builds_its_model_or_says_what_to_do
     cases |= {f"{case}@sp1": overrides(*case.rsplit("-", 1), tiny_model, **{"trainer.sequence_parallel_size": 1})
               for case in list(cases)}
     # What verl does unless told otherwise, for contrast: flash-attention 2, and the crash of the issue.
-    cases["verl's default"] = [line for line in cases["qwen2.5-0.5b-fipo"] if not line.startswith(attention.VERL_KEY)]
+    cases["verl's default"] = [line for line in cases["qwen2.5-0.5b-fipo"] if not line.startswith(attention.OVERRIDE)]
     built = build_as_verl_does(cases, hide_flash_attn=True)
     assert built.pop("verl's default").startswith("error: ImportError"), "verl's own default must fail here"
     for case, outcome in built.items():
