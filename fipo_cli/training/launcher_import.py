@@ -21,6 +21,7 @@ from fipo_cli.core.errors import UsageError
 from fipo_cli.core.files import atomic_write_text
 from fipo_cli.experiment import config, launcher_script, recipes
 from fipo_cli.runs import experiments
+from fipo_cli.runs.layout import EXPERIMENT_FILE, EXPERIMENTS_DIR
 from fipo_cli.verl_adapter import official
 from fipo_cli.verl_adapter.official import Imported, Row
 
@@ -124,10 +125,10 @@ def _check_verbatim(imported: Imported) -> None:
 
 
 def import_experiment(name: str, script: Path, model: str | None, algorithm: str | None, *, force: bool = False,
-                      root: Path = experiments.EXPERIMENTS_DIR) -> tuple[Path, Imported]:
+                      root: Path = EXPERIMENTS_DIR) -> tuple[Path, Imported]:
     """Write ``root/NAME/fipo.yaml`` from the launcher at ``script``; nothing is written when it refuses."""
     experiments.check_name(name)
-    target = root / name / experiments.CONFIG_FILE
+    target = root / name / EXPERIMENT_FILE
     if target.exists() and not force:
         raise UsageError(f"experiment {name!r} already exists ({target})", hint="pass --force to replace its fipo.yaml")
     if model is not None:
