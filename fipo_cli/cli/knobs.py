@@ -35,7 +35,7 @@ def knobs(
     resolved = knob_rules.summary(knob_rules.resolve(values))
     overrides = policy_loss_overrides(values)
     # On stderr also with --json: stdout stays one JSON object, and the user still sees them.
-    warnings = knob_rules.extension_warnings(values)
+    warnings = knob_rules.extension_warnings(values) + knob_rules.inert_warnings(values)
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     if as_json:

@@ -54,12 +54,15 @@ def sweep(
     # A sweep too large to launch without --yes is refused below without composing its points in verl
     # (0.3 s each): the refusal comes at once, and the run with --yes composes them.
     needs_yes = len(plan.runs) > sweeps.CONFIRM_ABOVE and not yes and not dry_run
-    if not needs_yes and not sweeps.check_with_verl(plan) and dry_run:
+    composed = None if needs_yes else sweeps.check_with_verl(plan)
+    warn(composed or [])
+    if not needs_yes and composed is None and dry_run:
         typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
     if as_json:
         if not dry_run:
             raise UsageError("--json goes with --dry-run", hint="fipo sweep EXP KEY=VALUES --dry-run --json")
-        typer.echo(json.dumps(sweeps.to_json(plan, os.environ)))
+        planned = sweeps.to_json(plan, os.environ)
+        typer.echo(json.dumps({**planned, "warnings": planned["warnings"] + (composed or [])}))
         return
     from rich.console import Console
     from rich.table import Table

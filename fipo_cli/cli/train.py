@@ -49,16 +49,20 @@ def train(
         values["cluster.launcher"] = launcher
     plan = training.plan_training(experiment, model, algo, values, resume)
     warn(plan.warnings)
+    # Composed before any launch, not only for --dry-run: a verl key verl lacks stops here, not in a queued job.
+    composed = training.check_with_verl(plan)
+    warn(composed or [])
     if dry_run:
-        checked = training.check_with_verl(plan)
         submission = training.submission(plan, os.environ)
         if as_json:
-            typer.echo(json.dumps({**plan.to_json(os.environ), **submission.to_json()}))
+            planned = plan.to_json(os.environ)
+            typer.echo(json.dumps({**planned, "warnings": planned["warnings"] + (composed or []),
+                                   **submission.to_json()}))
         else:
             typer.echo(training.describe(plan, os.environ))
             if submission.describe():
                 typer.echo(submission.describe())
-        if not checked:
+        if composed is None:
             typer.echo("note: verl is not installed here, so the overrides were not composed", err=True)
         return
     screen = None if verbose else run_view.screen_for()

@@ -1,1 +1,1 @@
-"""An experiment: its typed, validated config (schema and loading), KEY=VALUE overrides, the shipped recipes."""
+"""An experiment: its typed, validated config (schema and loading), KEY=VALUE overrides, recipes, launcher scripts."""

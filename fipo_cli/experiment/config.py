@@ -62,6 +62,37 @@ SYNONYMS: dict[str, str] = {
     "model_name_or_path": "model.path",
 }
 
+#: The official launcher's spellings of fipo keys: as ``verl.KEY`` (``+`` or not) or in the ``verl:``
+#: section they set the fipo key, with the official meaning. Its FIPO knobs live in the policy_loss
+#: section fipo's plugin defines; its overlong buffer is ``reward_model.overlong_buffer``, which verl
+#: 0.9.1 renamed to the DAPO reward manager's ``reward.reward_kwargs.overlong_buffer_cfg``.
+OFFICIAL_SPELLINGS: dict[str, str] = {
+    **{f"actor_rollout_ref.actor.policy_loss.{knob}": f"algorithm.{knob}" for knob in (
+        "decay_rate", "gamma", "future_kl_clip_low", "future_kl_clip_high", "future_kl_clip_ratio",
+        "future_kl_clip_high_only", "safety_thresh", "future_kl_start", "future_kl_window", "future_kl_average")},
+    "reward_model.overlong_buffer.enable": "algorithm.overlong_buffer",
+    "reward_model.overlong_buffer.len": "algorithm.overlong_buffer_len",
+    "reward_model.overlong_buffer.penalty_factor": "algorithm.overlong_penalty_factor",
+}
+#: Keys that meant something in the official (verl 0.5) trainer and mean nothing in verl 0.9.1's: a file
+#: that sets one still loads, with a warning (fipo_cli/verl_adapter/inert.py); an override or a sweep
+#: axis that sets one is refused.
+RETIRED: dict[str, str] = {
+    "data.gen_batch_size": (
+        "verl 0.9.1 has no generation batch to size: with dynamic sampling its v1 trainer refills the groups "
+        "it filters out one prompt at a time (trainer/ppo/v1/trainer_base.py, _init_dataloader sets it to 1), "
+        "and without it a step generates exactly data.train_batch_size prompts"
+    ),
+    "algorithm.max_num_gen_batches": (
+        "verl 0.9.1's v1 replay buffer ignores it (trainer/ppo/v1/trainer_base.py logs so): dynamic sampling "
+        "refills until data.train_batch_size groups are kept, with no cap on generation rounds"
+    ),
+}
+#: The command-line prefix of any verl key: ``verl.KEY=VALUE``, ``verl.+KEY=VALUE``, ``verl.~KEY``.
+VERL_PREFIX = "verl."
+#: A verl key as Hydra writes an override's key: an optional ``+``/``++``/``~``, then a dotted path.
+VERL_KEY = re.compile(r"^(\+\+|\+|~)?([A-Za-z_][\w-]*(?:\.[\w-]+)*)$")
+
 
 def _check(rule: str, bound: float | None = None) -> dict[str, Any]:
     return {"rule": rule, "bound": bound}
@@ -85,6 +116,9 @@ class ModelConfig:
     max_position_embeddings: int | None = field(default=None, metadata=positive())
     gradient_checkpointing: bool = True
     remove_padding: bool = True
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
+    """How the actor and reference models attend: ``auto`` takes flash-attention 2 where ``flash_attn``
+    imports in the trainer's process (decided on the cluster's node), sdpa otherwise."""
 
 
 @dataclass
@@ -95,6 +129,7 @@ class DataConfig:
     max_response_length: int = field(default=20480, metadata=positive())
     train_batch_size: int = field(default=512, metadata=positive())
     gen_batch_size: int | None = field(default=None, metadata=positive())
+    """Retired (see RETIRED): verl 0.9.1 ignores it."""
     truncation: Literal["left", "right", "middle", "error"] = "left"
     shuffle: bool = True
 
@@ -104,8 +139,14 @@ class AlgorithmConfig:
     name: Literal["fipo", "dapo"] = "fipo"
     decay_rate: float = 32.0
     gamma: float | None = None
-    future_kl_clip_low: float = 0.0
-    future_kl_clip_high: float = 0.2
+    future_kl_clip_low: float | None = None
+    """ε_f,low: influence weights are clipped below at 1 − ε_f,low; null: 0.0."""
+    future_kl_clip_high: float | None = None
+    """ε_f,high: influence weights are clipped above at 1 + ε_f,high; null: 0.2."""
+    future_kl_clip_ratio: float | None = None
+    """The official launcher's spelling of the bounds: r gives [1 − r, 1 + r], or [1, 1 + r] with
+    future_kl_clip_high_only; 0 switches influence clipping off. Not together with the pair above."""
+    future_kl_clip_high_only: bool | None = None
     safety_thresh: float = 10.0
     clip_ratio_low: float = field(default=0.2, metadata=at_least(0.0))
     clip_ratio_high: float = field(default=0.28, metadata=at_least(0.0))
@@ -115,8 +156,11 @@ class AlgorithmConfig:
     kl_loss_coef: float = field(default=0.0, metadata=at_least(0.0))
     kl_in_reward: bool = False
     dynamic_sampling: bool = True
-    dynamic_sampling_metric: Literal["acc", "score", "seq_reward", "seq_final_reward"] = "acc"
-    max_num_gen_batches: int = field(default=10, metadata=at_least(0))
+    dynamic_sampling_metric: Literal["acc", "score", "reward"] = "acc"
+    """What a group must vary in to be kept: the reward function's ``acc`` or ``score``, or ``reward``
+    (the score plus the overlong penalty), as verl 0.9.1's replay buffer reads them."""
+    max_num_gen_batches: int | None = field(default=None, metadata=at_least(0))
+    """Retired (see RETIRED): verl 0.9.1 ignores it."""
     overlong_buffer: bool = True
     overlong_buffer_len: int = field(default=4096, metadata=positive())
     overlong_penalty_factor: float = field(default=1.0, metadata=at_least(0.0))
@@ -135,6 +179,8 @@ class AlgorithmConfig:
             "gamma": self.gamma,
             "future_kl_clip_low": self.future_kl_clip_low,
             "future_kl_clip_high": self.future_kl_clip_high,
+            "future_kl_clip_ratio": self.future_kl_clip_ratio,
+            "future_kl_clip_high_only": self.future_kl_clip_high_only,
             "safety_thresh": self.safety_thresh,
             "future_kl_start": self.future_kl_start,
             "future_kl_window": self.future_kl_window,
@@ -173,8 +219,12 @@ class TrainerConfig:
     sequence_parallel_size: int = field(default=8, metadata=positive())
     param_offload: bool = True
     optimizer_offload: bool = True
-    total_epochs: int = field(default=1, metadata=positive())
     total_training_steps: int | None = field(default=None, metadata=positive())
+    """How long the run trains, in steps of ``data.train_batch_size`` prompts (the horizon)."""
+    total_epochs: int | None = field(default=None, metadata=positive())
+    """A cap in passes over the training data (verl counts an epoch as rows // train_batch_size steps);
+    null: none, the data loader wraps around as often as ``total_training_steps`` needs (1 epoch when
+    that is null too)."""
     save_freq: int = field(default=5, metadata=at_least(-1))
     test_freq: int = field(default=5, metadata=at_least(-1))
     val_before_train: bool = True
@@ -238,6 +288,9 @@ class Experiment:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    verl: dict[str, Any] = field(default_factory=dict)
+    """Any other verl key by its full path, as Hydra writes overrides (``KEY``, ``+KEY``, ``~KEY``),
+    applied after fipo's own mapping (fipo_cli/verl_adapter/verl_keys.py)."""
 
     @property
     def max_tokens(self) -> int:
@@ -266,6 +319,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in typing.get_args(annotation))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    if origin is dict:
+        return "a mapping of dotted verl keys to values"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
 
 
@@ -294,6 +349,9 @@ def _matches(value: Any, annotation: Any) -> tuple[bool, Any]:
                 return False, value
             converted.append(item_value)
         return True, converted
+    if origin is dict:
+        ok = isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
+        return ok, dict(value) if ok else value
     if annotation is bool:
         return isinstance(value, bool), value
     if annotation is int:
@@ -385,15 +443,6 @@ def _cross_checks(experiment: Experiment, problems: _Problems) -> None:
         problems.extend(f"algorithm.{problem}" for problem in error.problems)
     data, algorithm, trainer = experiment.data, experiment.algorithm, experiment.trainer
     if (
-        problems.clean("data.gen_batch_size", "data.train_batch_size")
-        and data.gen_batch_size is not None
-        and data.gen_batch_size < data.train_batch_size
-    ):
-        problems.add(
-            "data.gen_batch_size",
-            f"data.gen_batch_size={data.gen_batch_size}: must be ≥ data.train_batch_size ({data.train_batch_size})",
-        )
-    if (
         problems.clean("algorithm.overlong_buffer_len", "data.max_response_length")
         and algorithm.overlong_buffer
         and algorithm.overlong_buffer_len >= data.max_response_length
@@ -428,12 +477,41 @@ def _cross_checks(experiment: Experiment, problems: _Problems) -> None:
             f"rollout.engine={experiment.rollout.engine!r}: trainer.device cpu rolls out with vLLM's CPU build; "
             "set rollout.engine: vllm",
         )
+    _parallelism_checks(experiment, problems)
+    _verl_section_checks(experiment, problems)
     time_limit = experiment.cluster.time_limit
     if problems.clean("cluster.time_limit") and time_limit is not None and not TIME_LIMIT.match(time_limit):
         problems.add(
             "cluster.time_limit",
             f"cluster.time_limit={time_limit!r}: use SLURM's form, e.g. 2-00:00:00, 12:00:00 or minutes",
         )
+
+
+def sequence_parallel_problem(sequence_parallel_size: int, attention: str) -> str:
+    """Why ``attention`` cannot train with Ulysses sequence parallelism of this size in verl 0.9.1."""
+    return (
+        f"trainer.sequence_parallel_size={sequence_parallel_size} needs flash-attention 2, not {attention}: "
+        "verl 0.9.1 splits attention across GPUs only inside transformers' flash-attention forward "
+        "(verl/models/transformers/monkey_patch.py), so with sdpa or eager each GPU would attend within its "
+        "own slice of the sequence"
+    )
+
+
+def _parallelism_checks(experiment: Experiment, problems: _Problems) -> None:
+    """What verl 0.9.1's FSDP engine needs of the attention and padding for the chosen parallelism."""
+    model, trainer = experiment.model, experiment.trainer
+    attention, parallel = model.attn_implementation, trainer.sequence_parallel_size
+    if problems.clean("model.attn_implementation", "trainer.device") and trainer.device == "cpu" \
+            and attention == "flash_attention_2":
+        problems.add("model.attn_implementation", "model.attn_implementation='flash_attention_2': flash-attention 2 "
+                     "runs on CUDA GPUs only; with trainer.device cpu use auto or sdpa")
+    if problems.clean("model.attn_implementation", "trainer.sequence_parallel_size") and parallel > 1 \
+            and attention in ("sdpa", "eager"):
+        problems.add("model.attn_implementation", f"model.attn_implementation={attention!r}: "
+                     + sequence_parallel_problem(parallel, attention) + "; use flash_attention_2 or auto, or set it to 1")
+    if problems.clean("model.remove_padding", "trainer.sequence_parallel_size") and parallel > 1 and not model.remove_padding:
+        problems.add("model.remove_padding", f"model.remove_padding=False: trainer.sequence_parallel_size={parallel} "
+                     "needs it (verl 0.9.1's FSDP engine refuses sequence parallelism on padded batches)")
 
 
 def known_keys() -> list[str]:
@@ -470,15 +548,94 @@ def suggest_key(key: str) -> str | None:
     return close[0] if close else None
 
 
+def canonical_key(key: str) -> str:
+    """The key an override sets: an alias's dotted key, an official verl spelling's fipo key, else ``key``."""
+    if key.startswith(VERL_PREFIX):
+        path = _verl_path(key[len(VERL_PREFIX):])
+        return OFFICIAL_SPELLINGS.get(path, key) if path else key
+    return KEY_ALIASES.get(key, key)
+
+
+def _verl_path(written: Any) -> str | None:
+    """The dotted path of a verl key as written (``+a.b`` → ``a.b``); None if it is not one."""
+    match = VERL_KEY.match(written) if isinstance(written, str) else None
+    return match.group(2) if match else None
+
+
+def _route_official_spellings(updated: dict[str, Any], problems: _Problems) -> None:
+    """Move the ``verl:`` section's official spellings of fipo keys (:data:`OFFICIAL_SPELLINGS`) to those keys."""
+    verl = updated.get("verl")
+    if not isinstance(verl, dict):
+        return
+    for written in [key for key in verl if isinstance(key, str)]:
+        match = VERL_KEY.match(written)
+        target = OFFICIAL_SPELLINGS.get(match.group(2)) if match else None
+        if target is None:
+            continue
+        value = verl.pop(written)
+        if match.group(1) == "~":
+            problems.add(target, f"verl: {written!r} would delete {target}, which fipo always sets; set {target} instead")
+            continue
+        section, leaf = target.split(".")
+        node = updated.setdefault(section, {})
+        if isinstance(node, dict):
+            if leaf in node:
+                problems.add(target, f"{target} is set twice: as {target} and as verl {written!r} (its official spelling)")
+            node[leaf] = value
+
+
+#: The two spellings of the influence-weight bounds; an override in one replaces the file's other one.
+_CLIP_VOCABULARIES = (
+    ("algorithm.future_kl_clip_low", "algorithm.future_kl_clip_high"),
+    ("algorithm.future_kl_clip_ratio", "algorithm.future_kl_clip_high_only"),
+)
+
+
 def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
-    """A copy of ``raw`` with dotted-key assignments (aliases allowed) applied; unknown keys are problems."""
+    """A copy of ``raw`` with dotted-key assignments (aliases and ``verl.KEY`` allowed) applied; unknown and
+    retired keys are problems. A ``verl.KEY`` in an official spelling of a fipo key sets that key."""
     known = known_keys()
     updated = copy.deepcopy(dict(raw))
+    _route_official_spellings(updated, problems)
+    given: dict[str, str] = {}  # dotted key -> the assignment that set it
     for key, value in assignments.items():
-        dotted = KEY_ALIASES.get(key, key)
+        if key.startswith(VERL_PREFIX):
+            written = key[len(VERL_PREFIX):]
+            match = VERL_KEY.match(written)
+            if not match:
+                problems.add(key, f"{key!r}: after 'verl.' comes a verl key as Hydra writes it: a dotted path, "
+                                  "with + to add a key or ~ to delete one (verl.+KEY=VALUE, verl.~KEY)")
+                continue
+            dotted = OFFICIAL_SPELLINGS.get(match.group(2))
+            if dotted is None:
+                verl = updated.setdefault("verl", {})
+                if isinstance(verl, dict):
+                    for earlier in [k for k in verl if _verl_path(k) == match.group(2)]:
+                        del verl[earlier]  # the command line's spelling of this key replaces the file's
+                    verl[written] = value
+                continue
+            if match.group(1) == "~":
+                problems.add(key, f"{key!r} would delete {dotted}, which fipo always sets; set {dotted} instead")
+                continue
+        elif key.startswith(("+verl.", "~verl.", "++verl.")):
+            sign = key[: key.index("verl.")]
+            problems.add(key, f"{key!r}: the sign goes after the prefix: verl.{sign}{key[len(sign) + 5:]}")
+            continue
+        else:
+            dotted = KEY_ALIASES.get(key, key)
+        if dotted == "verl":
+            problems.add(key, f"{key!r}: set verl keys one by one, as verl.KEY=VALUE")
+            continue
         if dotted not in known:
             problems.add(key, unknown_key_problem(key, (), "known key", suggest_key(key)))
             continue
+        if dotted in RETIRED:
+            problems.add(dotted, f"{key}={value!r}: {RETIRED[dotted]}; leave it out")
+            continue
+        if dotted in given:
+            problems.add(dotted, f"{dotted} is set twice, by {given[dotted]!r} and {key!r}")
+            continue
+        given[dotted] = key
         *sections, leaf = dotted.split(".")
         node = updated
         for section in sections:
@@ -488,7 +645,37 @@ def _apply_overrides(raw: Mapping[str, Any], assignments: Mapping[str, Any], pro
                 break
         else:
             node[leaf] = value
+    for mine, other in (_CLIP_VOCABULARIES, _CLIP_VOCABULARIES[::-1]):
+        algorithm = updated.get("algorithm")
+        if isinstance(algorithm, dict) and given.keys() & set(mine) and not given.keys() & set(other):
+            for dotted in other:  # the file's bounds in the other spelling give way to the command line's
+                algorithm.pop(dotted.split(".")[1], None)
     return updated
+
+
+#: What verl 0.9.1's engine workers assert is set when batches are not dynamic (workers/engine_workers.py, init_model).
+MICRO_BATCH_KEYS = ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+                    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu")
+
+
+def _verl_section_checks(experiment: Experiment, problems: _Problems) -> None:
+    """Every key of the ``verl:`` section is written as Hydra writes an override's key, each path once; without
+    dynamic batches verl needs micro-batch sizes, which only the section can give."""
+    given = {_verl_path(written) for written in experiment.verl}
+    missing = [key for key in MICRO_BATCH_KEYS if key not in given]
+    if problems.clean("trainer.dynamic_batch_size") and not experiment.trainer.dynamic_batch_size and missing:
+        problems.add("trainer.dynamic_batch_size", "trainer.dynamic_batch_size=False: verl 0.9.1 then needs fixed "
+                     "micro-batch sizes; set " + " and ".join(f"{VERL_PREFIX}{key}=N" for key in missing))
+    paths: dict[str, str] = {}
+    for written in experiment.verl:
+        match = VERL_KEY.match(written)
+        if not match:
+            problems.add("verl", f"verl: {written!r} is not a verl key: write a dotted path, with + to add a key "
+                                 "or ~ to delete one (for example actor_rollout_ref.rollout.enforce_eager)")
+        elif match.group(2) in paths:
+            problems.add("verl", f"verl: {match.group(2)} is given twice ({paths[match.group(2)]!r} and {written!r})")
+        else:
+            paths[match.group(2)] = written
 
 
 def build(raw: Mapping[str, Any], assignments: Mapping[str, Any] | None = None, source: str = "the config") -> Experiment:

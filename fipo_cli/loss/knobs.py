@@ -273,6 +273,18 @@ def extension_warnings(values: Mapping[str, Any]) -> list[str]:
     ]
 
 
+#: Knobs accepted (the official launcher sets them) that change nothing in fipo's loss, and why.
+INERT = {
+    "chunk_size": "fipo sums Future-KL with a recurrence, so the block size of the paper's chunked sum changes "
+                  "nothing (in the official loss it only changes the order of summation)",
+}
+
+
+def inert_warnings(values: Mapping[str, Any]) -> list[str]:
+    """One warning per knob of :data:`INERT` in ``values`` (canonical names)."""
+    return [f"{name}={values[name]!r} does nothing: {why}" for name, why in INERT.items() if name in values]
+
+
 def summary(settings: FutureKLSettings) -> dict[str, Any]:
     """The resolved knobs as plain values, for ``fipo knobs`` and its ``--json`` (τ is None for γ = 1)."""
     return {

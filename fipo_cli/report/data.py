@@ -111,8 +111,8 @@ class RunData:
         algorithm = self.config.algorithm
         if algorithm.name != "fipo":
             return algorithm.name
-        gamma = knobs.resolve(algorithm.fipo_knobs()).gamma
-        return f"fipo γ={gamma:.4g} ε_f,high={algorithm.future_kl_clip_high:g}"
+        settings = knobs.resolve(algorithm.fipo_knobs())  # either spelling of the bounds (clip_high or clip_ratio)
+        return f"fipo γ={settings.gamma:.4g} ε_f,high={settings.clip_high - 1:.4g}"
 
     @property
     def label(self) -> str:

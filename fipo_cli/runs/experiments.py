@@ -30,7 +30,7 @@ class ExperimentDir:
         return self.path / RUNS_DIR
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not config.SAFE_NAME.match(name):
         raise UsageError(
             f"experiment name {name!r} is not safe as a directory and job name",
@@ -43,7 +43,7 @@ def init_experiment(name: str, model: str, algorithm: str, *, force: bool = Fals
 
     Refuses an existing experiment unless ``force``; nothing is written when it refuses.
     """
-    _check_name(name)
+    check_name(name)
     recipe = recipes.recipe_path(model, algorithm)
     target = root / name / EXPERIMENT_FILE
     if target.exists() and not force:

@@ -72,7 +72,9 @@ def run_checks(experiment: Experiment | None, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     checks = list(_verl_checks(experiment, env))
     checks.append(_gpu_check(experiment, env))
+    checks.append(_attention_check(experiment))
     if experiment is not None:
+        checks.append(_horizon_check(experiment))
         checks.extend(_batch_checks(experiment))
         checks.extend(_data_checks(experiment))
         checks.append(_wandb_check(experiment, env))
@@ -142,19 +144,22 @@ def _verl_config_check(experiment: Experiment) -> Check:
     from fipo_cli.core.errors import ConfigError
     from fipo_cli.verl_adapter import compose as verl_compose
     from fipo_cli.verl_adapter import overrides as verl_overrides
+    from fipo_cli.verl_adapter import verl_keys
 
-    # The run's own names and directories do not change which keys verl's config accepts.
-    overrides = verl_overrides.experiment_overrides(
-        experiment, experiment_name="doctor", checkpoint_dir=Path("checkpoints"), hydra_dir=Path("hydra"),
-        wandb=experiment.tracking.mode != "disabled", worker_env={},
-    )
     try:
-        composed = verl_compose.compose(overrides)
+        # The run's own names and directories do not change which keys verl's config accepts.
+        overrides = verl_overrides.experiment_overrides(
+            experiment, experiment_name="doctor", checkpoint_dir=Path("checkpoints"), hydra_dir=Path("hydra"),
+            wandb=experiment.tracking.mode != "disabled", worker_env={},
+        )
+        warnings = verl_compose.check_points({"": overrides}, {"": verl_keys.section_keys(experiment.verl)})
     except ConfigError as error:
         return Check("verl config", "fail", "; ".join(error.problems))
-    if composed is None:
+    if warnings is None:
         return Check("verl config", "warn", "Hydra is not installed here, so the overrides were not composed")
-    return Check("verl config", "pass", f"its {len(overrides)} overrides compose in verl's trainer config")
+    extra = f", {plural(len(experiment.verl), 'key')} of its verl section among them" if experiment.verl else ""
+    return Check("verl config", "warn" if warnings else "pass",
+                 "; ".join(warnings) or f"its {len(overrides)} overrides compose in verl's trainer config{extra}")
 
 
 def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check:
@@ -166,6 +171,43 @@ def _rollout_check(device: str, install: str, missing_outcome: Outcome) -> Check
     other = next(((VLLM_BUILDS[build], version) for build, version in builds.items() if version), None)
     found = f"{other[0]} {other[1]} is installed, not {VLLM_BUILDS[device]}" if other else "vLLM is not installed"
     return Check("rollout engine", missing_outcome, f"{found} (trainer.device: {device}); install: {install}")
+
+
+def _horizon_check(experiment: Experiment) -> Check:
+    """How many steps the run trains, and whether verl's count of the data ends it first."""
+    from fipo_cli.training import horizon
+
+    planned = horizon.plan(experiment)
+    problems = planned.warnings()
+    outcome = "fail" if planned.rows is not None and planned.rows < planned.train_batch_size else \
+        "warn" if problems or planned.steps is None else "pass"
+    return Check("horizon", outcome, "; ".join([planned.describe().removeprefix("horizon: "), *problems]))
+
+
+def _attention_check(experiment: Experiment | None) -> Check:
+    """The attention the run builds its model with, and whether flash_attn imports here. A SLURM or Ray
+    job decides ``auto`` on its own node, so there a missing flash_attn here is a warning."""
+    from fipo_cli.verl_adapter import attention
+
+    if experiment is None:
+        here = attention.flash_attn_here()
+        choice = attention.decide_auto(1, here.error)
+        return Check("attention", "pass" if here.imports else "warn",
+                     f"{here.describe()}: model.attn_implementation auto builds with {choice} here"
+                     + ("" if here.imports else f" ({attention.SDPA_SLOWDOWN} than {attention.FLASH}; "
+                                                f"{attention.INSTALL_FLASH})"))
+    planned = attention.plan(experiment)
+    remote = launcher_for(experiment.cluster.launcher).remote
+    if planned.device == "cpu":
+        return Check("attention", "pass", planned.describe())
+    cannot = planned.here_choice is None or (planned.choice == attention.FLASH and not planned.here.imports)
+    if cannot:
+        where = "the job's nodes must have it" if remote else "this machine trains the run"
+        return Check("attention", "warn" if remote else "fail",
+                     f"{planned.describe()}; {where}: {attention.INSTALL_FLASH}")
+    if planned.here_choice != attention.FLASH:
+        return Check("attention", "warn", f"{planned.describe()} ({attention.SDPA_SLOWDOWN} than {attention.FLASH})")
+    return Check("attention", "pass", planned.describe())
 
 
 def _gpu_check(experiment: Experiment | None, env: Mapping[str, str]) -> Check:

@@ -60,7 +60,14 @@ def run_task(run_dir: Path, env: Mapping[str, str]) -> int:
     status.job_id = slurm_job_id(env) or status.job_id
     status.restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
     # The job's log gets the run's view, a line per step; train.log everything the trainer prints.
-    return train.execute_run(plan, status, env, PlainScreen())
+    exit_code = train.execute_run(plan, status, env, PlainScreen())
+    if exit_code == 0:  # the job's log says it too when verl's count of the data ended the run early
+        from fipo_cli.runs.metrics import last_step
+
+        early = train.ended_early(plan, last_step(run_dir))
+        if early:
+            print(f"fipo: run {run_dir.name} {early}", file=sys.stderr, flush=True)
+    return exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -164,23 +164,39 @@ def plan_sweep(
     if problems:
         raise ConfigError(problems, hint=f"the sweep's values must be valid for {where.config_file}")
     _check_one_shape(runs)
+    _refuse_inert_axes(runs, varying)
     return dataclasses.replace(
         SweepPlan(name, where, list(tokens), strategy, samples, seed, max_parallel, runs),
         runs=_decide(runs, retry_failed),
     )
 
 
-def check_with_verl(plan: SweepPlan) -> bool:
+def check_with_verl(plan: SweepPlan) -> list[str] | None:
     """Compose every run's overrides in the installed verl's config, before any is shown or launched;
-    False when verl is not installed. The runs verl rejects are named with their point."""
+    the warnings about their ``verl:`` keys, or None when verl is not installed. The runs verl rejects
+    are named with their point."""
     from fipo_cli.verl_adapter import compose as verl_compose
+    from fipo_cli.verl_adapter import verl_keys
 
-    points = {
-        f"run #{run.index} {run.name} ({', '.join(f'{key}={value}' for key, value in run.params.items())})":
-            run.plan.overrides
-        for run in plan.runs
-    }
-    return verl_compose.compose_all(points) is not None
+    labels = {run.index: f"run #{run.index} {run.name} ({', '.join(f'{key}={value}' for key, value in run.params.items())})"
+              for run in plan.runs}
+    return verl_compose.check_points(
+        {labels[run.index]: run.plan.overrides for run in plan.runs},
+        {labels[run.index]: verl_keys.section_keys(run.plan.experiment.verl) for run in plan.runs},
+    )
+
+
+def _refuse_inert_axes(runs: Sequence[SweepRun], varying: Sequence[str]) -> None:
+    """A swept key that verl ignores under the experiment's settings would give identical runs."""
+    from fipo_cli.verl_adapter.inert import inert_keys
+
+    for key in varying:
+        dotted = config.canonical_key(key)
+        for run in runs:
+            found = next((item for item in inert_keys(run.plan.experiment) if item.key == dotted), None)
+            if found is not None:
+                raise UsageError(f"sweeping {key} gives identical runs: {found.why}",
+                                 hint="sweep a key that changes the run, or change the setting that makes it inert")
 
 
 def _check_one_shape(runs: Sequence[SweepRun]) -> None:
@@ -248,7 +264,8 @@ def to_json(plan: SweepPlan, inherited: Mapping[str, str]) -> dict[str, Any]:
         "launcher": plan.launcher,
         "gpu_hours": plan.gpu_hours(),
         "runs": [
-            {"name": run.name, "params": run.params, "overrides": run.plan.overrides, "action": run.action,
+            {"name": run.name, "params": run.params, "overrides": run.plan.overrides,
+             "horizon": run.plan.horizon.to_json() if run.plan.horizon else None, "action": run.action,
              "reason": run.reason}
             for run in plan.runs
         ],
@@ -285,6 +302,7 @@ def launch(plan: SweepPlan, inherited: Mapping[str, str], say: Callable[[str], N
     launcher = launcher_for(plan.launcher)
     runs = batch(plan)
     launcher.check(runs, inherited)
+    train.require_attention_here(plan.runs[0].plan.experiment, launcher)
     planned = submission(plan, inherited)
     plans = {run.plan.run_dir: run.plan for run in plan.to_submit}
     manifest = plan.directory / SWEEP_MANIFEST

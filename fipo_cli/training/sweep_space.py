@@ -7,7 +7,8 @@ One command-line token is one axis, in the spirit of hydra's multirun::
     KEY=range(start,stop[,step]) Python's range; floats too (start + i*step, to 12 significant digits)
     KEY=interval(low,high)       a uniform float in [low, high]; --strategy random only
 
-KEY is an alias (``gamma``, ``tau``, ``lr`` …) or a dotted schema key (``algorithm.gamma``).
+KEY is an alias (``gamma``, ``tau``, ``lr`` …), a dotted schema key (``algorithm.gamma``) or any verl
+key as ``verl.KEY`` (``verl.actor_rollout_ref.rollout.max_num_seqs``; ``verl.+KEY`` adds one).
 Values are typed like ``KEY=VALUE`` overrides (:func:`fipo_cli.experiment.overrides.parse_value`), so
 ``16`` is an int, ``0.99`` a float and ``true`` a bool. A value in single or double quotes may
 hold commas and parentheses and stays a string: ``tracking.tags='a,b',c``. Commas inside ``[...]`` or
@@ -190,10 +191,16 @@ def parse_axes(tokens: Sequence[str]) -> list[Axis]:
     seen: dict[str, str] = {}  # dotted key -> the token that set it, so `gamma` and `algorithm.gamma` clash
     for token in tokens:
         axis = _parse_axis(token)
-        dotted = config.KEY_ALIASES.get(axis.key, axis.key)
-        if dotted not in known:
+        dotted = config.canonical_key(axis.key)
+        if dotted.startswith(config.VERL_PREFIX):
+            match = config.VERL_KEY.match(dotted[len(config.VERL_PREFIX):])
+            if not match or match.group(1) == "~":
+                raise _error(token, 0, f"{axis.key!r} is not a verl key to set",
+                             hint="sweep verl.KEY=VALUES or verl.+KEY=VALUES, KEY a dotted path of verl's config")
+        elif dotted not in known:
             problem = unknown_key_problem(axis.key, (), "known key", config.suggest_key(axis.key))
-            raise _error(token, 0, problem, hint=f"sweep an alias ({', '.join(config.KEY_ALIASES)}) or a dotted key")
+            raise _error(token, 0, problem, hint=f"sweep an alias ({', '.join(config.KEY_ALIASES)}), a dotted key "
+                                                 "or verl.KEY")
         if dotted in seen:
             raise _error(token, 0, f"{dotted} is already swept by {seen[dotted]!r}", hint="give each key once")
         seen[dotted] = token

@@ -48,7 +48,12 @@ from fipo_cli.runs.metrics import keep_earlier_metrics
 from fipo_cli.runs.registry import RunEntry
 from fipo_cli.runs.status import RunState, RunStatus, create_run_dir, new_run_name, read_status, write_status
 from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV, wandb_env, wandb_link, wandb_run_name, wandb_sync_command
+from fipo_cli.training import horizon
+from fipo_cli.training.horizon import Horizon
+from fipo_cli.verl_adapter import attention as attention_plan
+from fipo_cli.verl_adapter import inert
 from fipo_cli.verl_adapter import overrides as verl_overrides
+from fipo_cli.verl_adapter.attention import AttentionPlan
 
 #: Inherited variables worth recording next to fipo's own (values of secrets are masked).
 RECORDED_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "NCCL_", "CUDA_VISIBLE_DEVICES", "RAY_", "VLLM_")
@@ -66,6 +71,10 @@ class TrainPlan:
     overrides: list[str]
     env: dict[str, str] = field(default_factory=dict)
     """The variables fipo sets for the trainer, on top of its own environment."""
+    horizon: Horizon | None = None
+    """How long it trains (:mod:`fipo_cli.training.horizon`)."""
+    attention: AttentionPlan | None = None
+    """Which attention it builds the model with, as far as this machine can tell."""
 
     @property
     def run_dir(self) -> Path:
@@ -78,9 +87,16 @@ class TrainPlan:
 
     @property
     def warnings(self) -> list[str]:
-        """What the user should know before training: FIPO knobs the official loss would ignore."""
+        """What the user should know before training: keys verl ignores here, FIPO knobs the official
+        loss would ignore, a horizon the data cuts short, an attention this machine cannot check."""
         algorithm = self.experiment.algorithm
-        return knobs.extension_warnings(algorithm.fipo_knobs()) if algorithm.name == "fipo" else []
+        found = [item.warning() for item in inert.inert_keys(self.experiment)]
+        found += knobs.extension_warnings(algorithm.fipo_knobs()) if algorithm.name == "fipo" else []
+        found += self.horizon.warnings() if self.horizon else []
+        if self.attention is not None and self.attention.here_choice is None:
+            found.append(f"{self.attention.describe()}: the training nodes must have flash_attn "
+                         f"({attention_plan.INSTALL_FLASH})")
+        return found
 
     def recorded_env(self, inherited: Mapping[str, str]) -> dict[str, str]:
         """fipo's variables plus the relevant inherited ones, with secrets masked."""
@@ -94,6 +110,9 @@ class TrainPlan:
             "env": self.recorded_env(inherited),
             "run_dir": str(self.run_dir.absolute()),
             "warnings": self.warnings,
+            "horizon": self.horizon.to_json() if self.horizon else None,
+            "attention": self.attention.to_json() if self.attention else None,
+            "verl_keys": dict(self.experiment.verl),
         }
 
 
@@ -113,7 +132,7 @@ def plan_run(
         "VERL_FILE_LOGGER_PATH": str(run_dir / METRICS_FILE),
         "PYTHONUNBUFFERED": "1",  # the trainer's output reaches the log as it is printed
         "HYDRA_FULL_ERROR": "1",
-        **verl_overrides.device_env(experiment.trainer.device),
+        **verl_overrides.device_env(experiment.trainer.device, inherited, fsdp2=verl_overrides.uses_fsdp2(experiment)),
         **tracking,
     }
     overrides = verl_overrides.experiment_overrides(
@@ -132,6 +151,8 @@ def plan_run(
         command=verl_overrides.trainer_command(experiment.trainer.entrypoint, overrides),
         overrides=overrides,
         env=env,
+        horizon=horizon.plan(experiment),
+        attention=attention_plan.plan(experiment),
     )
 
 
@@ -174,6 +195,20 @@ def launcher_of(plan: TrainPlan) -> Launcher:
     return launcher_for(plan.experiment.cluster.launcher)
 
 
+def require_attention_here(experiment: Experiment, launcher: Launcher) -> None:
+    """Stop before anything is written when this machine trains a GPU run (a launcher that is not remote)
+    and the run's attention cannot load here."""
+    if launcher.remote or experiment.trainer.device != "cuda":
+        return
+    attention = attention_plan.plan(experiment)
+    if attention.here_choice is None or (attention.choice == attention_plan.FLASH and not attention.here.imports):
+        raise UsageError(
+            f"{attention.describe()}: this machine trains the run, and flash_attn does not import here",
+            hint=f"{attention_plan.INSTALL_FLASH}; or set model.attn_implementation: sdpa "
+                 "with trainer.sequence_parallel_size: 1",
+        )
+
+
 def job(plan: TrainPlan) -> RunJob:
     """The run as its launcher sees it."""
     return RunJob(run_dir=plan.run_dir, reference=plan.reference, experiment=plan.experiment,
@@ -208,6 +243,7 @@ def launch(plan: TrainPlan, inherited: Mapping[str, str] | None = None,
     inherited = dict(os.environ if inherited is None else inherited)
     launcher = launcher_of(plan)
     launcher.check(batch(plan), inherited)
+    require_attention_here(plan.experiment, launcher)
     previous = refuse_active(plan)
     launcher.plan(batch(plan), inherited)
     plan = claim(plan, inherited)
@@ -309,13 +345,15 @@ def outcome_report(plan: TrainPlan, exit_code: int) -> list[str]:
     """What fipo says after a local run, after the trainer's own output (or its view): how it ended
     and where everything is; for a failure, the end of the error from the trainer's log."""
     state = "succeeded" if exit_code == 0 else "cancelled" if exit_code in INTERRUPTED else "failed"
-    return closing_summary(plan.run_dir, plan.reference, state, exit_code, wandb_link(plan.experiment.tracking, plan.env))
+    return closing_summary(plan.run_dir, plan.reference, state, exit_code, wandb_link(plan.experiment.tracking, plan.env),
+                           plan)
 
 
 def closing_summary(run_dir: Path, reference: str, state: str, exit_code: int | None,
-                    wandb: str | None) -> list[str]:
+                    wandb: str | None, plan: TrainPlan | None = None) -> list[str]:
     """How a run ended and where everything is (``fipo train``'s last words, ``fipo watch``'s too);
-    for a failure, the end of the error from the trainer's log. ``wandb``: the run's W&B link."""
+    for a failure, the end of the error from the trainer's log. ``wandb``: the run's W&B link; ``plan``
+    (``fipo train``): the planned steps, and why the run stopped short of them."""
     from fipo_cli.runs.metrics import last_step
     from fipo_cli.verl_adapter.checkpoints import checkpoint_steps
 
@@ -324,8 +362,12 @@ def closing_summary(run_dir: Path, reference: str, state: str, exit_code: int | 
     log = run_dir / LOG_FILE
     if state == "succeeded":
         steps = checkpoint_steps(run_dir)
+        last = last_step(run_dir)
+        planned = plan.horizon.steps if plan and plan.horizon else None
+        early = ended_early(plan, last) if plan else None
         lines = [
-            f"fipo: run {reference} succeeded (last step {last_step(run_dir)})",
+            f"fipo: run {reference} succeeded (last step {last}" + (f" of {planned} planned)" if planned else ")"),
+            *([f"  {early}"] if early else []),
             f"  directory:   {run_dir}",
             f"  log:         {log}",
             f"  metrics:     {run_dir / METRICS_FILE}",
@@ -353,6 +395,14 @@ def closing_summary(run_dir: Path, reference: str, state: str, exit_code: int | 
         "  the error, as the log ends:",
         *(f"    {line}" for line in error_excerpt(log)),
     ]
+
+
+def ended_early(plan: TrainPlan, last_step: int | None) -> str | None:
+    """Why a run that succeeded after ``last_step`` stopped short of its planned steps; None if it did not.
+    The horizon is planned again here, so that the rows counted are those the run trained on."""
+    if plan.horizon is None or plan.horizon.steps_setting is None:
+        return None
+    return horizon.plan(plan.experiment).ended_early(last_step)
 
 
 def created_status(plan: TrainPlan, launcher: str, previous: RunStatus | None, sweep: str | None = None) -> RunStatus:
@@ -405,7 +455,13 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
     import shlex
 
     head = [shlex.quote(part) for part in plan.command[: len(plan.command) - len(plan.overrides)]]
-    lines = [f"run directory: {plan.run_dir}{' (resumed)' if plan.resume else ''}", "environment (secrets masked):"]
+    lines = [f"run directory: {plan.run_dir}{' (resumed)' if plan.resume else ''}"]
+    lines += [plan.horizon.describe()] if plan.horizon else []
+    lines += [f"attention: {plan.attention.describe()}"] if plan.attention else []
+    if plan.experiment.verl:
+        lines.append("verl keys (applied after fipo's mapping, the last overrides below):")
+        lines += [f"  {config.VERL_PREFIX}{key}={value!r}" for key, value in plan.experiment.verl.items()]
+    lines.append("environment (secrets masked):")
     lines += [f"  {key}={value}" for key, value in sorted(plan.recorded_env(inherited).items())]
     lines.append("command:")
     lines.append("  " + " ".join(head) + " \\")
@@ -414,9 +470,11 @@ def describe(plan: TrainPlan, inherited: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def check_with_verl(plan: TrainPlan) -> bool:
-    """Compose the plan's overrides in the installed verl's config; False when verl is not installed."""
+def check_with_verl(plan: TrainPlan) -> list[str] | None:
+    """Compose the plan's overrides in the installed verl's config, its ``verl:`` keys checked first;
+    the warnings about those keys, or None when verl is not installed here."""
     from fipo_cli.verl_adapter import compose as verl_compose
+    from fipo_cli.verl_adapter import verl_keys
 
-    return verl_compose.compose(plan.overrides) is not None
+    return verl_compose.check_points({"": plan.overrides}, {"": verl_keys.section_keys(plan.experiment.verl)})
 

@@ -1,1 +1,1 @@
-"""Everything that knows verl 0.9.1: its overrides, config composition, the plugin verl loads, CPU patches, checkpoints."""
+"""Everything that knows verl 0.9.1: keys, overrides, config composition, the plugin, attention, CPU patches, checkpoints."""

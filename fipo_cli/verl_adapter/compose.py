@@ -25,6 +25,8 @@ from fipo_cli.verl_adapter.version import EXPECTED_VERL
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from fipo_cli.verl_adapter.verl_keys import VerlKey
+
 #: ``main_ppo``'s ``@hydra.main`` arguments: its config directory (next to it), config name and job name.
 CONFIG_SUBDIR = ("trainer", "config")
 CONFIG_NAME = "ppo_trainer"
@@ -69,6 +71,33 @@ def compose_all(points: Mapping[str, Sequence[str]]) -> dict[str, DictConfig] | 
                  f"`python -m {TRAINER_MODULE} --cfg job <overrides>` shows verl's own message",
         )
     return composed
+
+
+def check_points(points: Mapping[str, Sequence[str]], extra: Mapping[str, Sequence[VerlKey]]) -> list[str] | None:
+    """Compose every point as :func:`compose_all` does, after checking the verl keys of its ``verl:``
+    section (``extra[label]``, the last overrides of the point) against verl's config composed without
+    them: a key verl lacks is named with verl's closest key. The keys' warnings (each once), or None
+    when verl is not installed here."""
+    from fipo_cli.verl_adapter.verl_keys import against_config
+
+    problems, warnings = [], []
+    checked: set[tuple[str, ...]] = set()
+    for label, overrides in points.items():
+        keys = list(extra.get(label, ()))
+        signature = tuple(key.written for key in keys)
+        if not keys or signature in checked:
+            continue
+        checked.add(signature)
+        base = compose_all({label: list(overrides)[: len(overrides) - len(keys)]})
+        if base is None:
+            return None
+        found, cautions = against_config(base[label], keys)
+        problems += [f"{label}: {problem}" if label else problem for problem in found if problem not in problems]
+        warnings += [caution for caution in cautions if caution not in warnings]
+    if problems:
+        raise ConfigError(problems, hint="verl keys are the paths of verl's trainer config (`python -m "
+                                         f"{TRAINER_MODULE} --cfg job` prints them); + adds a key, ~ deletes one")
+    return None if compose_all(points) is None else warnings
 
 
 def compose(overrides: Sequence[str]) -> DictConfig | None:

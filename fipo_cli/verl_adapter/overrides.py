@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fipo_cli.assets import builtin as local_assets
+from fipo_cli.core.errors import ConfigError
+from fipo_cli.verl_adapter import attention, verl_keys
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 FIPO_LOSS_MODE = "future_kl"
 TRAINER_MODULE = "verl.trainer.main_ppo"
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
-OVERLONG = "+reward.reward_kwargs.overlong_buffer_cfg"
 #: Environment variables for the job's every Ray worker: verl passes this runtime env to ``ray.init``.
 RUNTIME_ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"
 #: The run's variables, as one value (see :func:`encode_worker_env`); fipo's verl plugin sets them.
@@ -39,6 +41,19 @@ CPU_ENV = {
 }
 
 
+#: The official FIPO launcher's worker environment on GPUs (the runtime_env.yaml it submits with).
+CUDA_ENV = {
+    # NCCL's asynchronous collectives release their buffers without recordStream: FSDP's all-gathers
+    # hold less memory.
+    "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
+    # One hardware work queue per GPU, so kernels launch in issue order (the official runs use FSDP1).
+    # verl 0.9.1 warns against it for FSDP2 (verl/trainer/constants_ppo.py): not set there.
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+}
+#: Set by CUDA_ENV for FSDP1 only.
+FSDP1_ONLY = ("CUDA_DEVICE_MAX_CONNECTIONS",)
+
+
 def encode_worker_env(env: Mapping[str, str]) -> str:
     """``env`` as base64 of JSON. Ray passes runtime-env values through ``os.path.expandvars``, so a
     path holding ``$HOME`` would reach the workers as another path; base64 has no ``$`` (nor quotes)."""
@@ -52,9 +67,27 @@ def apply_worker_env(environ: MutableMapping[str, str]) -> None:
         environ.update(json.loads(base64.urlsafe_b64decode(encoded)))
 
 
-def device_env(device: str) -> dict[str, str]:
-    """The variables verl and vLLM read to train on ``device`` (none for cuda: their defaults)."""
-    return dict(CPU_ENV) if device == "cpu" else {}
+def device_env(device: str, inherited: Mapping[str, str], *, fsdp2: bool = False) -> dict[str, str]:
+    """The variables verl and vLLM read to train on ``device``: the CPU mode's, or on GPUs the official
+    launcher's worker environment, where the user's own environment (``inherited``) wins."""
+    if device == "cpu":
+        return dict(CPU_ENV)
+    return {name: inherited.get(name, value) for name, value in CUDA_ENV.items()
+            if not (fsdp2 and name in FSDP1_ONLY)}
+
+
+def verl_total_epochs(trainer: Any) -> int:
+    """verl's ``trainer.total_epochs`` for fipo's trainer settings.
+
+    verl 0.9.1's v1 trainer stops at ``total_training_steps`` or after ``total_epochs`` ×
+    (rows // train_batch_size) steps, whichever comes first (``trainer/ppo/v1/trainer_base.py``,
+    ``fit``), counting epochs in steps even though its data loader wraps around. fipo's
+    ``total_epochs: null`` means no epoch limit: with ``total_training_steps`` set, verl gets that
+    many epochs, which a run of at least one step per epoch never reaches; with neither set, 1.
+    """
+    if trainer.total_epochs is not None:
+        return trainer.total_epochs
+    return trainer.total_training_steps or 1
 
 
 def _cpu_settings(experiment: Any) -> dict[str, Any]:
@@ -63,8 +96,6 @@ def _cpu_settings(experiment: Any) -> dict[str, Any]:
         # FSDP1 insists on GPUs to sync module states; FSDP2 runs on CPU with gloo.
         f"{ACTOR}.strategy": "fsdp2",
         "actor_rollout_ref.ref.strategy": "fsdp2",
-        # verl's default attention is flash-attention 2; torch's sdpa runs on CPU.
-        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
         f"{ACTOR}.use_torch_compile": False,
         "actor_rollout_ref.ref.use_torch_compile": False,
         # vLLM's CPU backend has no sleep mode, no CUDA graphs, and no fast bf16 on most CPUs.
@@ -82,6 +113,10 @@ def _cpu_settings(experiment: Any) -> dict[str, Any]:
     }
 
 
+#: An OmegaConf resolver call with plain arguments (``${fipo_auto_attention:8}``), which Hydra takes unquoted.
+_RESOLVER_CALL = re.compile(r"^\$\{[A-Za-z_][\w.]*:[\w.,-]*\}$")
+
+
 def hydra_value(value: Any) -> str:
     """A Python value written in hydra's override grammar."""
     if value is None:
@@ -92,8 +127,10 @@ def hydra_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
     text = str(value)
-    if text and all(ch.isalnum() or ch in "_-./~" for ch in text):
+    if (text and all(ch.isalnum() or ch in "_-./~" for ch in text)) or _RESOLVER_CALL.match(text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -144,7 +181,6 @@ def experiment_overrides(
         "data.max_prompt_length": data.max_prompt_length,
         "data.max_response_length": data.max_response_length,
         "data.train_batch_size": data.train_batch_size,
-        "data.gen_batch_size": data.gen_batch_size,
         "data.truncation": data.truncation,
         "data.shuffle": data.shuffle,
         "data.seed": trainer.seed,
@@ -153,15 +189,19 @@ def experiment_overrides(
         "algorithm.use_kl_in_reward": algorithm.kl_in_reward,
         "algorithm.filter_groups.enable": algorithm.dynamic_sampling,
         "algorithm.filter_groups.metric": algorithm.dynamic_sampling_metric,
-        "algorithm.filter_groups.max_num_gen_batches": algorithm.max_num_gen_batches,
         "actor_rollout_ref.model.path": _absolute(model.path) if local_assets.is_builtin(model.path) else model.path,
         "actor_rollout_ref.model.enable_gradient_checkpointing": model.gradient_checkpointing,
         "actor_rollout_ref.model.use_remove_padding": model.remove_padding,
+        # verl's own default is flash-attention 2, which crashes at model load without flash_attn.
+        attention.OVERRIDE: attention.verl_value(model.attn_implementation, trainer.device,
+                                                 trainer.sequence_parallel_size),
         f"{ACTOR}.optim.lr": trainer.lr,
         f"{ACTOR}.optim.lr_warmup_steps": trainer.lr_warmup_steps,
         f"{ACTOR}.optim.lr_scheduler_type": trainer.lr_scheduler,
         f"{ACTOR}.optim.weight_decay": trainer.weight_decay,
-        f"{ACTOR}.grad_clip": trainer.grad_clip,
+        # verl 0.9.1's FSDP engine clips with the optimizer's clip_grad (workers/engine/fsdp/transformer_impl.py,
+        # optimizer_step); the actor's grad_clip, which the official launcher sets, is read by nothing there.
+        f"{ACTOR}.optim.clip_grad": trainer.grad_clip,
         f"{ACTOR}.ppo_mini_batch_size": trainer.mini_batch_size,
         f"{ACTOR}.use_dynamic_bsz": trainer.dynamic_batch_size,
         f"{ACTOR}.ppo_max_token_len_per_gpu": trainer.max_tokens_per_gpu or experiment.max_tokens,
@@ -193,10 +233,10 @@ def experiment_overrides(
         # The DAPO reward manager: the "Answer:" rule verifier plus the overlong penalty.
         "reward.reward_manager.name": "dapo",
         "+reward.reward_kwargs.max_resp_len": data.max_response_length,
-        f"{OVERLONG}.enable": algorithm.overlong_buffer,
-        f"{OVERLONG}.len": algorithm.overlong_buffer_len,
-        f"{OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
-        f"{OVERLONG}.log": True,
+        f"+{verl_keys.OVERLONG}.enable": algorithm.overlong_buffer,
+        f"+{verl_keys.OVERLONG}.len": algorithm.overlong_buffer_len,
+        f"+{verl_keys.OVERLONG}.penalty_factor": algorithm.overlong_penalty_factor,
+        f"+{verl_keys.OVERLONG}.log": True,
         "trainer.logger": ["console", "file", *(["wandb"] if wandb else [])],
         "trainer.project_name": experiment.tracking.project,
         "trainer.experiment_name": experiment_name,
@@ -205,7 +245,7 @@ def experiment_overrides(
         "trainer.val_before_train": trainer.val_before_train,
         "trainer.test_freq": trainer.test_freq,
         "trainer.save_freq": trainer.save_freq,
-        "trainer.total_epochs": trainer.total_epochs,
+        "trainer.total_epochs": verl_total_epochs(trainer),
         "trainer.total_training_steps": trainer.total_training_steps,
         "trainer.resume_mode": "auto",
         "trainer.default_local_dir": str(checkpoint_dir),
@@ -219,11 +259,35 @@ def experiment_overrides(
         settings["reward.custom_reward_function.name"] = name
     if model.max_position_embeddings is not None:
         settings["+actor_rollout_ref.model.override_config.max_position_embeddings"] = model.max_position_embeddings
-    if trainer.device == "cpu":
-        settings.update(_cpu_settings(experiment))
+    cpu_settings = _cpu_settings(experiment) if trainer.device == "cpu" else {}
+    settings.update(cpu_settings)
     if is_fipo:
         settings.update(_fipo_loss(algorithm.fipo_knobs()))
-    return _lines(settings)
+    extra = verl_keys.section_keys(experiment.verl)
+    clashes = verl_keys.collisions(extra, map(_path, settings), map(_path, cpu_settings))
+    if clashes:
+        raise ConfigError(clashes, hint="a verl key fipo maps is set by its fipo key; `fipo train EXP --dry-run` "
+                                        "shows every verl key fipo sets")
+    # The verl section comes last: Hydra applies overrides in order, so its keys win.
+    return _lines(settings) + [section_override(key) for key in extra]
+
+
+def section_override(key: verl_keys.VerlKey) -> str:
+    """A ``verl:`` key as verl's Hydra override: ``+KEY`` as ``++KEY`` (add or set), ``~KEY`` as a delete."""
+    if key.operation == "delete":
+        return f"~{key.path}" if key.value is None else f"~{key.path}={hydra_value(key.value)}"
+    return f"{'++' if key.operation == 'add' else ''}{key.path}={hydra_value(key.value)}"
+
+
+def _path(override_key: str) -> str:
+    return override_key.lstrip("+~")
+
+
+def uses_fsdp2(experiment: Any) -> bool:
+    """Whether the actor trains with FSDP2: fipo's CPU mode, or a ``verl:`` key choosing it."""
+    if experiment.trainer.device == "cpu":
+        return True
+    return any(key.path == f"{ACTOR}.strategy" and key.value == "fsdp2" for key in verl_keys.section_keys(experiment.verl))
 
 
 def reward_function_location(spec: str) -> tuple[str, str]:

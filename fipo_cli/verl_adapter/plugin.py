@@ -24,6 +24,9 @@ Three more additions, all installed when this module loads (see their functions 
   config and the verl overrides of the run, read from the file ``FIPO_TRACKING_CONFIG`` names.
 * :func:`with_wandb_teardown`: W&B is torn down when verl finishes its tracking, inside the Ray
   actor that trains, so that no traceback follows a run that succeeded.
+
+And it registers the OmegaConf resolver of ``model.attn_implementation: auto``
+(:mod:`fipo_cli.verl_adapter.attention`), so verl decides the attention where it builds the model.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from fipo_cli.loss import knobs  # noqa: E402
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms, kept_token_denominator, token_mean  # noqa: E402
 from fipo_cli.loss.length_metrics import length_metrics  # noqa: E402
 from fipo_cli.tracking.identity import TRACKING_CONFIG_ENV  # noqa: E402
+from fipo_cli.verl_adapter.attention import register_resolver as register_auto_attention  # noqa: E402
 
 LOSS_NAME = "future_kl"
 #: Each micro-batch's mean over its kept tokens (see :func:`compute_policy_loss_future_kl`).
@@ -298,3 +302,5 @@ def install_wandb_teardown() -> None:
 install_length_metrics()
 install_run_config()
 install_wandb_teardown()
+# ``model.attn_implementation: auto`` reaches verl as ${fipo_auto_attention:SP}, resolved here.
+register_auto_attention()

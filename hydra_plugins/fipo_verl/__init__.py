@@ -5,8 +5,10 @@ verl's trainer config only (its primary config directory is ``verl/trainer/confi
 this plugin puts ``fipo_cli/verl_conf`` in front of the search path; its
 ``actor/dp_actor.yaml`` is verl's own ``dp_actor`` (reached through verl's trainer directory,
 not copied) plus the FIPO knobs under ``policy_loss``. So
-``actor_rollout_ref.actor.policy_loss.decay_rate=32`` composes without a ``+``, exactly
-as the official FIPO launcher writes it, and nothing changes for other Hydra apps.
+``actor_rollout_ref.actor.policy_loss.decay_rate=32`` composes without a ``+``, and nothing
+changes for other Hydra apps. The official launcher writes its knobs with a ``+``, which Hydra
+refuses for a key that exists ("Could not append to config"): fipo takes them as ``verl.+KEY``
+and passes ``++KEY`` (fipo_cli/verl_adapter/verl_keys.py).
 
 Set ``FIPO_VERL_KNOBS=0`` to switch it off.
 """

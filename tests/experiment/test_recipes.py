@@ -29,13 +29,12 @@ TABLE_2_FIPO_32B = {
     "actor_rollout_ref.model.path": "Qwen/Qwen2.5-32B",
     "data.train_batch_size": "512",
     f"{ROLLOUT}.n": "16",
-    "data.gen_batch_size": "2048",
     f"{ACTOR}.ppo_mini_batch_size": "64",
     f"{ACTOR}.optim.lr": "1e-06",
     f"{ACTOR}.optim.lr_scheduler_type": "constant",
     f"{ACTOR}.optim.lr_warmup_steps": "10",
     f"{ACTOR}.optim.weight_decay": "0.1",
-    f"{ACTOR}.grad_clip": "1.0",
+    f"{ACTOR}.optim.clip_grad": "1.0",  # what verl 0.9.1's FSDP engine clips with (not actor.grad_clip)
     "data.max_prompt_length": "2048",
     "data.max_response_length": "20480",
     f"{OVERLONG}.enable": "true",
@@ -57,7 +56,6 @@ TABLE_2_FIPO_32B = {
     f"{LOSS}.safety_thresh": "10.0",
     "algorithm.filter_groups.enable": "true",
     "algorithm.filter_groups.metric": "acc",
-    "algorithm.filter_groups.max_num_gen_batches": "10",
     "algorithm.adv_estimator": "grpo",
     "reward.reward_manager.name": "dapo",
     # the launcher's infrastructure
@@ -79,7 +77,11 @@ TABLE_2_FIPO_32B = {
     "trainer.val_before_train": "true",
     "trainer.test_freq": "5",
     "trainer.save_freq": "5",
-    "trainer.total_epochs": "1",
+    # The horizon: the official epoch's ⌊1,791,700 / 2,048⌋ generation rounds, as steps, with no epoch limit.
+    "trainer.total_training_steps": "874",
+    "trainer.total_epochs": "874",
+    # verl's default attention crashes without flash_attn; auto is decided on the trainer's node.
+    "+actor_rollout_ref.model.override_config.attn_implementation": "${fipo_auto_attention:8}",
     "trainer.resume_mode": "auto",
     "trainer.logger": "[console,file,wandb]",
 }
@@ -117,6 +119,7 @@ def test_dapo_baseline_differs_from_fipo_exactly_where_table_2_says():
     assert changed == {f"{LOSS}.loss_mode", f"{ACTOR}.ppo_mini_batch_size"}
     assert (dapo[f"{LOSS}.loss_mode"], dapo[f"{ACTOR}.ppo_mini_batch_size"]) == ("vanilla", "32")
     fipo_only = {f"{LOSS}.{knob}" for knob in ("decay_rate", "gamma", "future_kl_clip_low", "future_kl_clip_high",
+                                                 "future_kl_clip_ratio", "future_kl_clip_high_only",
                                                  "safety_thresh", "future_kl_start", "future_kl_window",
                                                  "future_kl_average")}
     assert fipo.keys() - dapo.keys() == fipo_only

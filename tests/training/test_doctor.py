@@ -113,8 +113,9 @@ def test_doctor_passes_a_ready_experiment_without_printing_secrets(project):
     import pyarrow.parquet as pq
 
     (project / "data").mkdir()
-    for name in ("dapo-math-17k", "aime24"):
-        pq.write_table(pa.table({"prompt": ["q"], "data_source": ["math_dapo"]}), project / "data" / f"{name}.parquet")
+    for name, rows in (("dapo-math-17k", 64), ("aime24", 1)):  # a step takes 32 prompts
+        pq.write_table(pa.table({"prompt": ["q"] * rows, "data_source": ["math_dapo"] * rows}),
+                       project / "data" / f"{name}.parquet")
     device, vllm = installed_training_set()
     config_file = project / "experiments" / "smoke" / "fipo.yaml"
     config_file.write_text(config_file.read_text().replace("  mini_batch_size:", f"  device: {device}\n  mini_batch_size:"))

@@ -48,7 +48,9 @@ def test_dry_run_json_is_the_exact_plan_and_writes_nothing(project):
     result = run_fipo(project, "train", "smoke", "gamma=0.99", "lr=2e-6", "--dry-run", "--json", WANDB_API_KEY="sekrit-123")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "ray_job", "warnings"}
+    assert set(plan) == {"command", "overrides", "env", "run_dir", "sbatch", "ray_job", "warnings", "horizon",
+                         "attention", "verl_keys"}
+    assert plan["horizon"]["steps"] == 20 and plan["horizon"]["prompts"] == 20 * 32
     assert plan["warnings"] == []
     assert plan["sbatch"] is None and plan["ray_job"] is None  # the local launcher has no batch script, no Ray job
     assert plan["command"][-len(plan["overrides"]):] == plan["overrides"]

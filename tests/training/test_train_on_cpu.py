@@ -103,7 +103,8 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "succeeded" and status["exit_code"] == 0
     # fipo says where everything is, after the run's view
-    assert f"fipo: run fipo/{run.name} succeeded (last step {STEPS})" in result.stderr
+    assert f"fipo: run fipo/{run.name} succeeded (last step {STEPS} of {STEPS} planned)" in result.stderr
+    assert "ended after step" not in result.stderr
     assert f"{run / 'checkpoints'} (steps 10, 20)" in result.stderr
     assert "wandb sync" in result.stderr
     # The view without a terminal: a line per step, from verl's metrics file; no traceback anywhere (not
@@ -227,3 +228,26 @@ def test_a_failing_run_says_why_in_fipos_own_words(project: Path, no_ray_left):
     assert str(failed / "train.log") in report and "/no/such/model" in report
     # The view showed the trainer's error as it came, whole: its traceback and the exception naming the path.
     assert "Traceback (most recent call last):" in result.stdout and "/no/such/model" in result.stdout
+
+
+def test_a_run_whose_data_runs_out_says_so_and_verl_keys_reach_the_trainer(project: Path, tmp_path: Path, no_ray_left):
+    import pyarrow.parquet as pq
+
+    from fipo_cli.assets import toy_task
+
+    # 16 rows at 8 prompts a step: verl 0.9.1 counts an epoch as 16 // 8 = 2 steps, whatever its
+    # data loader does, so trainer.total_epochs 1 ends a run of 4 planned steps after step 2.
+    train, _ = toy_task.write_data(tmp_path)
+    short = tmp_path / "short.parquet"
+    pq.write_table(pq.read_table(train).slice(0, 16), short)
+    result = run_fipo(project, "train", "fipo", f"data.train_files=[{short}]", "trainer.total_training_steps=4",
+                      "trainer.total_epochs=1", "trainer.save_freq=-1", "trainer.test_freq=-1",
+                      "verl.actor_rollout_ref.rollout.max_num_seqs=7", timeout=900)
+    assert result.returncode == 0, tail(result)
+    assert "trainer.total_epochs 1 ends the run after 2 of the 4 steps" in result.stderr  # said before it started
+    run = sorted((project / "experiments" / "fipo" / "runs").iterdir())[-1]
+    assert sorted(metrics(run / "metrics.jsonl")) == [1, 2]
+    assert f"fipo: run fipo/{run.name} succeeded (last step 2 of 2 planned)" in result.stderr
+    assert "ended after step 2, short of trainer.total_training_steps (4): its data ran out" in result.stderr
+    # The verl key reached verl's resolved config (the trainer prints it), after fipo's own settings.
+    assert "'max_num_seqs': 7" in (run / "train.log").read_text()
