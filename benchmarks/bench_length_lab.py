@@ -22,8 +22,8 @@ order and differ only in the loss. The warm-started model is the same for every 
 It prints one Markdown table per algorithm (mean ± standard deviation over seeds) and the FIPO − DAPO
 differences (paired by seed: mean ± standard deviation of the per-seed differences), and writes every
 figure to --json after every run (a benchmark cut short keeps the runs it finished; run it again
-with the same --json and --project and it trains only the runs missing). The project directory keeps the runs: `fipo report lab-fipo lab-dapo` (run there)
-draws them side by side.
+with the same --json and --project and it trains only the runs missing). The project directory
+keeps the runs: `fipo report lab-fipo lab-dapo` (run there) draws them side by side.
 """
 
 from __future__ import annotations

@@ -62,8 +62,6 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="responses sampled per number of bits")
     parser.add_argument("--keep", type=Path, help="keep the last build in this (new) directory")
     args = parser.parse_args()
-    import torch
-
     with tempfile.TemporaryDirectory(prefix="fipo-bench-reasoner-") as work:
         times = []
         for repeat in range(args.repeats):
@@ -73,7 +71,7 @@ def main() -> None:
             print(f"build {repeat + 1}: {wall:.0f} s wall, {cpu:.0f} s CPU, load average {load_before:.1f} before, "
                   f"{os.getloadavg()[0]:.1f} after", file=sys.stderr, flush=True)
         print(f"build of builtin:tiny-reasoner: median {statistics.median(times):.0f} s wall over {args.repeats} "
-              f"build(s), {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
+              f"build(s), {os.cpu_count()} CPUs, trained on 1 torch thread")
         last = Path(work) / f"model-{args.repeats - 1}"
         if args.keep:
             shutil.copytree(last, args.keep)

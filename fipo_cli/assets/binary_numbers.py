@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 BITS = range(2, 9)
-DATA_SOURCE = "binary"
+TRAIN_SOURCE = "binary"
 TRAIN_PROBLEMS = 4096
 VALIDATION_PROBLEMS_PER_BITS = 16
 #: The letter before each bit, in order: a names the first (most significant) bit.
@@ -78,7 +78,7 @@ class Problem:
 
 def validation_source(bits: int) -> str:
     """The data source of the validation problems of ``bits`` bits."""
-    return f"{DATA_SOURCE}_{bits}bit"
+    return f"{TRAIN_SOURCE}_{bits}bit"
 
 
 def problems(count: int, seed: int | str, bits: Iterable[int] | None = None) -> list[Problem]:
@@ -132,6 +132,6 @@ def write_data(directory: Path) -> tuple[Path, Path]:
     train = problems(TRAIN_PROBLEMS, "train")
     validation = problems(VALIDATION_PROBLEMS_PER_BITS * len(BITS), "validation", bits=BITS)
     paths = directory / "train.parquet", directory / "validation.parquet"
-    write_parquet(paths[0], _records(train, "train", [DATA_SOURCE] * len(train)))
+    write_parquet(paths[0], _records(train, "train", [TRAIN_SOURCE] * len(train)))
     write_parquet(paths[1], _records(validation, "test", [validation_source(len(p.bits)) for p in validation]))
     return paths

@@ -71,7 +71,7 @@ def test_the_reward_is_one_for_the_right_final_answer_and_zero_otherwise(respons
     # The independent rule: the text after the last "A", whitespace stripped, is exactly the answer.
     expected = 1.0 if "A" in response and response[response.rindex("A") + 1:].rstrip() == answer else 0.0
     assert expected == score
-    assert task.compute_score(task.DATA_SOURCE, response, answer) == score
+    assert task.compute_score(task.TRAIN_SOURCE, response, answer) == score
 
 
 def test_the_data_is_built_once_in_verls_columns_with_a_validation_source_per_length(tmp_path, monkeypatch):
@@ -83,7 +83,7 @@ def test_the_data_is_built_once_in_verls_columns_with_a_validation_source_per_le
 
     train = pq.read_table(local_assets.resolve(paths[0])).to_pylist()
     validation = pq.read_table(local_assets.resolve(paths[1])).to_pylist()
-    assert len(train) == task.TRAIN_PROBLEMS and {row["data_source"] for row in train} == {task.DATA_SOURCE}
+    assert len(train) == task.TRAIN_PROBLEMS and {row["data_source"] for row in train} == {task.TRAIN_SOURCE}
     assert Counter(row["data_source"] for row in validation) == {
         f"binary_{bits}bit": task.VALIDATION_PROBLEMS_PER_BITS for bits in task.BITS}
     for row in train + validation:
