@@ -65,10 +65,10 @@ def test_accuracy_per_number_of_bits_from_verls_validation_before_and_during_tra
     sources = [task.validation_source(bits) for bits in task.BITS]
     assert [panel.name for panel in chart.panels] == sorted(sources)
     for panel in chart.panels:
-        assert panel.title == f"{panel.name}: mean@4" and [line.run for line in panel.lines] == [r.ref for r in runs]
+        assert panel.title == f"{panel.name}: mean@2" and [line.run for line in panel.lines] == [r.ref for r in runs]
         for line, algo in zip(panel.lines, ("fipo", "dapo"), strict=True):
-            expected = logged(algo)[f"val-core/{panel.name}/acc/mean@4"]
-            assert line.xs == (0, 10, 20, 30, 40)  # before step 1, then every trainer.test_freq steps
+            expected = logged(algo)[f"val-core/{panel.name}/acc/mean@2"]
+            assert line.xs == (0, 10, 20, 30)  # before step 1, then every trainer.test_freq steps
             assert line.ys == pytest.approx([100 * expected[step] for step in line.xs])
             low, high = panel.y_range
             assert 0 <= low <= min(line.ys) and max(line.ys) <= high <= 100
@@ -81,13 +81,13 @@ def test_accuracy_against_length_is_fit_by_least_squares_per_run_and_number_of_b
         metrics = logged(algo)
         for bits in task.BITS:
             source = task.validation_source(bits)
-            accuracy = metrics[f"val-core/{source}/acc/mean@4"]
+            accuracy = metrics[f"val-core/{source}/acc/mean@2"]
             steps = [step for step in sorted(accuracy) if step in metrics["response_length/mean"]]  # not step 0
             xs = np.array([metrics["response_length/mean"][step] for step in steps])
             ys = np.array([100 * accuracy[step] for step in steps])
             fit = fits[(run.ref, f"validation {source}")]
             slope, intercept = np.polyfit(xs, ys, 1)
-            assert fit.points == len(steps) == 4
+            assert fit.points == len(steps) == 3
             assert fit.slope == pytest.approx(1000 * slope) and fit.intercept == pytest.approx(intercept)
             if np.ptp(ys) > 0:
                 assert fit.r2 == pytest.approx(np.corrcoef(xs, ys)[0, 1] ** 2)
