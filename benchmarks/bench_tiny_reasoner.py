@@ -44,13 +44,13 @@ def behaviour(directory: Path, samples: int) -> list[str]:
         responses = sample(directory, [problem.prompt for problem in problems], seed=k)
         scored = [(response, task.compute_score("", response, problem.answer))
                   for response, problem in zip(responses, problems, strict=True)]
-        walks = [score for response, score in scored if not response.startswith(task.ANSWER_MARK)]
+        stepwise = [score for response, score in scored if not response.startswith(task.ANSWER_MARK)]
         direct = [score for response, score in scored if response.startswith(task.ANSWER_MARK)]
 
         def share(values: list[float]) -> str:
             return f"{100 * statistics.fmean(values):.0f} % (n={len(values)})" if values else "–"
 
-        lines.append(f"| {k} | {100 * len(walks) / len(scored):.0f} % | {share(walks)} | {share(direct)} | "
+        lines.append(f"| {k} | {100 * len(stepwise) / len(scored):.0f} % | {share(stepwise)} | {share(direct)} | "
                      f"{100 * statistics.fmean(score for _, score in scored):.0f} % | "
                      f"{statistics.fmean(len(response) for response, _ in scored):.1f} |")
     return lines

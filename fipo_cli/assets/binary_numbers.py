@@ -10,9 +10,9 @@ its letter (Horner's rule: the value so far, doubled, plus the next bit), then t
 ``b2c5d11A11``. Each step doubles a number written just before it and adds one bit, which a small
 transformer learns in a few hundred steps; the direct answer needs every bit weighted by its own
 power of two within one forward pass, which the same model gets right up to 5 or 6 bits and then
-mostly wrong. So the harder the problem, the more a longer response pays. (Sums of digits, tried
-first, do not have that property: a tiny model adds single digits in one shot about as well as
-step by step; see the README's length lab.)
+mostly wrong. So the harder the problem, the more a longer response pays. (Sums of single digits,
+tried first, lack that property: a tiny model warm-started in minutes added them in one shot
+about as well as step by step.)
 
 The reward (:func:`compute_score`, the recipe's ``algorithm.reward_function``) is 1 when the
 response ends in ``A`` and the right number, else 0. No partial credit: credit for correct steps

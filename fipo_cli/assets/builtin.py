@@ -51,7 +51,7 @@ ASSETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "binary-numbers": ("v1", _binary_numbers),
 }
 #: Assets whose build takes long enough to say so first: about how long, on 2 cores.
-SLOW_BUILDS = {"tiny-reasoner": "a supervised warm start of about 2 minutes on 2 cores"}
+SLOW_BUILDS = {"tiny-reasoner": "a supervised warm start of about 2½ minutes of one core"}
 
 
 def is_builtin(path: str) -> bool:
