@@ -58,6 +58,7 @@ FIGURES = (
     ("correlation_within_training", f"length–correct correlation, last {LAST_TRAINING_STEPS} training steps, "
                                     "within problems", "r"),
     ("minutes", "wall time of the run", "min"),
+    ("load_before", "machine's load average when the run started", "1 min"),
 )
 
 
@@ -147,8 +148,9 @@ def spread(values: list[float]) -> str:
     if not finite:
         return "–"
     mean = statistics.fmean(finite)
-    deviation = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return f"{mean:.3g} ± {deviation:.2g}"
+    if len(finite) == 1:  # one seed: no spread to show
+        return f"{mean:.3g}"
+    return f"{mean:.3g} ± {statistics.stdev(finite):.2g}"
 
 
 def tables(results: dict[str, dict[str, dict[str, float]]]) -> str:
