@@ -24,6 +24,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_reasoner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The length lab's warm start (:mod:`fipo_cli.assets.tiny_reasoner`) with small settings, built
+    once per test session: seconds instead of minutes, enough to learn both shapes of answer."""
+    pytest.importorskip("transformers")
+    from fipo_cli.assets.tiny_reasoner import SMALL, build_tiny_reasoner
+
+    return build_tiny_reasoner(tmp_path_factory.mktemp("small-reasoner"), SMALL)
+
+
+@pytest.fixture(scope="session")
 def checkpointed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run with verl FSDP checkpoints at steps 2 and 4, trained once per session (:mod:`checkpointed`)."""
     pieces.require("verl")

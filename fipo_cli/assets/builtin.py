@@ -31,11 +31,27 @@ def _toy_addition(directory: Path) -> None:
     write_data(directory)
 
 
+def _tiny_reasoner(directory: Path) -> None:
+    from fipo_cli.assets.tiny_reasoner import build_tiny_reasoner
+
+    build_tiny_reasoner(directory)
+
+
+def _binary_numbers(directory: Path) -> None:
+    from fipo_cli.assets.binary_numbers import write_data
+
+    write_data(directory)
+
+
 #: Each asset: its builder and a version; a new version is built into a new directory.
 ASSETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "tiny-qwen2": ("v1", _tiny_qwen2),
     "toy-addition": ("v1", _toy_addition),
+    "tiny-reasoner": ("v1", _tiny_reasoner),
+    "binary-numbers": ("v1", _binary_numbers),
 }
+#: Assets whose build takes long enough to say so first: about how long, on 2 cores.
+SLOW_BUILDS = {"tiny-reasoner": "a supervised warm start of about 2½ minutes of one core"}
 
 
 def is_builtin(path: str) -> bool:
@@ -79,13 +95,18 @@ def resolve(path: str, env: Mapping[str, str] | None = None) -> str:
     return str(directory / rest if rest else directory)
 
 
-def ensure(paths: Iterable[str], env: Mapping[str, str] | None = None) -> list[Path]:
-    """Build the built-in assets ``paths`` name that are not in the cache yet; returns the ones built."""
+def ensure(paths: Iterable[str], env: Mapping[str, str] | None = None,
+           announce: Callable[[str], None] | None = None) -> list[Path]:
+    """Build the built-in assets ``paths`` name that are not in the cache yet; returns the ones built.
+
+    ``announce`` gets a line before each build that takes a while (:data:`SLOW_BUILDS`)."""
     built = []
     for name in dict.fromkeys(_split(path)[0] for path in paths if is_builtin(path)):
         target = _asset_dir(name, env)
         if target.is_dir():
             continue
+        if announce is not None and name in SLOW_BUILDS:
+            announce(f"building {PREFIX}{name} into {target}, once: {SLOW_BUILDS[name]}")
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = scratch_path(target)
         try:

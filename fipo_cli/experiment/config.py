@@ -228,6 +228,9 @@ class TrainerConfig:
     save_freq: int = field(default=5, metadata=at_least(-1))
     test_freq: int = field(default=5, metadata=at_least(-1))
     val_before_train: bool = True
+    keep_samples: bool = False
+    """Keep every training and validation response as JSONL in the run's ``samples/`` (verl's
+    ``trainer.rollout_data_dir`` and ``trainer.validation_data_dir``): one file per step."""
     seed: int = 42
     # The trainer's command; empty means `python -m verl.trainer.main_ppo` with this Python.
     entrypoint: list[str] = field(default_factory=list)

@@ -7,9 +7,19 @@ The charts, by file name:
     eval_B                  (c) avg@n and cons@n per checkpoint step, with reference lines on AIME 2024 (Fig. 1)
     stability               (d) dual-clip fraction, policy KL, gradient norm, mean length (Fig. 2)
     advantage_reward        (e) length-weighted mean advantage and mean reward (Fig. 4)
+    future_kl               (f) mean Future-KL and the influence weights per step, FIPO runs only
+    validation              (g) verl's own validation accuracy per step, one panel per data source
+    accuracy_vs_length_validation
+                            (h) that accuracy against the step's mean response length, fit per run
 
 B is a benchmark that ``fipo eval --run`` evaluated. In (b) the length is the mean length of
-the evaluation's own samples, so that accuracy and length describe the same responses.
+the evaluation's own samples, so that accuracy and length describe the same responses. verl
+validates during training when ``trainer.test_freq`` says (and before step 1 with
+``trainer.val_before_train``); (g) reads the accuracy it logs, ``val-core/SOURCE/acc/mean@N``
+(``reward`` in place of ``acc`` where the reward function reports no accuracy). In (h) the length
+is the mean length of the training responses of the same step (verl does not log the length of
+its validation responses), so the validation before step 1 has no point there. FIPO and DAPO
+runs of one report share every chart but (f): DAPO has no Future-KL.
 Accuracies are in percent, as in the paper, on an axis at least ten points wide. A panel whose
 metric no run has stays in its chart, empty, saying so (a chart none of whose panels has data
 is left out); :class:`Figures` says which metric was missing.
@@ -37,7 +47,7 @@ OUTLIER_FACTOR = 1e6
 #: The narrowest accuracy axis, in percentage points.
 MIN_ACCURACY_SPAN = 10.0
 #: Metrics that are shares (of tokens): their axis starts at 0.
-FRACTIONS = frozenset({"actor/pg_clipfrac_lower"})
+FRACTIONS = frozenset({"actor/pg_clipfrac_lower", "actor/fipo_clipfrac_upper"})
 #: matplotlib's tab10: one colour per run, the same in every chart.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -61,6 +71,14 @@ ADVANTAGE_PANELS = (
     ("length_weighted_advantage", "critic/advantages/length_weighted_mean", "length-weighted mean advantage"),
     ("mean_reward", "critic/rewards/mean", "mean reward"),
 )
+FUTURE_KL_PANELS = (
+    ("future_kl", "actor/fipo_future_kl_mean", "mean Future-KL"),
+    ("weight_mean", "actor/fipo_influence_weight_mean", "influence weight: mean"),
+    ("weight_max", "actor/fipo_influence_weight_max", "influence weight: max"),
+    ("clipped_upper", "actor/fipo_clipfrac_upper", "share of weights at the upper bound"),
+)
+#: verl's headline validation metric: mean accuracy (or reward) over the n samples of each prompt.
+VALIDATION_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<var>acc|reward)/mean@(?P<n>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,13 @@ def build(runs: Sequence[RunData], steps: StepRange, references: bool | None = N
         )
     _history_chart(figures, "stability", "Stability diagnostics", STABILITY_PANELS, runs, steps)
     _history_chart(figures, "advantage_reward", "Advantage and reward", ADVANTAGE_PANELS, runs, steps)
+    fipo_runs = [run for run in runs if run.config is None or run.config.algorithm.name == "fipo"]
+    if fipo_runs:  # DAPO has no Future-KL: its runs are left out of this chart, not missing from it
+        _history_chart(figures, "future_kl", "Future-KL and influence weights (FIPO runs)", FUTURE_KL_PANELS,
+                       fipo_runs, steps)
+    else:
+        figures.skipped.append("skipped future_kl.png: no FIPO run among these")
+    _validation_charts(figures, runs, steps)
     figures.charts = [_without_outliers(figures, chart) for chart in figures.charts]
     return figures
 
@@ -278,19 +303,10 @@ def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData
         if not measured:
             continue
         xs = tuple(point.mean_length for point in measured)
-        ys = tuple(100.0 * point.avg for point in measured)
-        label = run.label
-        if len(set(xs)) >= 2:
-            slope, intercept, r2 = linear_fit(xs, ys)
-            figures.fits.append(Fit(run.ref, benchmark, len(xs), 1000.0 * slope, intercept, r2))
-            ends = (min(xs), max(xs))
-            label += f" (slope {1000.0 * slope:+.2f} pp/1k tokens, R² {'–' if r2 is None else f'{r2:.2f}'})"
-            fit = Line(f"{run.ref} fit", ends, tuple(intercept + slope * x for x in ends), run=run.ref, style="fit")
-            lines += [Line(label, xs, ys, run=run.ref, style="points"), fit]
-        else:
-            figures.notes.append(f"{name}.png: {run.ref} has fewer than two distinct lengths, no fit")
+        drawn = _points_with_fit(figures, name, run, benchmark, xs, tuple(100.0 * point.avg for point in measured))
+        if len(drawn) == 1:
             unfitted.append(run.ref)
-            lines.append(Line(label, xs, ys, run=run.ref, style="points"))
+        lines += drawn
     n = _samples_label(run.evals.get(benchmark, []) for run in runs)
     title = f"{benchmark}: accuracy against mean response length"
     if not lines:
@@ -310,6 +326,21 @@ def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData
                   f"avg@{n} (%)", tuple(lines), steps=False,
                   y_range=accuracy_range([y for line in lines for y in line.ys]), note=note)
     figures.charts.append(Chart(name, title, (panel,)))
+
+
+def _points_with_fit(figures: Figures, chart: str, run: RunData, benchmark: str, xs: tuple[float, ...],
+                     ys: tuple[float, ...]) -> list[Line]:
+    """A run's (length, accuracy %) points and, given two distinct lengths, their least-squares line
+    (recorded in ``figures.fits``, its slope and R² in the legend)."""
+    if len(set(xs)) < 2:
+        figures.notes.append(f"{chart}.png: {run.ref} has fewer than two distinct lengths, no fit")
+        return [Line(run.label, xs, ys, run=run.ref, style="points")]
+    slope, intercept, r2 = linear_fit(xs, ys)
+    figures.fits.append(Fit(run.ref, benchmark, len(xs), 1000.0 * slope, intercept, r2))
+    label = f"{run.label} (slope {1000.0 * slope:+.2f} pp/1k tokens, R² {'–' if r2 is None else f'{r2:.2f}'})"
+    ends = (min(xs), max(xs))
+    return [Line(label, xs, ys, run=run.ref, style="points"),
+            Line(f"{run.ref} fit", ends, tuple(intercept + slope * x for x in ends), run=run.ref, style="fit")]
 
 
 def _samples_label(point_lists) -> str:
@@ -345,3 +376,64 @@ def _eval_chart(figures: Figures, benchmark: str, runs: Sequence[RunData], steps
         figures.notes += [f"{name}.png: {ref} has no {benchmark} evaluation in --steps {steps}" for ref in missing]
     else:
         figures.skipped.append(f"skipped {name}.png: no {benchmark} evaluation in --steps {steps}")
+
+
+def validation_metrics(run: RunData) -> dict[str, str]:
+    """The run's validation accuracy metric (:data:`VALIDATION_METRIC`) by data source: ``acc``
+    before ``reward``, then the one of most samples where several were logged."""
+    found: dict[str, tuple[tuple[bool, int], str]] = {}
+    for key in run.metrics:
+        match = VALIDATION_METRIC.match(key)
+        if match:
+            rank = (match["var"] == "acc", int(match["n"]))
+            if match["source"] not in found or rank > found[match["source"]][0]:
+                found[match["source"]] = (rank, key)
+    return {source: key for source, (_, key) in sorted(found.items())}
+
+
+def _validation_charts(figures: Figures, runs: Sequence[RunData], steps: StepRange) -> None:
+    """(g) and (h): one panel per data source, every run that validated it in its own colour."""
+    keys = {run.ref: validation_metrics(run) for run in runs}
+    sources = sorted({source for by_source in keys.values() for source in by_source})
+    if not sources:
+        figures.skipped.append("skipped validation.png and accuracy_vs_length_validation.png: no validation metric "
+                               "(val-core/SOURCE/acc/mean@N) in these runs; verl validates every trainer.test_freq "
+                               "steps and, with trainer.val_before_train, before step 1")
+        return
+    accuracy_panels, fit_panels = [], []
+    for source in sources:
+        accuracy_lines: list[Line] = []
+        fit_lines: list[Line] = []
+        for run in runs:
+            key = keys[run.ref].get(source)
+            if key is None:
+                figures.notes.append(f"validation.png, {source}: {run.ref} has no validation metric for it")
+                continue
+            xs, ys = run.series(key, steps)
+            if xs:
+                accuracy_lines.append(Line(run.label, tuple(xs), tuple(100.0 * y for y in ys), run=run.ref))
+            lengths = run.metrics.get("response_length/mean", {})
+            paired = sorted((lengths[step], 100.0 * y) for step, y in zip(xs, ys, strict=True) if step in lengths)
+            if paired:
+                fit_lines += _points_with_fit(figures, "accuracy_vs_length_validation", run, f"validation {source}",
+                                              tuple(x for x, _ in paired), tuple(y for _, y in paired))
+        ns = {VALIDATION_METRIC.match(by_source[source])["n"] for by_source in keys.values() if source in by_source}
+        title = f"{source}: mean@{ns.pop() if len(ns) == 1 else 'n'}"
+        if accuracy_lines:
+            accuracy_panels.append(Panel(source, title, "training step", "accuracy (%)", tuple(accuracy_lines),
+                                         y_range=accuracy_range([y for line in accuracy_lines for y in line.ys])))
+        if fit_lines:
+            fit_panels.append(Panel(source, title, "mean response length (tokens)", "accuracy (%)", tuple(fit_lines),
+                                    steps=False, y_range=accuracy_range([y for line in fit_lines for y in line.ys])))
+    if accuracy_panels:
+        figures.charts.append(Chart("validation", "Validation accuracy per step (verl's validation)",
+                                    tuple(accuracy_panels)))
+    else:
+        figures.skipped.append(f"skipped validation.png: no validation step in --steps {steps}")
+    if fit_panels:
+        figures.charts.append(Chart("accuracy_vs_length_validation",
+                                    "Validation accuracy against the step's mean training response length",
+                                    tuple(fit_panels)))
+    else:
+        figures.skipped.append("skipped accuracy_vs_length_validation.png: no validation step that also trained "
+                               f"(response_length/mean) in --steps {steps}")

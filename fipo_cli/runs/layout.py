@@ -56,6 +56,8 @@ EARLIER_METRICS_FILE = "metrics.earlier.jsonl"
 TRACKING_CONFIG_FILE = "tracking_config.json"
 CHECKPOINT_DIR = "checkpoints"
 HYDRA_DIR = "hydra"
+#: verl's dump of every response, ``train/STEP.jsonl`` and ``validation/STEP.jsonl`` (``trainer.keep_samples``).
+SAMPLES_DIR = "samples"
 RAY_LOG_FILE = "ray.log"
 SCRIPT_FILE = "job.sbatch"
 #: SLURM's ``--output`` of a job fipo submits (``%j``: the job id), beside what it runs.

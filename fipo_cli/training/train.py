@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from fipo_cli.runs.layout import (
     LOG_FILE,
     METRICS_FILE,
     RUN_CONFIG_FILE,
+    SAMPLES_DIR,
 )
 from fipo_cli.runs.metrics import keep_earlier_metrics
 from fipo_cli.runs.registry import RunEntry
@@ -142,6 +144,7 @@ def plan_run(
         hydra_dir=run_dir / HYDRA_DIR,
         wandb=bool(tracking),
         worker_env=env,
+        samples_dir=run_dir / SAMPLES_DIR,
     )
     return TrainPlan(
         experiment=experiment,
@@ -300,7 +303,8 @@ def execute_run(plan: TrainPlan, status: RunStatus, inherited: Mapping[str, str]
     write_status(plan.run_dir, status)
     keep_earlier_metrics(plan.run_dir)
     try:
-        local_assets.ensure(plan.experiment.asset_paths(), env=inherited)
+        local_assets.ensure(plan.experiment.asset_paths(), env=inherited,
+                            announce=lambda line: print(f"fipo: {line}", file=sys.stderr, flush=True))
         exit_code = launcher.run_trainer(job(plan), inherited, screen)
     except BaseException as error:
         _record_end(plan.run_dir, "cancelled" if isinstance(error, KeyboardInterrupt) else "failed", None)

@@ -156,6 +156,7 @@ def experiment_overrides(
     hydra_dir: Path,
     wandb: bool,
     worker_env: Mapping[str, str],
+    samples_dir: Path | None = None,
 ) -> list[str]:
     """verl overrides for one training run of an experiment (a :class:`fipo_cli.experiment.config.Experiment`).
 
@@ -169,6 +170,8 @@ def experiment_overrides(
             the Ray cluster may have started before the trainer (a SLURM job), so they travel in
             the job's runtime env, encoded (:func:`encode_worker_env`), rather than in Ray's own
             environment.
+        samples_dir: where verl dumps the responses of each step (``train/``, ``validation/``) when
+            ``trainer.keep_samples`` is on; None: nowhere (a plan that starts no run).
     """
     model, data, algorithm = experiment.model, experiment.data, experiment.algorithm
     rollout, trainer, cluster = experiment.rollout, experiment.trainer, experiment.cluster
@@ -253,6 +256,9 @@ def experiment_overrides(
         "hydra.run.dir": str(hydra_dir),
         f"{RUNTIME_ENV_VARS}.{WORKER_ENV}": encode_worker_env(worker_env),
     }
+    if trainer.keep_samples and samples_dir is not None:
+        settings["trainer.rollout_data_dir"] = str(samples_dir / "train")
+        settings["trainer.validation_data_dir"] = str(samples_dir / "validation")
     if algorithm.reward_function is not None:
         path, name = reward_function_location(algorithm.reward_function)
         settings["reward.custom_reward_function.path"] = path

@@ -156,3 +156,38 @@ def test_smoke_recipe_fits_one_gpu():
     experiment = config.load(recipes.recipe_path("qwen2.5-0.5b"))
     assert (experiment.cluster.launcher, experiment.cluster.total_gpus) == ("local", 1)
     assert "NOT the paper's recipe" in recipes.recipe_path("qwen2.5-0.5b").read_text()
+
+
+def test_the_length_lab_differs_from_its_baseline_only_in_the_loss_and_has_room_to_grow():
+    fipo, dapo = overrides_of("tiny-reasoner", "fipo"), overrides_of("tiny-reasoner", "dapo")
+    changed = {key for key in fipo.keys() & dapo.keys() if fipo[key] != dapo[key]}
+    assert changed == {f"{LOSS}.loss_mode"} and dapo.keys() <= fipo.keys()
+    assert (fipo[f"{LOSS}.decay_rate"], fipo[f"{LOSS}.future_kl_clip_high"]) == ("32.0", "0.2")  # Table 2
+    experiment = config.load(recipes.recipe_path("tiny-reasoner"))
+    assert experiment.trainer.device == "cpu" and all(path.startswith("builtin:") for path in experiment.asset_paths())
+    assert fipo["reward.custom_reward_function.path"] == "'pkg://fipo_cli.assets.binary_numbers'"
+    assert experiment.trainer.total_training_steps is not None  # the run's length, whatever the epoch holds
+    from fipo_cli.assets import binary_numbers
+
+    longest = max(len(binary_numbers.Problem((1,) * bits).response(stepwise=True)) for bits in binary_numbers.BITS)
+    # The longest stepwise answer (plus its end token) leaves most of the response length free, and the
+    # overlong penalty starts beyond it: length can grow without being cut or penalised.
+    assert longest + 1 < experiment.data.max_response_length - experiment.algorithm.overlong_buffer_len
+    assert experiment.data.max_response_length >= 96
+    assert experiment.data.train_batch_size // experiment.trainer.mini_batch_size >= 2  # Future-KL is not 0
+
+
+def test_kept_samples_go_into_the_run_directory_only_when_asked():
+    experiment = config.load(recipes.recipe_path("tiny-reasoner"))
+
+    def overrides(keep: bool) -> dict[str, str]:
+        experiment.trainer.keep_samples = keep
+        lines = verl_overrides.experiment_overrides(experiment, experiment_name="e", checkpoint_dir=Path("/r/c"),
+                                                    hydra_dir=Path("/r/h"), wandb=False, worker_env={},
+                                                    samples_dir=Path("/r/samples"))
+        return dict(line.split("=", 1) for line in lines)
+
+    kept = overrides(True)
+    assert (kept["trainer.rollout_data_dir"], kept["trainer.validation_data_dir"]) == ("/r/samples/train",
+                                                                                       "/r/samples/validation")
+    assert not {"trainer.rollout_data_dir", "trainer.validation_data_dir"} & overrides(False).keys()

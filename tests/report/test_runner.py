@@ -32,20 +32,34 @@ ALL_METRICS = (
 )
 
 
+#: What the FIPO loss logs (a DAPO run has none of it).
+FIPO_METRICS = ("actor/fipo_future_kl_mean", "actor/fipo_influence_weight_mean", "actor/fipo_influence_weight_max",
+                "actor/fipo_clipfrac_upper")
+
+
+#: verl's own validation, every 5 steps and before step 1 (step 0).
+VALIDATION = "val-core/aime24/acc/mean@8"
+
+
+VALIDATION_STEPS = (0, 5, 10, 15, 20, 25, 30)
+
+
 #: What verl 0.9.1 logs without fipo's plugin: no percentiles, no length-weighted advantage.
 VERL_ONLY = ("response_length/min", "response_length/mean", "response_length/max", "actor/pg_clipfrac_lower",
              "actor/ppo_kl", "actor/grad_norm", "critic/rewards/mean")
 
 
-EXPECTED_CHARTS = ["length_percentiles", "accuracy_vs_length_aime24", "eval_aime24", "stability", "advantage_reward"]
+EXPECTED_CHARTS = ["length_percentiles", "accuracy_vs_length_aime24", "eval_aime24", "stability", "advantage_reward",
+                   "future_kl", "validation", "accuracy_vs_length_validation"]
 
 
 def make_run(project: Path, experiment: str, run: str, *, algo: str = "fipo", gamma: float | None = None,
-             growth: float = 20.0, keys=ALL_METRICS, evals: dict[int, tuple[float, float, float | None]] | None = None,
-             seed: int = 0) -> Path:
+             growth: float = 20.0, keys=ALL_METRICS + FIPO_METRICS + (VALIDATION,),
+             evals: dict[int, tuple[float, float, float | None]] | None = None, seed: int = 0) -> Path:
     """A run directory as `fipo train` and `fipo eval --run` leave it: config, metrics.jsonl, results per checkpoint.
 
     ``evals``: step → (avg, cons, mean length) of aime24; default a length that grows with accuracy.
+    The FIPO loss's metrics are logged only by a FIPO run, verl's validation every 5 steps and at step 0.
     """
     generator = np.random.default_rng(seed)
     run_dir = project / "experiments" / experiment / "runs" / run
@@ -55,13 +69,22 @@ def make_run(project: Path, experiment: str, run: str, *, algo: str = "fipo", ga
     (experiment_dir / "fipo.yaml").write_text(json.dumps(raw))
     (run_dir / "config.yaml").write_text(config.build(raw).to_yaml())
     with (run_dir / "metrics.jsonl").open("w") as metrics:
+        if VALIDATION in keys:  # the validation before step 1: a row of its own
+            metrics.write(json.dumps({"step": 0, "data": {VALIDATION: 0.2}}) + "\n")
         for step in STEPS:
             mean = 500 + growth * step + generator.normal(0, 10)
             values = dict(zip(ALL_METRICS, (0.1 * mean, 0.6 * mean, 0.9 * mean, mean, 1.3 * mean, 1.8 * mean, 3 * mean,
                                             generator.uniform(0, 1e-3), generator.uniform(0, 1e-3), generator.uniform(),
                                             generator.normal(0, 0.01), -0.5 + step / 60), strict=True))
+            if algo == "fipo":
+                values |= dict(zip(FIPO_METRICS, (generator.uniform(0, 1e-3), 1.0 + generator.uniform(0, 0.01),
+                                                  1.0 + generator.uniform(0, 0.2), generator.uniform(0, 0.05)),
+                                   strict=True))
+            if step in VALIDATION_STEPS:
+                values[VALIDATION] = 0.2 + step / 100 + generator.normal(0, 0.01)
             # verl also logs strings and, as null, NaN: they are left out.
-            data = {key: values[key] for key in keys} | {"training/epoch": 0, "val/note": "x", "critic/nan": None}
+            data = {key: values[key] for key in keys if key in values} | {"training/epoch": 0, "val/note": "x",
+                                                                          "critic/nan": None}
             metrics.write(json.dumps({"step": step, "data": data}) + "\n")
     if evals is None:
         evals = {step: (0.2 + step / 200 + generator.normal(0, 0.01), 0.3 + step / 150, 600 + growth * step * 1.1)
@@ -113,13 +136,15 @@ def test_the_report_draws_every_chart_with_one_colour_per_run(project):
         path = project / chart["file"]
         panels = len(chart["panels"])
         columns = min(4, panels)
-        legend_rows = math.ceil(3 / max(1, columns // 2))  # three runs, one legend column per two panels
+        # FIPO's Future-KL leaves the DAPO run out: two runs, else three; one legend column per two panels.
+        drawn = [run for run in report["runs"] if chart["name"] != "future_kl" or run["parameters"] != "dapo"]
+        legend_rows = math.ceil(len(drawn) / max(1, columns // 2))
         inches = (4 * max(columns, 2), 3 * math.ceil(panels / columns) + 0.5 + 0.3 * legend_rows)
         assert png_size(path) == tuple(round(100 * side) for side in inches), chart["name"]
         pixels = matplotlib.image.imread(path)[..., :3].reshape(-1, 3)
         colours = {tuple(np.round(pixel * 255).astype(int)) for pixel in pixels[::7]}
         assert len(colours) > 20, f"{path} is (nearly) blank"
-        for run in report["runs"]:  # every run is drawn in its own colour
+        for run in drawn:  # every run is drawn in its own colour
             rgb = tuple(int(run["colour"][i:i + 2], 16) for i in (1, 3, 5))
             assert (np.abs(pixels * 255 - rgb).max(axis=1) < 2).any(), (chart["name"], run["run"])
     assert len({run["colour"] for run in report["runs"]}) == 3
@@ -134,7 +159,7 @@ def test_the_report_draws_every_chart_with_one_colour_per_run(project):
 def test_the_fit_of_accuracy_against_length_is_ordinary_least_squares(project):
     result = run_fipo(project, "report", "fipo-a/20261122-010000", "--json", "--steps", "10:")
     assert result.returncode == 0, result.stderr
-    (fit,) = json.loads(result.stdout)["fits"]
+    fit, validation_fit = json.loads(result.stdout)["fits"]
     results = sorted((project / "experiments/fipo-a/runs/20261122-010000/eval/aime24").glob("step_*/results.json"))
     points = [json.loads(path.read_text()) for path in results if int(path.parent.name[5:]) >= 10]
     xs = np.array([point["lengths"]["mean"] for point in points])
@@ -143,6 +168,17 @@ def test_the_fit_of_accuracy_against_length_is_ordinary_least_squares(project):
     assert fit["points"] == len(points) == 5
     assert fit["slope"] == pytest.approx(1000 * slope) and fit["intercept"] == pytest.approx(intercept)
     assert fit["r2"] == pytest.approx(np.corrcoef(xs, ys)[0, 1] ** 2)
+
+    # verl's validation accuracy against the mean length of the same step's training responses.
+    by_step = read_metrics(project / "experiments/fipo-a/runs/20261122-010000/metrics.jsonl")
+    steps = [step for step in VALIDATION_STEPS if step >= 10]
+    xs = np.array([by_step["response_length/mean"][step] for step in steps])
+    ys = np.array([100 * by_step[VALIDATION][step] for step in steps])
+    slope, intercept = np.polyfit(xs, ys, 1)
+    assert (validation_fit["benchmark"], validation_fit["points"]) == ("validation aime24", len(steps))
+    assert validation_fit["slope"] == pytest.approx(1000 * slope)
+    assert validation_fit["intercept"] == pytest.approx(intercept)
+    assert validation_fit["r2"] == pytest.approx(np.corrcoef(xs, ys)[0, 1] ** 2)
     assert figures.linear_fit([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == (0.0, 5.0, None)
 
 
@@ -172,7 +208,9 @@ def test_missing_metrics_leave_their_panel_empty_saying_why_and_the_console_says
     assert ("accuracy_vs_length_aime24.png is empty: missing metric aime24 mean response length "
             "(results.json lengths.mean) in --steps :") in both["skipped"]
     assert [chart["name"] for chart in both["charts"]] == ["length_percentiles", "accuracy_vs_length_aime24",
-                                                           "eval_aime24", "stability", "advantage_reward"]
+                                                           "eval_aime24", "stability", "advantage_reward",
+                                                           "future_kl", "validation", "accuracy_vs_length_validation"]
+    assert "validation.png, aime24: old/r1 has no validation metric for it" in both["notes"]
 
 
 def test_steps_crop_every_chart(project, monkeypatch):
@@ -225,7 +263,7 @@ def test_bad_input_is_a_usage_error(project, args, message):
 def test_steps_outside_the_logged_range_are_refused_naming_the_range(project):
     result = run_fipo(project, "report", "fipo-a", "--steps", "500:600")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--steps 500:600: no step of these runs lies there; they logged steps 1 to 30" in result.stderr
+    assert "--steps 500:600: no step of these runs lies there; they logged steps 0 to 30" in result.stderr
     assert not (project / "experiments" / "fipo-a" / "report").exists()
 
 
@@ -257,9 +295,10 @@ def test_nan_infinity_and_a_huge_value_are_named_once_and_kept_off_the_axes(proj
     monkeypatch.chdir(project)
     run_dir = project / "experiments" / "fipo-a" / "runs" / "20261122-010000"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    records[4]["data"]["actor/grad_norm"] = math.nan
-    records[5]["data"]["actor/grad_norm"] = math.inf
-    records[6]["data"]["actor/grad_norm"] = 1e308
+    by_step = {record["step"]: record["data"] for record in records}
+    by_step[5]["actor/grad_norm"] = math.nan
+    by_step[6]["actor/grad_norm"] = math.inf
+    by_step[7]["actor/grad_norm"] = 1e308
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))  # NaN, Infinity
 
     result = run_fipo(project, "report", "fipo-a", "--json")
@@ -341,7 +380,7 @@ def test_wandb_gets_the_same_charts_as_native_line_series(project, offline_wandb
     assert report.wandb_sync == f"wandb sync {project / 'out' / 'wandb'}/offline-run-*"
     (row,) = wandb_records.history(path)
     keys = chart_keys(report.figures.charts)
-    assert len(keys) == 7 + 1 + 2 + 4 + 2 and "report/length_percentiles/p25" in keys
+    assert len(keys) == 7 + 1 + 2 + 4 + 2 + 4 + 1 + 1 and "report/length_percentiles/p25" in keys
     assert {f"{key}_table" for key in keys} <= set(row)
 
     # The p25 panel's table holds every run's series: (step, series, value) rows.
@@ -389,11 +428,12 @@ def test_step_axes_have_whole_number_ticks_and_accuracy_axes_at_least_ten_points
                 ticks = visible_ticks(ax.xaxis)
                 assert ticks and all(tick == int(tick) for tick in ticks), (chart.name, panel.name, ticks)
                 checked += 1
-            if panel.ylabel.startswith(("avg@", "cons@")):
+            if panel.ylabel.startswith(("avg@", "cons@", "accuracy")):
                 low, high = ax.get_ylim()
                 values = [y for line in panel.lines for y in line.ys]
                 assert 0 <= low <= min(values) and max(values) <= high <= 100 and high - low >= 10
-    assert checked == 7 + 2 + 4 + 2  # every panel of length_percentiles, eval, stability, advantage_reward
+    # every panel of length_percentiles, eval, stability, advantage_reward, future_kl, validation
+    assert checked == 7 + 2 + 4 + 2 + 4 + 1
 
 
 def test_one_checkpoint_at_zero_is_a_labelled_marker_on_a_readable_axis(tmp_path):
@@ -429,10 +469,13 @@ def test_the_charts_of_a_real_tiny_run_have_whole_steps(tmp_path):
 
     run = data.load_run(tiny_run.run_dir(tmp_path))
     built = {chart.name: chart for chart in figures.build([run], StepRange()).charts}
-    assert sorted(built) == ["advantage_reward", "length_percentiles", "stability"]
+    assert sorted(built) == ["accuracy_vs_length_validation", "advantage_reward", "future_kl", "length_percentiles",
+                             "stability", "validation"]
     for chart in built.values():
         drawn = charts.figure(chart, figures.colours([run]))
         for panel, ax in zip(chart.panels, drawn.axes, strict=False):
+            if not panel.steps:  # accuracy against length: tokens on the x axis
+                continue
             ticks = visible_ticks(ax.xaxis)
             assert ticks and all(tick == int(tick) for tick in ticks), (chart.name, panel.name, ticks)
     dual_clip = charts.figure(built["stability"], figures.colours([run])).axes[0]
@@ -458,3 +501,40 @@ def test_a_comparison_names_the_run_without_evaluations_and_token_counts_have_wh
                             figures.colours([trained]))
     minimum = lengths.axes[0]  # the real run's shortest responses: 1 or 2 tokens
     assert visible_ticks(minimum.yaxis) and all(tick == int(tick) for tick in visible_ticks(minimum.yaxis))
+
+
+def test_fipo_and_dapo_side_by_side_future_kl_for_fipo_only_validation_per_source(project, monkeypatch):
+    monkeypatch.chdir(project)
+    second = project / "experiments/dapo-b/runs/20261122-030000/metrics.jsonl"
+    records = [json.loads(line) for line in second.read_text().splitlines()]
+    for record in records:  # the DAPO run also validated a second data source
+        if VALIDATION in record["data"]:
+            record["data"]["val-core/digit_sums_k5/acc/mean@4"] = 0.5
+            record["data"]["val-aux/digit_sums_k5/acc/std@4"] = 0.1  # not the headline: not drawn
+    second.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    report = runner.make_report(["fipo-a", "dapo-b"], out=project / "out", steps=StepRange())
+    charts = {chart.name: chart for chart in report.figures.charts}
+    fipo_runs = ["fipo-a/20261122-010000", "fipo-a/20261122-020000"]
+    future_kl = charts["future_kl"]
+    assert [panel.name for panel in future_kl.panels] == ["future_kl", "weight_mean", "weight_max", "clipped_upper"]
+    assert all([line.run for line in panel.lines] == fipo_runs for panel in future_kl.panels)
+    weights = read_metrics(project / "experiments/fipo-a/runs/20261122-010000/metrics.jsonl")
+    assert future_kl.panels[2].lines[0].ys == tuple(weights["actor/fipo_influence_weight_max"][step] for step in STEPS)
+
+    validation = charts["validation"]
+    assert [panel.title for panel in validation.panels] == ["aime24: mean@8", "digit_sums_k5: mean@4"]
+    aime, digits = validation.panels
+    assert [line.run for line in aime.lines] == [*fipo_runs, "dapo-b/20261122-030000"]
+    assert aime.lines[0].xs == VALIDATION_STEPS  # the validation before step 1 included
+    assert aime.lines[0].ys == tuple(100 * weights[VALIDATION][step] for step in VALIDATION_STEPS)
+    assert [(line.run, line.ys) for line in digits.lines] == [("dapo-b/20261122-030000", (50.0,) * 7)]
+    assert report.figures.notes.count(f"validation.png, digit_sums_k5: {fipo_runs[0]} has no validation metric "
+                                      "for it") == 1
+    against_length = charts["accuracy_vs_length_validation"].panels[0]
+    points = [line for line in against_length.lines if line.style == "points"]
+    assert len(points) == 3 and all(len(line.xs) == len(VALIDATION_STEPS) - 1 for line in points)  # no step 0
+
+    only_dapo = runner.make_report(["dapo-b"], out=project / "dapo", steps=StepRange())
+    assert "future_kl" not in [chart.name for chart in only_dapo.figures.charts]
+    assert "skipped future_kl.png: no FIPO run among these" in only_dapo.figures.skipped

@@ -251,3 +251,51 @@ def test_a_run_whose_data_runs_out_says_so_and_verl_keys_reach_the_trainer(proje
     assert "ended after step 2, short of trainer.total_training_steps (4): its data ran out" in result.stderr
     # The verl key reached verl's resolved config (the trainer prints it), after fipo's own settings.
     assert "'max_num_seqs': 7" in (run / "train.log").read_text()
+
+
+#: The lab's test run: a few steps, validated before the first and after the last.
+LAB_STEPS = 3
+
+
+def test_the_length_lab_trains_with_room_to_grow_validates_each_length_and_keeps_its_samples(
+        tmp_path_factory: pytest.TempPathFactory, small_reasoner: Path, no_ray_left):
+    """`--model tiny-reasoner` for a few steps, on the small warm start of the test session (the full
+    one takes minutes to build: benchmarks/bench_tiny_reasoner.py measures it)."""
+    from fipo_cli.assets import binary_numbers as task
+    from fipo_cli.experiment import config, recipes
+
+    recipe = config.load(recipes.recipe_path("tiny-reasoner"))
+    val_n, cap = recipe.rollout.val_n, recipe.data.max_response_length
+    project = tmp_path_factory.mktemp("lab")
+    assert run_fipo(project, "init", "lab", "--model", "tiny-reasoner").returncode == 0
+    result = run_fipo(project, "train", "lab", f"model.path={small_reasoner}",
+                      f"trainer.total_training_steps={LAB_STEPS}", f"trainer.test_freq={LAB_STEPS}",
+                      "trainer.save_freq=-1", "trainer.keep_samples=true", timeout=900)
+    assert result.returncode == 0, tail(result)
+    run = only_run(project, "lab")
+    by_step = metrics(run / "metrics.jsonl")
+    assert sorted(by_step) == list(range(LAB_STEPS + 1))  # step 0: the validation before training
+    first = by_step[1]
+    # Both ways of answering are sampled: lengths spread out, well below the cap.
+    assert first["response_length/min"] <= 4 and first["response_length/max"] > 8
+    assert first["response_length/mean"] < cap / 2 and first["response_length/clip_ratio"] < 0.5
+    assert "actor/fipo_future_kl_mean" in first
+    for step in (0, LAB_STEPS):  # verl's validation, one data source per number of bits
+        accuracy = {k: by_step[step][f"val-core/{task.validation_source(k)}/acc/mean@{val_n}"] for k in task.BITS}
+        assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+
+    # verl's own dumps: the reward verl gave each response is the task's score of it.
+    train_dumps = sorted((run / "samples" / "train").glob("*.jsonl"))
+    assert sorted(int(path.stem) for path in train_dumps) == list(range(1, LAB_STEPS + 1))
+    validation_dump = (run / "samples" / "validation" / "0.jsonl").read_text().splitlines()
+    assert len(validation_dump) == val_n * task.VALIDATION_PROBLEMS_PER_BITS * len(task.BITS)
+    samples = [json.loads(line) for line in validation_dump + train_dumps[0].read_text().splitlines()]
+    buffer = recipe.algorithm.overlong_buffer_len
+    unpenalised = [sample for sample in samples if len(sample["output"]) < cap - buffer - 1]  # no overlong penalty
+    assert len(unpenalised) > 0.9 * len(samples)
+    assert all(sample["score"] == task.compute_score("", sample["output"], sample["gts"]) for sample in unpenalised)
+
+    result = run_fipo(project, "report", "lab", "--json", timeout=300)
+    assert result.returncode == 0, tail(result)
+    charts = {chart["name"] for chart in json.loads(result.stdout)["charts"]}
+    assert {"length_percentiles", "future_kl", "validation", "accuracy_vs_length_validation"} <= charts

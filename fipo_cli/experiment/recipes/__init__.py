@@ -2,7 +2,9 @@
 
 ``qwen2.5-32b`` (paper Table 2) and ``qwen2.5-math-7b`` (Table 3) reproduce the paper;
 ``qwen2.5-0.5b`` is a single-GPU smoke run whose values are fipo's own; ``tiny`` trains a tiny
-locally built model on a toy task on CPU, with nothing to download.
+locally built model on a toy task on CPU, with nothing to download; ``tiny-reasoner`` is the length
+lab on CPU: a small model warm-started to answer at once or step by step, on a task where the
+longer way is the more often right one (:mod:`fipo_cli.assets.binary_numbers`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from fipo_cli.core.errors import UsageError
 
-MODELS = ("qwen2.5-32b", "qwen2.5-math-7b", "qwen2.5-0.5b", "tiny")
+MODELS = ("qwen2.5-32b", "qwen2.5-math-7b", "qwen2.5-0.5b", "tiny", "tiny-reasoner")
 ALGORITHMS = ("fipo", "dapo")
 
 
