@@ -40,6 +40,7 @@ from fipo_cli.launch.base import (
     removed_on_failure,
 )
 from fipo_cli.launch.ray_head import head_cpus, ray_executable
+from fipo_cli.launch.watch import Screen
 from fipo_cli.runs.layout import (
     ARRAY_TASK_LOG,
     LOG_FILE,
@@ -404,7 +405,7 @@ class SlurmLauncher(Launcher):
                               f"  trainer log: {job.run_dir / LOG_FILE}"]
         return outcome
 
-    def run_trainer(self, job: RunJob, inherited: Mapping[str, str]) -> int:
+    def run_trainer(self, job: RunJob, inherited: Mapping[str, str], screen: Screen | None = None) -> int:
         """The trainer on the job's head node; when it fails in a job of several nodes, whether a node left.
 
         A node that dies (power, network, every process killed) fails the trainer within seconds, and
@@ -414,7 +415,7 @@ class SlurmLauncher(Launcher):
         batch script waits for SLURM to requeue the job (``--requeue``): the run resumes from its last
         checkpoint once the node, or another, is back.
         """
-        exit_code = super().run_trainer(job, inherited)
+        exit_code = super().run_trainer(job, inherited, screen)
         if exit_code == 0 or exit_code > 128 or job.cluster.nodes < 2 or not inherited.get("RAY_ADDRESS"):
             return exit_code
         nodes = job_nodes(inherited)
