@@ -60,7 +60,6 @@ def root(
     """
 
 
-
 def warn(lines: list[str]) -> None:
     """Each line on stderr as ``warning: …`` (stdout stays the command's output, JSON included)."""
     for line in lines:

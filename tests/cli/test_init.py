@@ -17,9 +17,6 @@ def project(tmp_path: Path) -> Path:
     return stand_in_project(tmp_path)
 
 
-
-
-
 def test_init_writes_the_commented_recipe_and_refuses_to_overwrite(tmp_path):
     result = run_fipo(tmp_path, "init", "exp-1", "--model", "qwen2.5-32b", "--algo", "dapo")
     assert result.returncode == 0, result.stderr

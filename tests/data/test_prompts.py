@@ -11,8 +11,6 @@ def test_prompt_formats():
     assert PROMPT_FORMATS["raw"]("P") == "P"
 
 
-
-
 DAPO_WORDING = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
     "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"

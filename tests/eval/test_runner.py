@@ -23,17 +23,6 @@ def run_dir(checkpointed_run: Path) -> Path:
     return checkpointed_run
 
 
-
-
-
-
-
-
-
-
-
-
-
 def test_fipo_eval_run_all_steps_writes_results_and_a_curve(project, run_dir):
     reference = f"{run_dir.parent.parent.name}/{run_dir.name}"
     pytest.importorskip("wandb")

@@ -121,11 +121,6 @@ def test_eval_score_into_a_directory_being_written_is_refused(tmp_path):
     assert not (directory / "results.json").exists()
 
 
-
-
-
-
-
 def test_a_line_cut_by_a_kill_is_dropped_and_appending_goes_on(tmp_path):
     path = tmp_path / "samples.jsonl"
     with SampleWriter(path) as writer:

@@ -35,14 +35,6 @@ def test_the_cluster_profile_fills_what_the_experiment_leaves_open(tmp_path, mon
     assert "did you mean 'partition'" in str(error.value) and "'nodes' is not a cluster profile key" in str(error.value)
 
 
-
-
-
-
-
-
-
-
 def runs(project: Path) -> list[Path]:
     runs_dir = project / "experiments" / "smoke" / "runs"
     return sorted(runs_dir.iterdir()) if runs_dir.exists() else []

@@ -16,7 +16,6 @@ import pieces
 pieces.require('ray')
 
 
-
 # A fresh HOME: a ~/.ray/auth_token left by other Ray use would switch the head to token auth.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HOME": "/tmp/fipo-ray-wait-home"}
 

@@ -21,15 +21,6 @@ def run_dir(checkpointed_run: Path) -> Path:
     return checkpointed_run
 
 
-
-
-
-
-
-
-
-
-
 def test_find_run_by_name_or_path_and_names_the_runs_when_missing(project, run_dir):
     root = project / "experiments"
     assert find_run(f"exp/{run_dir.name}", root=root) == run_dir

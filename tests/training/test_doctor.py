@@ -88,15 +88,6 @@ def test_the_train_extra_adds_what_verls_own_requirements_leave_out():
     assert {"verl", "vllm", "torch"} <= extra("train")
 
 
-
-
-
-
-
-
-
-
-
 def installed_training_set() -> tuple[str, str]:
     """The device this environment's training set is for, and its vLLM distribution."""
     from importlib.metadata import PackageNotFoundError, version

@@ -187,7 +187,6 @@ NOT_COMPARED = {
 needs_verl = pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed")
 
 
-
 @pytest.fixture
 def launcher(tmp_path: Path) -> Path:
     path = tmp_path / "run_fipo_test_32b.sh"

@@ -23,9 +23,6 @@ def project(tmp_path: Path) -> Path:
     return stand_in_project(tmp_path)
 
 
-
-
-
 def runs(project: Path) -> list[Path]:
     runs_dir = project / "experiments" / "smoke" / "runs"
     return sorted(runs_dir.iterdir()) if runs_dir.exists() else []

@@ -27,17 +27,6 @@ def run_dir(checkpointed_run: Path) -> Path:
     return checkpointed_run
 
 
-
-
-
-
-
-
-
-
-
-
-
 def test_the_stand_in_wrote_verls_layout(run_dir):
     checkpoint_dir = run_dir / "checkpoints"
     assert (checkpoint_dir / "latest_checkpointed_iteration.txt").read_text() == "4"

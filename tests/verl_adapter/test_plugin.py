@@ -311,8 +311,6 @@ def test_every_response_dropped_gives_zero_loss_and_zero_gradient_through_verl(l
     assert torch.equal(learner.grad, torch.zeros_like(learner))
 
 
-
-
 #: Aborted (0) and cut (16 = RESPONSE) responses included.
 LENGTHS = [0, 16, 3, 7, 16, 1, 9, 12, 5, 16, 2, 8]
 

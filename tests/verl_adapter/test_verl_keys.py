@@ -23,7 +23,6 @@ LOSS = "actor_rollout_ref.actor.policy_loss"
 STAND_IN = "import sys; print('stand-in trainer', len(sys.argv) - 1, 'overrides'); sys.exit(0)\n"
 
 
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     assert run_fipo(tmp_path, "init", "smoke", "--model", "qwen2.5-0.5b").returncode == 0
