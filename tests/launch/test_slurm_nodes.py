@@ -187,9 +187,17 @@ def metric_steps(run_dir: Path) -> list[int]:
             if (run_dir / name).is_file() for line in (run_dir / name).read_text().splitlines() if line.strip()]
 
 
+@pytest.fixture
+def n2_back_afterwards():
+    """The test kills n2; whatever it asserts, the tests after it get both nodes back."""
+    yield
+    cluster_nodes.start_slurmd("n2")  # a no-op when its slurmd runs
+
+
 @pytest.mark.verl
 @pytest.mark.training
-def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_evaluated_and_reported(tiny_project):
+def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_evaluated_and_reported(tiny_project,
+                                                                                                    n2_back_afterwards):
     """One run tells it all (each real run of two nodes costs minutes): it trains across both nodes, n2
     is killed after the step-2 checkpoint, SLURM requeues the job, and the run resumes and ends; then
     it is followed, evaluated on one node and reported."""
