@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -423,10 +424,17 @@ class SlurmLauncher(Launcher):
               f"every node of the job ({', '.join(nodes)}) is still there", file=sys.stderr, flush=True)
         # In a process of its own: ray.init would make this one exit on SLURM's SIGTERM (the requeue's),
         # and the run, stopped by the scheduler, must keep its state.
+        asked_at = time.monotonic()
         asked = subprocess.run([sys.executable, "-m", "fipo_cli.launch.ray_wait", "--address", inherited["RAY_ADDRESS"],
                                 "--lost-within", str(LOST_NODE_SETTLE_S), *nodes],
                                env=dict(inherited), stdout=subprocess.PIPE, check=False) if nodes else None
         lost = asked.stdout.decode().split()[1:] if asked is not None and asked.stdout.startswith(b"lost:") else []
+        # Ray's client exits its process when the head is gone for good (SLURM ends every step of a job
+        # that lost a node, the head's among them): then slurmctld's word alone, until the settle time.
+        while not lost and time.monotonic() - asked_at < LOST_NODE_SETTLE_S:
+            lost = unresponsive_nodes(nodes)
+            if not lost:
+                time.sleep(1.0)
         if not lost:
             return exit_code
         reason = (f"{plural(len(lost), 'node')} left the job's Ray cluster under the trainer ({', '.join(lost)}; "
