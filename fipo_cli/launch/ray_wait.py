@@ -122,8 +122,7 @@ def lost_nodes(address: str, nodes: Sequence[str], settle_s: float,
     trainer within seconds, while Ray declares the node dead only after its health checks fail
     (by default 5 checks 3 s apart) and SLURM only after it stops answering its pings. So this watches
     for up to ``settle_s`` seconds and returns as soon as a node is gone; [] when every node stayed
-    alive that long. When the cluster does not answer (its head is gone too: SLURM ends every step of a
-    job that lost a node), ``also_gone`` alone is asked until then; None when it names none either.
+    alive that long, None when the cluster does not answer (its head is gone too: nothing to tell).
     """
     import ray
 
@@ -133,32 +132,16 @@ def lost_nodes(address: str, nodes: Sequence[str], settle_s: float,
         socket.create_connection((host, int(port)), timeout=5).close()
         _connect(address, time.monotonic() + min(settle_s, 30.0), None)
     except (OSError, ValueError, TimeoutError):
-        return _gone_to_scheduler(nodes, deadline, also_gone)
+        return None
     try:
         while True:
-            try:
-                missing = _joined().missing(nodes)
-            except Exception:  # the head went too (SLURM ends every step of a job that lost a node)
-                return _gone_to_scheduler(nodes, deadline, also_gone)
+            missing = _joined().missing(nodes)
             missing += [node for node in also_gone(nodes) if node not in missing]
             if missing or time.monotonic() > deadline:
                 return missing
             time.sleep(_JOIN_POLL_S)
     finally:
         ray.shutdown()
-
-
-def _gone_to_scheduler(nodes: Sequence[str], deadline: float,
-                       also_gone: Callable[[Sequence[str]], list[str]]) -> list[str] | None:
-    """Without a Ray cluster to ask: the nodes the scheduler declares gone before ``deadline``; None when
-    it declares none (nothing to tell)."""
-    while True:
-        missing = also_gone(nodes)
-        if missing:
-            return missing
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(_JOIN_POLL_S)
 
 
 def _record_failure(run_dir: Path, problem: str) -> None:
