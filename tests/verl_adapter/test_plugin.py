@@ -113,7 +113,7 @@ def test_ray_workers_resolve_future_kl(tmp_path):
     result = run_python(
         """
         import os, ray
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
         @ray.remote
         def probe():
@@ -461,7 +461,7 @@ def test_a_ray_actor_tracking_with_wandb_exits_without_a_traceback(tmp_path):
             f"""
             import glob, os, time
             import ray
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir={temp!r},
+            ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir={temp!r},
                      runtime_env={{"env_vars": {{"WANDB_MODE": "offline", "WANDB_DIR": {str(tmp_path)!r}}}}})
 
             @ray.remote
