@@ -246,7 +246,9 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
     script = (run_dir / "job.sbatch").read_text()
     assert "#SBATCH --nodes=2" in script and "#SBATCH --cpus-per-task=2" in script
     assert "#SBATCH --gpus-per-node" not in script  # trainer.device cpu: no GPU asked for
-    job = scontrol_job(job_id)
+    # The run is recorded as its trainer ends; the job ends once Ray is stopped on both nodes.
+    job = wait_for(lambda: scontrol_job(job_id)["JobState"] != "RUNNING" and scontrol_job(job_id), timeout=120,
+                   what="SLURM to end the job")
     assert (job["JobState"], job["NodeList"], job["NumCPUs"]) == ("COMPLETED", "n[1-2]", "4")
     no_ray_left(job_id)
 
