@@ -84,6 +84,18 @@ def submitted(result: subprocess.CompletedProcess, what: str = "job") -> str:
     return match.group(1)
 
 
+#: SLURM's states of a job that has ended (COMPLETING is not one: its steps are still being torn down).
+ENDED_JOB = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+def ended_job(job_id: str, timeout: float, what: str) -> dict[str, str]:
+    """``scontrol show job``'s fields once the job has ended."""
+    def ended():
+        job = scontrol_job(job_id)
+        return job if job.get("JobState") in ENDED_JOB else None
+    return wait_for(ended, timeout=timeout, what=what)
+
+
 def netns_inode(node: str) -> int:
     return os.stat(f"/run/netns/{cluster_nodes.namespace(node)}").st_ino
 
@@ -208,7 +220,7 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
                                 f"trainer.total_training_steps={steps}", f"trainer.save_freq={saved}"))
         (run_dir,) = (root / "experiments" / "tiny" / "runs").iterdir()
         checkpoint = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
-        # Step 2 whole: verl 0.9.1 saves a step's checkpoint before it logs the step's metrics
+        # The checkpointed step whole: verl 0.9.1 saves a step's checkpoint before it logs its metrics
         # (verl/trainer/ppo/v1/trainer_base.py, fit: _save_checkpoint at line 485, logger.log at 514), so a
         # node lost in between leaves that step without a record; the resumed run starts after it.
         wait_for(lambda: checkpoint.is_file() and checkpoint.read_text().strip() == str(saved) and saved in metric_steps(run_dir),
@@ -247,8 +259,7 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
     assert "#SBATCH --nodes=2" in script and "#SBATCH --cpus-per-task=2" in script
     assert "#SBATCH --gpus-per-node" not in script  # trainer.device cpu: no GPU asked for
     # The run is recorded as its trainer ends; the job ends once Ray is stopped on both nodes.
-    job = wait_for(lambda: scontrol_job(job_id)["JobState"] != "RUNNING" and scontrol_job(job_id), timeout=120,
-                   what="SLURM to end the job")
+    job = ended_job(job_id, timeout=120, what="SLURM to end the job")
     assert (job["JobState"], job["NodeList"], job["NumCPUs"]) == ("COMPLETED", "n[1-2]", "4")
     no_ray_left(job_id)
 
@@ -272,8 +283,7 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
                      "--samples", "2", "--limit", "2", "--max-tokens", "8", "--no-wandb", "--json")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     eval_job = json.loads(evaluated.stdout)
-    ended = wait_for(lambda: scontrol_job(eval_job["job_id"]).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED")
-                     and scontrol_job(eval_job["job_id"]), timeout=900, what="the evaluation job")
+    ended = ended_job(eval_job["job_id"], timeout=900, what="the evaluation job")
     assert (ended["JobState"], ended["NumNodes"]) == ("COMPLETED", "1"), Path(eval_job["log"]).read_text()[-3000:]
     results_file = run_dir / "eval" / "aime24" / f"step_{steps}" / "results.json"
     assert eval_job["results"] == str(results_file)
