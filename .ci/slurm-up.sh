@@ -40,7 +40,11 @@ NodeName=n$i NodeAddr=$NET.$i NodeHostname=n$i CPUs=2 RealMemory=1000 Gres=gpu:2
 # slurm-single-node.sh): the daemons log at info (a failed job can be read back), finished jobs are
 # written to a jobcomp file (`sacct -c`, with accounting off), a job whose dependency can never be
 # met is cancelled rather than left pending (kill_invalid_depend), and srun reports a failed task at
-# once (Waittime=0).
+# once (Waittime=0). SlurmdTimeout is 60 s, not the reference's 30: a job's task notices a node lost
+# under its trainer about 23 s after the node's last process died (measured: Ray's health checks, then
+# fipo's look), and must record it before slurmctld declares the node down and kills the job; with
+# 30 s the node went down 36 s after the kill here and sooner on CI's machine, where the job was
+# killed first (a production cluster's default is 300 s).
 cat > $B/etc/slurm.conf <<CONF
 ClusterName=ci2
 SlurmctldHost=$H($NET.254)
@@ -78,7 +82,7 @@ KillWait=5
 InactiveLimit=0
 Waittime=0
 SlurmctldTimeout=30
-SlurmdTimeout=30
+SlurmdTimeout=60
 $nodes
 PartitionName=debug Nodes=n[1-$N] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF

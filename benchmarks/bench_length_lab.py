@@ -213,8 +213,10 @@ def main() -> None:
             print(f"{algo} seed {seed}: {minutes:.1f} min (load {load:.1f} → {figures['load_after']:.1f}), accuracy "
                   f"{figures['accuracy_start']:.1f} → {figures['accuracy_end']:.1f} %, mean length "
                   f"{figures['length_mean_start']:.1f} → {figures['length_mean_end']:.1f}", file=sys.stderr, flush=True)
-            if args.json:
-                args.json.write_text(json.dumps({"results": results, "runs": runs}, indent=2) + "\n", encoding="utf-8")
+            if args.json:  # whole or not at all: a benchmark cut short resumes from it
+                partial = args.json.with_name(args.json.name + ".partial")
+                partial.write_text(json.dumps({"results": results, "runs": runs}, indent=2) + "\n", encoding="utf-8")
+                os.replace(partial, args.json)
     print(f"{args.seeds} seeds per algorithm, {os.cpu_count()} CPUs, runs in {project}")
     print(tables(results))
 

@@ -207,6 +207,10 @@ class TrainerConsole:
             if indented:  # a frame, a source line
                 block.lines.append(display)
                 return
+            harmless = _known(body) if _has_level(body) else None
+            if harmless is not None and block.kind == "error":  # logged by the same process mid-traceback
+                self.harmless[harmless.label] += repeats
+                return
             if not block.ended:  # a traceback's exception line, or the phrase that chains the next traceback
                 block.lines.append(display)
                 block.ended = _CHAINED.match(body) is None

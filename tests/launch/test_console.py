@@ -63,6 +63,23 @@ def test_a_traceback_is_shown_whole_per_process_however_the_output_arrives():
         assert notices[0].lines == tuple(line.replace("\x1b[36m", "").replace("\x1b[0m", "") for line in TRACEBACK)
 
 
+def test_a_known_warning_a_process_logs_in_the_middle_of_its_traceback_is_counted_not_shown():
+    """As a two-node run printed it when a node died: the traceback's frames, TransferQueue's warning from
+    another thread of the same worker, then the traceback's exception line."""
+    worker = "\x1b[36m(AgentLoopWorkerTQ pid=22464)\x1b[0m "
+    frames = [worker + "Traceback (most recent call last):",
+              worker + '  File "/v/site-packages/verl/workers/rollout/llm_server.py", line 81, in _acquire_server',
+              worker + "    return await self._load_balancer.acquire_server.remote(request_id=request_id, **fields)"]
+    warning = worker + ("2026-12-02 15:56:19,743 - WARNING - transfer_queue.utils.common - target_num_threads 8 should "
+                        "not exceed total physical CPU cores 2. Setting to 2. [repeated 59x across cluster]")
+    error = worker + "ray.exceptions.ActorUnavailableError: The actor c7ea is unavailable: RpcError: Connection reset"
+    console = TrainerConsole()
+    (notice,) = feed_all(console, "\n".join([*frames, warning, error]) + "\n", 64 * 1024)
+    assert notice.kind == "error" and len(notice.lines) == 4 and notice.lines[-1].endswith("Connection reset")
+    assert not any("target_num_threads" in line for line in notice.lines)
+    assert console.harmless == {"TransferQueue thread cap": 59}
+
+
 def test_an_error_shows_at_the_next_flush_but_one_without_waiting_for_more_output():
     console = TrainerConsole()
     assert console.feed("\n".join(TRACEBACK) + "\n").notices == []

@@ -233,7 +233,8 @@ def test_the_tiny_recipe_trains_across_both_nodes_survives_one_dying_and_is_eval
                  timeout=300, what="SLURM to requeue the job")
         assert cluster_nodes.node_state("n2").startswith("down")
         (row,) = rows(root, "tiny")
-        assert row["state"] == "pending" and "left the job's Ray cluster under the trainer (n2;" in row["reason"]
+        assert row["state"] == "pending" and "left the job's Ray cluster under the trainer (n2;" in (row["reason"] or ""), (
+            row, (run_dir / f"slurm-{job_id}.out").read_text()[-3000:])
         seen.next_attempt()
         cluster_nodes.start_slurmd("n2")
         wait_for(lambda: cluster_nodes.node_state("n2") == "idle", timeout=60, what="n2 to be back")

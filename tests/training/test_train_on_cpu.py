@@ -175,24 +175,40 @@ def test_fipo_trains_learns_resumes_is_evaluated_and_reported(project: Path, no_
 #: which two tokens' ratios passed 1.05 (26-35 % of them in the steps measured), and a safety threshold
 #: of 1.05 clamps such tokens' weights. 2048 tokens per micro-batch hold a whole mini-batch (32
 #: responses of at most 56 tokens): see the test for why.
-DROPPING_RUN = ("trainer.total_training_steps=2", "trainer.save_freq=-1", "trainer.test_freq=-1",
-                "algorithm.clip_ratio_c=1.05", "algorithm.safety_thresh=1.05", "trainer.max_tokens_per_gpu=2048")
+DROPPING_KNOBS = ("algorithm.clip_ratio_c=1.05", "algorithm.safety_thresh=1.05", "trainer.max_tokens_per_gpu=2048")
 
 
-def test_with_dropped_responses_the_logged_loss_is_the_mean_over_kept_tokens(project: Path, no_ray_left):
-    """The documented token-mean, Σ_m (V_m/V)·(S_m/K_m) over micro-batches m, is S/K when a mini-batch is one
-    micro-batch on one rank: the mean over its kept tokens. verl logs the loss (``actor/pg_loss``, the sum of
-    the micro-batches' losses) and the loss's own S_m/K_m (``actor/fipo_pg_loss_kept_mean``), each averaged over
-    the step's two mini-batches: they must agree. With verl's count of every valid token as the denominator,
-    the loss of a mini-batch with drops would be S/V, smaller by the dropped tokens' share (logged too).
-    Why one micro-batch: verl averages a loss's metrics over micro-batches and mini-batches, and a kept-token
-    mean over several micro-batches is a ratio of sums that no average of per-micro-batch values gives back.
+def test_a_short_run_drops_responses_its_loss_is_the_mean_over_kept_tokens_and_its_data_runs_out(
+        project: Path, tmp_path: Path, no_ray_left):
+    """One short run (each costs a minute to start) with knobs that drop responses, on data that runs out.
+
+    The loss: the documented token-mean, Σ_m (V_m/V)·(S_m/K_m) over micro-batches m, is S/K when a mini-batch
+    is one micro-batch on one rank: the mean over its kept tokens. verl logs the loss (``actor/pg_loss``, the
+    sum of the micro-batches' losses) and the loss's own S_m/K_m (``actor/fipo_pg_loss_kept_mean``), each
+    averaged over the step's two mini-batches: they must agree. With verl's count of every valid token as the
+    denominator, the loss of a mini-batch with drops would be S/V, smaller by the dropped tokens' share (logged
+    too). Why one micro-batch: verl averages a loss's metrics over micro-batches and mini-batches, and a
+    kept-token mean over several micro-batches is a ratio of sums that no average of per-micro-batch values
+    gives back.
+
+    The data: 16 rows at 8 prompts a step. verl 0.9.1 counts an epoch as 16 // 8 = 2 steps, whatever its data
+    loader does, so trainer.total_epochs 1 ends a run of 4 planned steps after step 2.
     """
+    import pyarrow.parquet as pq
+
+    from fipo_cli.assets import toy_task
+
+    train, _ = toy_task.write_data(tmp_path)
+    short = tmp_path / "short.parquet"
+    pq.write_table(pq.read_table(train).slice(0, 16), short)
     result = run_fipo(project, "init", "drops", "--model", "tiny", "--algo", "fipo")
     assert result.returncode == 0, result.stderr
-    result = run_fipo(project, "train", "drops", *DROPPING_RUN, timeout=900)
+    result = run_fipo(project, "train", "drops", f"data.train_files=[{short}]", "trainer.total_training_steps=4",
+                      "trainer.total_epochs=1", "trainer.save_freq=-1", "trainer.test_freq=-1", *DROPPING_KNOBS,
+                      "verl.actor_rollout_ref.rollout.max_num_seqs=7", timeout=900)
     assert result.returncode == 0, tail(result)
-    by_step = metrics(only_run(project, "drops") / "metrics.jsonl")
+    run = only_run(project, "drops")
+    by_step = metrics(run / "metrics.jsonl")
     assert sorted(by_step) == [1, 2]
     with_drops = {step: row for step, row in by_step.items() if row["actor/fipo_dropped_seq_frac"] > 0}
     assert with_drops, {step: row["actor/fipo_neg_is_max"] for step, row in by_step.items()}
@@ -204,6 +220,12 @@ def test_with_dropped_responses_the_logged_loss_is_the_mean_over_kept_tokens(pro
     # The safety rule acted (Â < 0 and r > 1.05), and with bounds [1, 1.2] it can lower weights but never raise one.
     assert any(row["actor/fipo_safety_clamped_frac"] > 0 for row in by_step.values())
     assert all(row["actor/fipo_safety_raised_frac"] == 0.0 for row in by_step.values())
+
+    assert "trainer.total_epochs 1 ends the run after 2 of the 4 steps" in result.stderr  # said before it started
+    assert f"fipo: run drops/{run.name} succeeded (last step 2 of 2 planned)" in result.stderr
+    assert "ended after step 2, short of trainer.total_training_steps (4): its data ran out" in result.stderr
+    # The verl key reached verl's resolved config (the trainer prints it), after fipo's own settings.
+    assert "'max_num_seqs': 7" in (run / "train.log").read_text()
 
 
 def test_dapo_trains_the_same_way_and_learns(project: Path, no_ray_left):
@@ -228,29 +250,6 @@ def test_a_failing_run_says_why_in_fipos_own_words(project: Path, no_ray_left):
     assert str(failed / "train.log") in report and "/no/such/model" in report
     # The view showed the trainer's error as it came, whole: its traceback and the exception naming the path.
     assert "Traceback (most recent call last):" in result.stdout and "/no/such/model" in result.stdout
-
-
-def test_a_run_whose_data_runs_out_says_so_and_verl_keys_reach_the_trainer(project: Path, tmp_path: Path, no_ray_left):
-    import pyarrow.parquet as pq
-
-    from fipo_cli.assets import toy_task
-
-    # 16 rows at 8 prompts a step: verl 0.9.1 counts an epoch as 16 // 8 = 2 steps, whatever its
-    # data loader does, so trainer.total_epochs 1 ends a run of 4 planned steps after step 2.
-    train, _ = toy_task.write_data(tmp_path)
-    short = tmp_path / "short.parquet"
-    pq.write_table(pq.read_table(train).slice(0, 16), short)
-    result = run_fipo(project, "train", "fipo", f"data.train_files=[{short}]", "trainer.total_training_steps=4",
-                      "trainer.total_epochs=1", "trainer.save_freq=-1", "trainer.test_freq=-1",
-                      "verl.actor_rollout_ref.rollout.max_num_seqs=7", timeout=900)
-    assert result.returncode == 0, tail(result)
-    assert "trainer.total_epochs 1 ends the run after 2 of the 4 steps" in result.stderr  # said before it started
-    run = sorted((project / "experiments" / "fipo" / "runs").iterdir())[-1]
-    assert sorted(metrics(run / "metrics.jsonl")) == [1, 2]
-    assert f"fipo: run fipo/{run.name} succeeded (last step 2 of 2 planned)" in result.stderr
-    assert "ended after step 2, short of trainer.total_training_steps (4): its data ran out" in result.stderr
-    # The verl key reached verl's resolved config (the trainer prints it), after fipo's own settings.
-    assert "'max_num_seqs': 7" in (run / "train.log").read_text()
 
 
 #: The lab's test run: a few steps, validated before the first and after the last.
