@@ -25,11 +25,11 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
-from fipo_cli.assets.tiny_model import build_tiny_model  # noqa: E402
-from fipo_cli.eval import pipeline  # noqa: E402
-from fipo_cli.eval.engines import make_engine  # noqa: E402
-from fipo_cli.eval.engines.base import render_prompt, sample_seed  # noqa: E402
-from fipo_cli.eval.problems import load_benchmark  # noqa: E402
+from fipo_cli.assets.tiny_model import build_tiny_model
+from fipo_cli.eval import pipeline
+from fipo_cli.eval.engines import make_engine
+from fipo_cli.eval.engines.base import render_prompt, sample_seed
+from fipo_cli.eval.problems import load_benchmark
 
 
 def main() -> None:

@@ -49,10 +49,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for batch, length in SHAPES:
         x = _inputs(batch, length, args.device)
-        scan = median_seconds(lambda: discounted_future_sum(x, GAMMA), repeats=50, device=args.device)
-        chunked = median_seconds(lambda: chunked_reference(x, GAMMA), repeats=5, warmup=1, device=args.device)
+        scan = median_seconds(lambda x=x: discounted_future_sum(x, GAMMA), repeats=50, device=args.device)
+        chunked = median_seconds(lambda x=x: chunked_reference(x, GAMMA), repeats=5, warmup=1, device=args.device)
         diff = (discounted_future_sum(x, GAMMA) - chunked_reference(x, GAMMA)).abs().max().item()
-        memory = {name: peak_extra_bytes(lambda fn=fn: fn(x, GAMMA), args.device) for name, fn in IMPLEMENTATIONS.items()}
+        memory = {name: peak_extra_bytes(lambda fn=fn, x=x: fn(x, GAMMA), args.device) for name, fn in IMPLEMENTATIONS.items()}
         print(
             f"| {batch} × {length} | {scan * 1e3:.3f} ms | {chunked * 1e3:.1f} ms | {chunked / scan:.0f}× "
             f"| {memory['scan'] / 2**20:.2f} MiB | {memory['chunked'] / 2**20:.1f} MiB "

@@ -74,10 +74,10 @@ def cpu_seconds() -> float:
 def in_process_rates(name: str, responses: list[str], answers: list[str]) -> tuple[float, float]:
     grader = make_grader(name, integer_answers=True)
     grader.warm_up()
-    for response, answer in zip(responses[:20], answers[:20]):
+    for response, answer in zip(responses[:20], answers[:20], strict=True):
         grader.grade(response, answer)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    for response, answer in zip(responses, answers):
+    for response, answer in zip(responses, answers, strict=True):
         grader.grade(response, answer)
     return len(responses) / (time.perf_counter() - wall), len(responses) / (cpu_seconds() - cpu)
 

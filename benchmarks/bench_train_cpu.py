@@ -84,9 +84,9 @@ def train(project: Path, experiment: str, steps: int, env: dict[str, str]) -> di
     first_step_logged = None
     while process.poll() is None:
         new = [run for run in (set(runs.iterdir()) if runs.is_dir() else set()) - before]
-        if first_step_logged is None and new and (new[0] / "metrics.jsonl").is_file():
-            if (new[0] / "metrics.jsonl").stat().st_size:
-                first_step_logged = time.monotonic() - started
+        metrics = new[0] / "metrics.jsonl" if new else None
+        if first_step_logged is None and metrics is not None and metrics.is_file() and metrics.stat().st_size:
+            first_step_logged = time.monotonic() - started
         time.sleep(0.2)
     peak.done.set()
     peak.join()

@@ -148,22 +148,25 @@ def test_max_tokens_is_capped_by_the_models_context_with_a_note(tmp_path, tiny_m
 
 
 def test_ctrl_c_keeps_the_samples_says_so_and_rerunning_resumes(tmp_path, tiny_model):
-    args = ["eval", "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", "8",
-            "--max-tokens", "64", "--limit", "10", "--out", "cut", "--json"]
+    # All 30 problems, long responses: the signal comes after the first problem's samples and must find the
+    # evaluation still running (10 problems of 64 tokens were all done before it on an idle machine).
+    problems, samples_each = 30, 8
+    args = ["eval", "aime24", "--model", str(tiny_model), "--engine", "transformers", "--samples", str(samples_each),
+            "--max-tokens", "128", "--limit", str(problems), "--out", "cut", "--json"]
     process = start_fipo(tmp_path, *args)
     samples = tmp_path / "cut" / "samples.jsonl"
-    while process.poll() is None and not (samples.exists() and samples.read_text().count("\n") >= 8):
+    while process.poll() is None and not (samples.exists() and samples.read_text().count("\n") >= samples_each):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     kept = len(lines(samples))
     assert process.returncode == 130, stderr
     assert f"interrupted: {kept} samples kept in cut/samples.jsonl; run the same command again to resume" in stderr
-    assert "Traceback" not in stderr and 8 <= kept < 80
+    assert "Traceback" not in stderr and samples_each <= kept < problems * samples_each
     assert not (tmp_path / "cut" / ".fipo-eval.lock").exists()
     again = run_fipo(tmp_path, *args)
     assert again.returncode == 0, again.stderr
-    assert len(lines(samples)) == 80
+    assert len(lines(samples)) == problems * samples_each
 
 
 def test_score_votes_by_equivalence_for_math_verify_and_says_how(tmp_path):
