@@ -329,15 +329,17 @@ def _accuracy_vs_length(figures: Figures, benchmark: str, runs: Sequence[RunData
 
 
 def _points_with_fit(figures: Figures, chart: str, run: RunData, benchmark: str, xs: tuple[float, ...],
-                     ys: tuple[float, ...]) -> list[Line]:
+                     ys: tuple[float, ...], slope_in_label: bool = True) -> list[Line]:
     """A run's (length, accuracy %) points and, given two distinct lengths, their least-squares line
-    (recorded in ``figures.fits``, its slope and R² in the legend)."""
+    (recorded in ``figures.fits``; its slope and R² also in the legend with ``slope_in_label``: a chart of
+    several panels has one legend, which names each run once, and the page's table has every fit)."""
     if len(set(xs)) < 2:
         figures.notes.append(f"{chart}.png: {run.ref} has fewer than two distinct lengths, no fit")
         return [Line(run.label, xs, ys, run=run.ref, style="points")]
     slope, intercept, r2 = linear_fit(xs, ys)
     figures.fits.append(Fit(run.ref, benchmark, len(xs), 1000.0 * slope, intercept, r2))
-    label = f"{run.label} (slope {1000.0 * slope:+.2f} pp/1k tokens, R² {'–' if r2 is None else f'{r2:.2f}'})"
+    label = (f"{run.label} (slope {1000.0 * slope:+.2f} pp/1k tokens, R² {'–' if r2 is None else f'{r2:.2f}'})"
+             if slope_in_label else run.label)
     ends = (min(xs), max(xs))
     return [Line(label, xs, ys, run=run.ref, style="points"),
             Line(f"{run.ref} fit", ends, tuple(intercept + slope * x for x in ends), run=run.ref, style="fit")]
@@ -416,7 +418,8 @@ def _validation_charts(figures: Figures, runs: Sequence[RunData], steps: StepRan
             paired = sorted((lengths[step], 100.0 * y) for step, y in zip(xs, ys, strict=True) if step in lengths)
             if paired:
                 fit_lines += _points_with_fit(figures, "accuracy_vs_length_validation", run, f"validation {source}",
-                                              tuple(x for x, _ in paired), tuple(y for _, y in paired))
+                                              tuple(x for x, _ in paired), tuple(y for _, y in paired),
+                                              slope_in_label=len(sources) == 1)
         ns = {VALIDATION_METRIC.match(by_source[source])["n"] for by_source in keys.values() if source in by_source}
         title = f"{source}: mean@{ns.pop() if len(ns) == 1 else 'n'}"
         if accuracy_lines:

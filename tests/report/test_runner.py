@@ -13,6 +13,7 @@ import pytest
 
 from fipo_cli.experiment import config
 from fipo_cli.report import charts, data, figures, runner
+from fipo_cli.report.charts import legend_entries
 from fipo_cli.report.data import StepRange, read_metrics
 
 from fipo_run import run_fipo
@@ -534,6 +535,11 @@ def test_fipo_and_dapo_side_by_side_future_kl_for_fipo_only_validation_per_sourc
     against_length = charts["accuracy_vs_length_validation"].panels[0]
     points = [line for line in against_length.lines if line.style == "points"]
     assert len(points) == 3 and all(len(line.xs) == len(VALIDATION_STEPS) - 1 for line in points)  # no step 0
+    # Two panels, one legend: each run named once, its slope per panel in the page's table of fits.
+    assert [line.run for line in legend_entries(charts["accuracy_vs_length_validation"])] == [*fipo_runs,
+                                                                                            "dapo-b/20261122-030000"]
+    assert not any("slope" in line.label for line in points)
+    assert {(fit.run, fit.benchmark) for fit in report.figures.fits} >= {(run, "validation aime24") for run in fipo_runs}
 
     only_dapo = runner.make_report(["dapo-b"], out=project / "dapo", steps=StepRange())
     assert "future_kl" not in [chart.name for chart in only_dapo.figures.charts]
