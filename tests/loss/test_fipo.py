@@ -10,7 +10,7 @@ import torch
 from fipo_cli.loss.fipo import PPOClip, fipo_loss_terms, fipo_policy_loss, token_mean
 from fipo_cli.loss.future_kl import influence_weights
 from fipo_cli.loss.knobs import FutureKLSettings, resolve
-from fipo_cli.loss.masked_stats import MaskedStats, ratio_distribution
+from fipo_cli.loss.masked_stats import MaskedStats, ratio_distribution, sorted_keys
 
 from naive import naive_fipo_loss, naive_future_kl, naive_safety_shares
 
@@ -393,6 +393,16 @@ def test_masked_stats_of_no_valid_token_are_zero():
     results = [*stats.extremes(values), stats.mean(values), stats.fraction_at_least(values, 0.5),
                stats.fraction_at_most(values, 0.5)]
     assert [value.item() for value in results] == [0.0] * 5
+
+
+@pytest.mark.parametrize("keys", [[], [5], [3, -1, 3, 0, -2**31, 2**31 - 1, -7, 0],
+                                  torch.randint(-2**31, 2**31 - 1, (4099,), generator=torch.Generator().manual_seed(3)).tolist()])
+def test_sorted_keys_are_python_sorted_order_as_int32_on_the_keys_device(keys):
+    tensor = torch.tensor(keys, dtype=torch.int32)
+    ordered = sorted_keys(tensor)
+    assert ordered.dtype == torch.int32 and ordered.device == tensor.device
+    assert ordered.tolist() == sorted(keys)
+    assert tensor.tolist() == keys  # the input is left as it was
 
 
 @pytest.mark.parametrize("case", RATIO_CASES)
