@@ -41,8 +41,8 @@ NodeName=n$i NodeAddr=$NET.$i NodeHostname=n$i CPUs=2 RealMemory=1000 Gres=gpu:2
 # written to a jobcomp file (`sacct -c`, with accounting off), a job whose dependency can never be
 # met is cancelled rather than left pending (kill_invalid_depend), and srun reports a failed task at
 # once (Waittime=0). SlurmdTimeout is 60 s, not the reference's 30: a job's task notices a node lost
-# under its trainer about 23 s after the node's last process died (measured: Ray's health checks, then
-# fipo's look), and must record it before slurmctld declares the node down and kills the job; with
+# under its trainer about 23 s after the node's last process died (measured: once slurmctld marks the
+# node not responding), and must record it before slurmctld declares the node down and kills the job; with
 # 30 s the node went down 36 s after the kill here and sooner on CI's machine, where the job was
 # killed first (a production cluster's default is 300 s).
 cat > $B/etc/slurm.conf <<CONF

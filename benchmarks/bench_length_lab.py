@@ -190,6 +190,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from fipo_cli.assets import builtin
+    from fipo_cli.core.files import atomic_write_json
     from fipo_cli.experiment import config
 
     experiment = config.load(project / "experiments" / "lab-fipo" / "fipo.yaml")
@@ -214,9 +215,7 @@ def main() -> None:
                   f"{figures['accuracy_start']:.1f} → {figures['accuracy_end']:.1f} %, mean length "
                   f"{figures['length_mean_start']:.1f} → {figures['length_mean_end']:.1f}", file=sys.stderr, flush=True)
             if args.json:  # whole or not at all: a benchmark cut short resumes from it
-                partial = args.json.with_name(args.json.name + ".partial")
-                partial.write_text(json.dumps({"results": results, "runs": runs}, indent=2) + "\n", encoding="utf-8")
-                os.replace(partial, args.json)
+                atomic_write_json(args.json, {"results": results, "runs": runs})
     print(f"{args.seeds} seeds per algorithm, {os.cpu_count()} CPUs, runs in {project}")
     print(tables(results))
 
